@@ -1,0 +1,47 @@
+# pgcanvas: `make demo` runs the voter-roll job on the embedded database; `make test` runs the tests.
+SHELL := /bin/bash
+SWIFT ?= swift
+CONFIG ?= release
+BIN = .build/$(CONFIG)
+DB_URL = $(shell scripts/pgdev.sh url)
+
+.PHONY: deps db db-stop build build-debug test demo bench clean format
+
+deps:
+	@scripts/deps.sh
+
+db: deps
+	@scripts/pgdev.sh start
+	@echo "DATABASE_URL=$(DB_URL)"
+
+db-stop:
+	@scripts/pgdev.sh stop
+
+build: deps
+	$(SWIFT) build -c $(CONFIG)
+
+# Tests use DATABASE_URL when it is set; otherwise they start the embedded server and stop it after.
+test: deps
+	@$(SWIFT) build --build-tests
+	@if [ -n "$$DATABASE_URL" ]; then \
+		$(SWIFT) test --skip-build --parallel; \
+	else \
+		started=0; scripts/pgdev.sh status >/dev/null 2>&1 || { scripts/pgdev.sh start && started=1; }; \
+		DATABASE_URL="$$(scripts/pgdev.sh url)" $(SWIFT) test --skip-build --parallel; rc=$$?; \
+		[ $$started = 1 ] && scripts/pgdev.sh stop; exit $$rc; \
+	fi
+
+demo: build db
+	@export DATABASE_URL="$(DB_URL)"; set -e; \
+	$(BIN)/voteradmin migrate; \
+	$(BIN)/voteradmin seed 10000
+
+bench: build db
+	@DATABASE_URL="$(DB_URL)" BIN=$(BIN) bench/run.sh
+
+format:
+	$(SWIFT) format --in-place --recursive Sources Tests Package.swift
+
+clean:
+	-scripts/pgdev.sh stop
+	rm -rf .build .pgdata output

@@ -1,0 +1,42 @@
+import ArgumentParser
+import Foundation
+
+/// Runs a command line so that every failure is one line on stderr and a non-zero exit:
+/// usage mistakes exit 64 (with a pointer to --help, not the whole usage text), domain
+/// failures exit 1. `--help` and `--version` print in full and exit 0.
+public func runCommandLine<Command: ParsableCommand>(_ type: Command.Type, name: String) -> Never {
+    do {
+        var command = try type.parseAsRoot()
+        try command.run()
+        exit(0)
+    } catch {
+        let code = type.exitCode(for: error)
+        if code == .success {
+            print(type.fullMessage(for: error))
+            exit(0)
+        }
+        let message = oneLineMessage(type.message(for: error))
+        var line = "\(name): error: \(message)"
+        if code == .validationFailure { line += " (see '\(name) --help')" }
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+        exit(code.rawValue)
+    }
+}
+
+func oneLineMessage(_ text: String) -> String {
+    var message = text.split(separator: "\n").first.map(String.init) ?? text
+    for prefix in ["Error: ", "error: "] where message.hasPrefix(prefix) {
+        message.removeFirst(prefix.count)
+    }
+    return message.trimmingCharacters(in: .whitespaces)
+}
+
+/// A failure of the program's own domain (not a usage mistake): exit status 1.
+public struct CommandFailure: Error, CustomStringConvertible {
+    public var description: String
+    public var exitCode: Int32
+    public init(_ description: String, exitCode: Int32 = 1) {
+        self.description = description
+        self.exitCode = exitCode
+    }
+}

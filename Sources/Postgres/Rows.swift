@@ -1,0 +1,59 @@
+/// The rows a statement returned, copied out of libpq's result so nothing outlives `PQclear`.
+public struct Rows: Sendable, RandomAccessCollection {
+    public let columns: [String]
+    let values: [String?]
+    /// Rows changed by INSERT/UPDATE/DELETE (0 for statements that report none).
+    public let affectedRows: Int
+
+    init(columns: [String], values: [String?], affectedRows: Int) {
+        self.columns = columns
+        self.values = values
+        self.affectedRows = affectedRows
+    }
+
+    public var startIndex: Int { 0 }
+    public var endIndex: Int { columns.isEmpty ? 0 : values.count / columns.count }
+    public subscript(position: Int) -> Row {
+        Row(rows: self, offset: position * columns.count)
+    }
+
+    func columnIndex(_ name: String) throws -> Int {
+        guard let i = columns.firstIndex(of: name) else {
+            throw PostgresError(
+                .misuse, message: "no column named '\(name)' (have: \(columns.joined(separator: ", ")))")
+        }
+        return i
+    }
+}
+
+/// One row; decode columns by position or name.
+public struct Row: Sendable {
+    let rows: Rows
+    let offset: Int
+
+    public var count: Int { rows.columns.count }
+
+    /// The raw text of a column, nil for NULL.
+    public func text(_ column: Int) -> String? { rows.values[offset + column] }
+
+    public func decode<T: PostgresDecodable>(_ type: T.Type = T.self, _ column: Int) throws -> T {
+        guard let text = text(column) else {
+            throw PostgresError(
+                .decoding, message: "column '\(rows.columns[column])' is NULL, expected \(T.self)")
+        }
+        return try T(postgresText: text)
+    }
+
+    public func decode<T: PostgresDecodable>(_ type: T.Type = T.self, _ column: Int) throws -> T? {
+        guard let text = text(column) else { return nil }
+        return try T(postgresText: text)
+    }
+
+    public func decode<T: PostgresDecodable>(_ type: T.Type = T.self, _ name: String) throws -> T {
+        try decode(type, try rows.columnIndex(name))
+    }
+
+    public func decode<T: PostgresDecodable>(_ type: T.Type = T.self, _ name: String) throws -> T? {
+        try decode(type, try rows.columnIndex(name))
+    }
+}

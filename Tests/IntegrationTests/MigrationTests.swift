@@ -1,0 +1,105 @@
+import Foundation
+import Migrations
+import Postgres
+import TestSupport
+import Testing
+
+@Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
+final class MigrationTests {
+    let database: TestDatabase
+
+    init() throws { database = try TestDatabase(migrated: false) }
+    deinit { database.drop() }
+
+    func tables(_ c: Connection) throws -> [String] {
+        try c.query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"
+        ).map { try $0.decode(String.self, 0) }
+    }
+
+    @Test func appliesPendingFilesOnceAndIsThenANoOp() throws {
+        let c = try database.connect()
+        let migrator = Migrator(migrations: try Migration.bundled())
+        let first = try migrator.migrate(c)
+        #expect(first.map(\.version) == migrator.migrations.map(\.version))
+        #expect(try tables(c).contains("voter_registration"))
+        #expect(try migrator.migrate(c).isEmpty)
+        let status = try migrator.status(c)
+        #expect(status.pending.isEmpty)
+        #expect(status.applied.count == migrator.migrations.count)
+    }
+
+    @Test func twoConcurrentRunsApplyEachFileExactlyOnce() throws {
+        let migrations = try Migration.bundled()
+        let config = database.configuration
+        let results = ResultBox()
+        let threads = (0..<3).map { _ in
+            Thread {
+                do {
+                    let applied = try Migrator(migrations: migrations).migrate(try Connection.connect(config))
+                    results.add(applied.count)
+                } catch {
+                    results.add(-1)
+                }
+            }
+        }
+        threads.forEach { $0.start() }
+        while results.values.count < 3 { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(results.values.sorted() == [0, 0, migrations.count])
+        let c = try database.connect()
+        #expect(try c.query("SELECT count(*) FROM pgcanvas_migrations")[0].decode(Int.self, 0) == migrations.count)
+    }
+
+    @Test func refusesToRunWhenAnAppliedFileChanged() throws {
+        let c = try database.connect()
+        let original = [Migration(version: 1, name: "one", sql: "CREATE TABLE one (x int);")]
+        try Migrator(migrations: original).migrate(c)
+        let edited = [
+            Migration(version: 1, name: "one", sql: "CREATE TABLE one (x bigint);"),
+            Migration(version: 2, name: "two", sql: "CREATE TABLE two (x int);"),
+        ]
+        let error = try #require(throws: MigrationError.self) { try Migrator(migrations: edited).migrate(c) }
+        #expect(error.description.contains("0001_one.sql was changed after it was applied"))
+        #expect(try !tables(c).contains("two"))
+    }
+
+    @Test func aFailingFileRollsBackAloneAndStopsTheRun() throws {
+        let c = try database.connect()
+        let migrations = [
+            Migration(version: 1, name: "good", sql: "CREATE TABLE good (x int);"),
+            Migration(version: 2, name: "bad", sql: "CREATE TABLE half (x int); SELECT no_such_function();"),
+            Migration(version: 3, name: "later", sql: "CREATE TABLE later (x int);"),
+        ]
+        #expect(throws: PostgresError.self) { try Migrator(migrations: migrations).migrate(c) }
+        #expect(try tables(c) == ["good", "pgcanvas_migrations"])
+        #expect(try Migrator(migrations: migrations).status(c).pending.map(\.version) == [2, 3])
+    }
+
+    @Test func loadsNumberedFilesInOrderAndRejectsBadNames() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mig-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "SELECT 2;".write(to: dir.appendingPathComponent("0010_ten.sql"), atomically: true, encoding: .utf8)
+        try "SELECT 1;".write(to: dir.appendingPathComponent("0002_two.sql"), atomically: true, encoding: .utf8)
+        #expect(try Migration.load(from: dir).map(\.fileName) == ["0002_two.sql", "0010_ten.sql"])
+        try "SELECT 3;".write(to: dir.appendingPathComponent("three.sql"), atomically: true, encoding: .utf8)
+        #expect(throws: MigrationError.self) { try Migration.load(from: dir) }
+    }
+}
+
+/// Collects values from several threads.
+final class ResultBox: @unchecked Sendable {
+    // Guarded by `lock`.
+    private var storage: [Int] = []
+    private let lock = NSLock()
+    func add(_ value: Int) {
+        lock.lock()
+        storage.append(value)
+        lock.unlock()
+    }
+    var values: [Int] {
+        lock.lock()
+        defer { lock.unlock() }
+        return storage
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import Postgres
+import TestSupport
+import Testing
+import VoterRolls
+
+@Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
+final class SeedTests {
+    let database: TestDatabase
+
+    init() throws { database = try TestDatabase() }
+    deinit { database.drop() }
+
+    func count(_ c: Connection, _ sql: Query) throws -> Int { try c.query(sql)[0].decode(Int.self, 0) }
+
+    @Test func createsVotersCentresAndOneRegistrationEach() throws {
+        let c = try database.connect()
+        let summary = try Seeder(names: try NameBank.bundled()).seed(c, voters: 12_345, randomSeed: 7)
+        #expect(summary.voters == 12_345)
+        #expect(summary.centers == 12)
+        #expect(try count(c, "SELECT count(*) FROM voter") == 12_345)
+        #expect(try count(c, "SELECT count(*) FROM polling_center") == 12)
+        #expect(try count(c, "SELECT count(*) FROM voter_registration") == 12_345)
+        #expect(try count(c, "SELECT count(DISTINCT voter_id) FROM voter_registration") == 12_345)
+        #expect(try count(c, "SELECT count(*) FROM voter WHERE voter_id NOT BETWEEN 10000000 AND 99999999") == 0)
+        #expect(try count(c, "SELECT count(*) FROM polling_center WHERE center_id NOT BETWEEN 10000 AND 99999") == 0)
+        // Few names repeat, and some are not ASCII.
+        #expect(try count(c, "SELECT count(DISTINCT voter_name) FROM voter") > 12_000)
+        #expect(try count(c, "SELECT count(*) FROM voter WHERE voter_name !~ '^[ -~]*$'") > 100)
+        // Dirichlet(1,…,1) makes centres uneven: the largest is several times the smallest.
+        #expect(summary.largestCenter > 3 * summary.smallestCenter)
+        let names = try c.query("SELECT center_name FROM polling_center").map { try $0.decode(String.self, 0) }
+        #expect(
+            names.allSatisfy {
+                $0.contains("School") || $0.contains("Center") || $0.contains("Library") || $0.contains("Academy")
+            })
+    }
+
+    @Test func theSameSeedGivesTheSameDataAndAnotherSeedDoesNot() throws {
+        let c = try database.connect()
+        let seeder = Seeder(names: try NameBank.bundled())
+        let fingerprint: Query = """
+            SELECT md5(string_agg(v.voter_id || ':' || v.voter_name || ':' || r.center_id, ',' ORDER BY v.voter_id))
+            FROM voter v JOIN voter_registration r USING (voter_id)
+            """
+        try seeder.seed(c, voters: 3_000, randomSeed: 42)
+        let first: String = try c.query(fingerprint)[0].decode(String.self, 0)
+        try seeder.seed(c, voters: 3_000, randomSeed: 42)
+        let again: String = try c.query(fingerprint)[0].decode(String.self, 0)
+        try seeder.seed(c, voters: 3_000, randomSeed: 43)
+        let other: String = try c.query(fingerprint)[0].decode(String.self, 0)
+        #expect(first == again)
+        #expect(first != other)
+    }
+
+    @Test func aFailedSeedLeavesTheEarlierDataAsItWas() throws {
+        let c = try database.connect()
+        let seeder = Seeder(names: try NameBank.bundled())
+        try seeder.seed(c, voters: 2_000, randomSeed: 1)
+        // Make the registration load fail part-way, after voters were already copied.
+        try c.executeScript(
+            "ALTER TABLE voter_registration ADD CONSTRAINT test_only_low_ids CHECK (voter_id < 60000000) NOT VALID")
+        #expect(throws: PostgresError.self) { try seeder.seed(c, voters: 5_000, randomSeed: 2) }
+        #expect(try count(c, "SELECT count(*) FROM voter") == 2_000)
+        #expect(try count(c, "SELECT count(*) FROM voter_registration") == 2_000)
+    }
+
+    @Test func rejectsCountsTheIdFormatsCannotHold() throws {
+        let c = try database.connect()
+        let seeder = Seeder(names: try NameBank.bundled())
+        #expect(throws: SeedError.self) { try seeder.seed(c, voters: 0) }
+        #expect(throws: SeedError.self) { try seeder.seed(c, voters: Seeder.maxVoters + 1) }
+    }
+}

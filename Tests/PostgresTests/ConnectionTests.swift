@@ -1,0 +1,160 @@
+import Foundation
+import Postgres
+import TestSupport
+import Testing
+
+@Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
+final class ConnectionTests {
+    let database: TestDatabase
+
+    init() throws { database = try TestDatabase(migrated: false) }
+    deinit { database.drop() }
+
+    @Test func failedConnectionNamesWhereItTriedAndHidesThePassword() throws {
+        let config = ConnectionConfiguration(conninfo: "postgresql://alice:s3cret-pw@127.0.0.1:1/nowhere")
+        let error = try #require(throws: PostgresError.self) { try Connection.connect(config) }
+        #expect(error.code == .connectionFailed)
+        #expect(error.description.contains("127.0.0.1"))
+        #expect(error.description.contains("port 1"))
+        #expect(!error.description.contains("s3cret-pw"))
+        #expect(!error.debugDescription.contains("s3cret-pw"))
+        #expect(!error.description.contains("\n"))
+    }
+
+    @Test func decodesEveryTypeItPromises() throws {
+        let c = try database.connect()
+        let when = Date(timeIntervalSince1970: 1_795_000_000.25)
+        let rows = try c.query(
+            """
+            SELECT \("José Zoë Łukasz Nguyễn")::text AS t, \(Int32(7))::int AS i, \(Int(1) << 40)::bigint AS b,
+                   \(true)::bool AS yes, \(2.5)::float8 AS d, \(when)::timestamptz AS ts,
+                   \(PostgresJSON(text: #"{"a": [1, 2]}"#))::jsonb AS j,
+                   \(["x", "y z", "\"q\""])::text[] AS ta, \([1, 2, 3])::bigint[] AS ia,
+                   ARRAY[true, false] AS ba, ARRAY[1.5, 2.5]::float8[] AS da,
+                   NULL::text AS n, \(String?.none as String?)::text AS bound_null
+            """)
+        let row = rows[0]
+        #expect(try row.decode(String.self, "t") == "José Zoë Łukasz Nguyễn")
+        #expect(try row.decode(Int32.self, "i") == 7)
+        #expect(try row.decode(Int.self, "b") == 1 << 40)
+        #expect(try row.decode(Bool.self, "yes") == true)
+        #expect(try row.decode(Double.self, "d") == 2.5)
+        #expect(try row.decode(Date.self, "ts") == when)
+        #expect(try row.decode(PostgresJSON.self, "j").decode([String: [Int]].self) == ["a": [1, 2]])
+        #expect(try row.decode([String].self, "ta") == ["x", "y z", "\"q\""])
+        #expect(try row.decode([Int].self, "ia") == [1, 2, 3])
+        let bools: [Bool] = try row.decode([Bool].self, "ba")
+        #expect(bools == [true, false])
+        let doubles: [Double] = try row.decode([Double].self, "da")
+        #expect(doubles == [1.5, 2.5])
+        let null: String? = try row.decode(String.self, "n")
+        #expect(null == nil)
+        let boundNull: String? = try row.decode(String.self, "bound_null")
+        #expect(boundNull == nil)
+        #expect(throws: PostgresError.self) { try row.decode(String.self, "n") }
+        #expect(throws: PostgresError.self) { try row.decode(Int.self, "t") }
+    }
+
+    @Test func boundTextIsNeverExecuted() throws {
+        let c = try database.connect()
+        try c.executeScript("CREATE TABLE victim (x int)")
+        let hostile = "1); DROP TABLE victim; --"
+        let rows = try c.query("SELECT \(hostile)::text AS v")
+        #expect(try rows[0].decode(String.self, "v") == hostile)
+        #expect(try c.query("SELECT count(*) FROM victim")[0].decode(Int.self, 0) == 0)
+    }
+
+    @Test func serverErrorsCarrySQLStateMessageAndDetail() throws {
+        let c = try database.connect()
+        try c.executeScript("CREATE TABLE u (id int PRIMARY KEY)")
+        try c.execute("INSERT INTO u VALUES (\(1))")
+        let error = try #require(throws: PostgresError.self) { try c.execute("INSERT INTO u VALUES (\(1))") }
+        #expect(error.code == .server)
+        #expect(error.sqlState == PostgresError.State.uniqueViolation)
+        #expect(error.message.contains("duplicate key"))
+        #expect(error.detail == "Key (id)=(1) already exists.")
+        // The connection is still usable after a statement error.
+        #expect(try c.query("SELECT 1")[0].decode(Int.self, 0) == 1)
+    }
+
+    @Test func transactionsCommitOrRollBack() throws {
+        let c = try database.connect()
+        try c.executeScript("CREATE TABLE t (x int)")
+        try c.withTransaction { tx in _ = try tx.execute("INSERT INTO t VALUES (\(1))") }
+        struct Boom: Error {}
+        #expect(throws: Boom.self) {
+            try c.withTransaction { tx in
+                try tx.execute("INSERT INTO t VALUES (\(2))")
+                throw Boom()
+            }
+        }
+        #expect(try c.query("SELECT array_agg(x) FROM t")[0].decode([Int].self, 0) == [1])
+    }
+
+    @Test func copyLoadsRowsWithAwkwardCharactersAndAbortsCleanly() throws {
+        let c = try database.connect()
+        try c.executeScript("CREATE TABLE v (id int, name text)")
+        let names = ["tab\there", "new\nline", "back\\slash", "Nguyễn", ""]
+        let loaded = try c.copyIn("COPY v (id, name) FROM STDIN") { w in
+            for (i, name) in names.enumerated() { try w.write([String(i), name]) }
+            try w.write(["99", nil])
+        }
+        #expect(loaded == names.count + 1)
+        let back = try c.query("SELECT name FROM v WHERE id < 99 ORDER BY id").map { try $0.decode(String.self, 0) }
+        #expect(back == names)
+        #expect(try c.query("SELECT name IS NULL FROM v WHERE id = 99")[0].decode(Bool.self, 0))
+
+        struct Stop: Error {}
+        #expect(throws: Stop.self) {
+            try c.copyIn("COPY v (id, name) FROM STDIN") { w in
+                try w.write(["1000", "never"])
+                throw Stop()
+            }
+        }
+        #expect(try c.query("SELECT count(*) FROM v")[0].decode(Int.self, 0) == names.count + 1)
+        // A bad row is a server error, and the connection survives it.
+        let error = try #require(throws: PostgresError.self) {
+            try c.copyIn("COPY v (id, name) FROM STDIN") { w in try w.write(["not a number", "x"]) }
+        }
+        #expect(error.sqlState == "22P02")
+        #expect(try c.query("SELECT 1")[0].decode(Int.self, 0) == 1)
+    }
+
+    @Test func waitsForNotificationsWithATimeoutWithoutBlockingOthers() throws {
+        let listener = try database.connect()
+        try listener.listen("jobs")
+        let started = Date()
+        #expect(try listener.waitForNotification(timeout: 0.2) == nil)
+        #expect(Date().timeIntervalSince(started) >= 0.19)
+
+        // While this thread waits, another thread queries on its own connection and notifies.
+        let config = database.configuration
+        let other = Thread {
+            guard let sender = try? Connection.connect(config) else { return }
+            Thread.sleep(forTimeInterval: 0.1)
+            _ = try? sender.query("SELECT pg_notify('jobs', 'hello')")
+        }
+        other.start()
+        let note = try #require(try listener.waitForNotification(timeout: 5))
+        #expect(note.channel == "jobs")
+        #expect(note.payload == "hello")
+        #expect(Date().timeIntervalSince(started) < 4)
+    }
+
+    @Test func lostConnectionIsATypedErrorAndANewOneWorks() throws {
+        let victim = try database.connect()
+        let killer = try database.connect()
+        let pid = victim.backendPID
+        let t = Thread {
+            Thread.sleep(forTimeInterval: 0.3)
+            _ = try? killer.query("SELECT pg_terminate_backend(\(pid))")
+        }
+        t.start()
+        let error = try #require(throws: PostgresError.self) { try victim.query("SELECT pg_sleep(10)") }
+        #expect(error.code == .connectionLost)
+        #expect(error.isConnectionProblem)
+        #expect(!victim.isHealthy)
+        let fresh = try database.connect()
+        #expect(try fresh.query("SELECT 41 + 1")[0].decode(Int.self, 0) == 42)
+    }
+}

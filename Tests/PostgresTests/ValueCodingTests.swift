@@ -1,0 +1,50 @@
+import Foundation
+import Testing
+
+@testable import Postgres
+
+/// Text-format encoding and decoding, without a server.
+@Suite struct ValueCodingTests {
+    @Test func arrayLiteralRoundTripsAwkwardStrings() throws {
+        let values: [String?] = [
+            "plain", "with space", "quote \" inside", "back\\slash", "{braces}", "a,b", "NULL", nil, "",
+        ]
+        let literal = PostgresArrayLiteral.encode(values)
+        #expect(try PostgresArrayLiteral.decode(literal) == values)
+    }
+
+    @Test func arrayLiteralDecodesServerForms() throws {
+        #expect(try PostgresArrayLiteral.decode("{}") == [])
+        #expect(try PostgresArrayLiteral.decode("{1,2,NULL}") == ["1", "2", nil])
+        #expect(try PostgresArrayLiteral.decode("[0:1]={a,b}") == ["a", "b"])
+        #expect(throws: PostgresError.self) { try PostgresArrayLiteral.decode("1,2") }
+    }
+
+    @Test func timestampsRoundTripToTheMicrosecond() throws {
+        let date = Date(timeIntervalSince1970: 1_795_000_000.123456)
+        let text = PostgresTimestamp.format(date)
+        #expect(text == "2026-11-18 11:06:40.123456+00")
+        let parsed = try #require(PostgresTimestamp.parse(text))
+        #expect(abs(parsed.timeIntervalSince1970 - date.timeIntervalSince1970) < 0.000_001)
+        let offset = try #require(PostgresTimestamp.parse("2026-11-18 13:06:40+02"))
+        #expect(offset.timeIntervalSince1970 == 1_795_000_000)
+        #expect(PostgresTimestamp.parse("yesterday") == nil)
+    }
+
+    @Test func interpolationBindsValuesInsteadOfSplicingThem() {
+        let name = "Robert'); DROP TABLE voter;--"
+        let query: Query = "SELECT * FROM voter WHERE voter_name = \(name) AND voter_id = \(42)"
+        #expect(query.sql == "SELECT * FROM voter WHERE voter_name = $1 AND voter_id = $2")
+        #expect(query.parameters.map(\.text) == [name, "42"])
+    }
+
+    @Test func configurationPrefersFlagThenDatabaseURLThenLibpqDefaults() {
+        let env = ["DATABASE_URL": "postgresql:///from_env"]
+        #expect(
+            ConnectionConfiguration.resolve(databaseURL: "postgresql:///flag", environment: env).conninfo
+                == "postgresql:///flag")
+        #expect(
+            ConnectionConfiguration.resolve(databaseURL: nil, environment: env).conninfo == "postgresql:///from_env")
+        #expect(ConnectionConfiguration.resolve(databaseURL: nil, environment: [:]).conninfo == "")
+    }
+}
