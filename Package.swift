@@ -26,6 +26,10 @@ let package = Package(
             resources: [.copy("SQL")]
         ),
         .target(
+            name: "Canvas",
+            dependencies: ["Postgres", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
             name: "VoterRolls",
             dependencies: ["Postgres", .product(name: "Logging", package: "swift-log")],
             resources: [.copy("Resources")]
@@ -49,7 +53,7 @@ let package = Package(
         .executableTarget(
             name: "pgworker",
             dependencies: [
-                "Postgres", "CommandSupport",
+                "Postgres", "CommandSupport", "Canvas",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -44,6 +44,42 @@ extension Connection {
         }
     }
 
+    /// Why `waitForActivity` returned.
+    public enum Activity: Sendable, Equatable {
+        case notification(Notification)
+        /// The extra file descriptor became readable (another thread wants attention).
+        case woken
+        case timedOut
+    }
+
+    /// Like `waitForNotification`, but also returns as soon as `wakeFD` is readable, so a thread
+    /// can sleep on the server and on its own work queue at once. Does not read from `wakeFD`.
+    public func waitForActivity(timeout: Double, wakeFD: Int32) throws -> Activity {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if PQconsumeInput(pg) != 1 { throw connectionError(query: nil) }
+            if let n = PQnotifies(pg) {
+                defer { PQfreemem(n) }
+                return .notification(
+                    Notification(
+                        channel: String(cString: n.pointee.relname), payload: String(cString: n.pointee.extra),
+                        senderPID: n.pointee.be_pid))
+            }
+            let remaining = deadline.timeIntervalSinceNow
+            if remaining <= 0 { return .timedOut }
+            var fds = [
+                pollfd(fd: PQsocket(pg), events: Int16(POLLIN), revents: 0),
+                pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+            ]
+            guard fds[0].fd >= 0 else { throw connectionError(query: nil) }
+            let rc = poll(&fds, 2, Int32(min(remaining * 1000, Double(Int32.max)).rounded(.up)))
+            if rc < 0, errno != EINTR {
+                throw PostgresError(.connectionLost, message: "poll failed: \(String(cString: strerror(errno)))")
+            }
+            if rc > 0, fds[1].revents != 0 { return .woken }
+        }
+    }
+
     /// Takes every notification already received, without waiting.
     public func pendingNotifications() throws -> [Notification] {
         if PQconsumeInput(pg) != 1 { throw connectionError(query: nil) }

@@ -1,9 +1,93 @@
 import ArgumentParser
+import Canvas
 import CommandSupport
+import Foundation
+import Logging
+import Postgres
 
 struct PGWorker: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "pgworker", abstract: "Run pgcanvas jobs from PostgreSQL.", version: "0.1.0")
+        commandName: "pgworker",
+        abstract: "Run pgcanvas jobs from PostgreSQL: one supervisor and N pool processes.",
+        version: "0.1.0")
+
+    @OptionGroup var database: DatabaseOptions
+
+    @Option(name: [.short, .long], help: "Pool processes (Celery's -c).")
+    var concurrency: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(name: [.short, .long], help: "Comma-separated queues to take jobs from.")
+    var queues: String = "default"
+
+    @Option(name: [.short, .long], help: "The name this worker shows in logs and canvas.workers.")
+    var hostname: String = ProcessInfo.processInfo.hostName
+
+    @Option(name: [.short, .long], help: "DEBUG, INFO, WARNING or ERROR.")
+    var loglevel: String = "info"
+
+    @Option(help: "Jobs to claim beyond the idle pool slots (default: 2 × concurrency).")
+    var prefetch: Int?
+
+    @Option(name: .customLong("time-limit"), help: "Seconds a job may run before its pool process is killed.")
+    var timeLimit: Double?
+
+    @Option(name: .customLong("poll-interval"), help: "Seconds between polls when no NOTIFY arrives.")
+    var pollInterval: Double = 1
+
+    @Flag(name: .customLong("poll-only"), help: "Never LISTEN (for poolers in transaction mode); only poll.")
+    var pollOnly = false
+
+    @Option(name: .customLong("rescue-after"), help: "Seconds of silence after which a worker is presumed dead.")
+    var rescueAfter: Double = 15
+
+    @Option(name: .customLong("heartbeat-interval"), help: "Seconds between heartbeats.")
+    var heartbeatInterval: Double = 2
+
+    @Option(name: .customLong("prune-after"), help: "Seconds after which finished jobs are deleted (0: never).")
+    var pruneAfter: Double = 86_400
+
+    @Option(name: .customLong("pool-process"), help: .hidden)
+    var poolProcess: Int?
+
+    var level: Logger.Level { Logger.Level(celeryName: loglevel) ?? .info }
+
+    func validate() throws {
+        guard Logger.Level(celeryName: loglevel) != nil else {
+            throw ValidationError("unknown --loglevel '\(loglevel)' (use DEBUG, INFO, WARNING or ERROR)")
+        }
+        guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1, not \(concurrency)") }
+    }
+
+    func run() throws {
+        var registry = TaskRegistry()
+        WorkerTasks.register(into: &registry)
+        if let index = poolProcess {
+            let name = "ForkPoolWorker-\(index)"
+            LoggingSystem.bootstrap { _ in CeleryStyleLogHandler(processName: name, level: level) }
+            let url = ProcessInfo.processInfo.environment["PGCANVAS_POOL_DATABASE_URL"]
+            PoolProcessMain.run(
+                index: index, registry: registry,
+                database: ConnectionConfiguration.resolve(databaseURL: url, applicationName: "pgworker \(name)"),
+                logger: Logger(label: "pgcanvas.pool"))
+        }
+        LoggingSystem.bootstrap { [level] _ in CeleryStyleLogHandler(processName: "MainProcess", level: level) }
+        var config = WorkerConfiguration(database: database.configuration(applicationName: "pgworker"))
+        config.concurrency = concurrency
+        config.queues = queues.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        config.hostname = hostname
+        config.prefetch = prefetch ?? 2 * concurrency
+        config.timeLimit = timeLimit
+        config.pollInterval = pollInterval
+        config.pollOnly = pollOnly
+        config.rescueAfter = rescueAfter
+        config.heartbeatInterval = heartbeatInterval
+        config.pruneAfter = pruneAfter > 0 ? pruneAfter : nil
+        config.logLevel = level
+        config.executablePath = Bundle.main.executablePath ?? CommandLine.arguments[0]
+        let status = try Supervisor(configuration: config, registry: registry, logger: Logger(label: "pgcanvas.worker"))
+            .run()
+        if status != 0 { throw ExitCode(status) }
+    }
 }
 
 runCommandLine(PGWorker.self, name: "pgworker")

@@ -1,0 +1,36 @@
+import Foundation
+import Postgres
+
+/// Puts jobs in the queue.
+public enum Enqueue {
+    /// Enqueues one job. - Returns: its id.
+    @discardableResult
+    public static func job(_ request: JobRequest, on connection: Connection) throws -> Int64 {
+        try jobs([request], on: connection)[0]
+    }
+
+    /// Enqueues many jobs in one statement and one round trip, however many there are.
+    /// The insert trigger sends one NOTIFY per queue for the whole statement.
+    /// - Returns: the new ids, in the order of `requests`.
+    public static func jobs(_ requests: [JobRequest], on connection: Connection) throws -> [Int64] {
+        guard !requests.isEmpty else { return [] }
+        for request in requests {
+            if request.task.isEmpty { throw CanvasError("a job needs a task name") }
+            try request.options.validate()
+        }
+        let rows = try connection.query(
+            """
+            INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit)
+            SELECT t, a, q, p, coalesce(eta, now() + coalesce(cd, 0) * interval '1 second'), m, rb, tl
+            FROM unnest(\(requests.map(\.task)), \(requests.map { PostgresJSON(text: JSONValue.array($0.args).jsonText) }),
+                        \(requests.map(\.options.queue)), \(requests.map { Int32(clamping: $0.options.priority) }),
+                        \(requests.map(\.options.eta)), \(requests.map(\.options.countdown)),
+                        \(requests.map { Int32(clamping: $0.options.maxRetries + 1) }),
+                        \(requests.map(\.options.retryBackoff)), \(requests.map(\.options.timeLimit)))
+                 WITH ORDINALITY AS r(t, a, q, p, eta, cd, m, rb, tl, n)
+            ORDER BY n
+            RETURNING id
+            """)
+        return try rows.map { try $0.decode(Int64.self, 0) }
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+import Postgres
+
+/// A job as `voteradmin result` shows it.
+public struct JobStatus: Sendable {
+    public enum State: String, Sendable {
+        case queued, running, succeeded, failed, cancelled
+        public var isFinished: Bool { self == .succeeded || self == .failed || self == .cancelled }
+    }
+
+    public var id: Int64
+    public var task: String
+    public var queue: String
+    public var state: State
+    public var args: JSONValue
+    public var result: JSONValue?
+    public var error: String?
+    public var attempt: Int
+    public var maxAttempts: Int
+    public var crashes: Int
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+
+    /// - Returns: nil when there is no job with that id.
+    public static func fetch(_ id: Int64, on connection: Connection) throws -> JobStatus? {
+        let rows = try connection.query(
+            """
+            SELECT id, task, queue, state, args, result, error, attempt, max_attempts, crashes,
+                   created_at, started_at, finished_at
+            FROM canvas.jobs WHERE id = \(id)
+            """)
+        guard let row = rows.first else { return nil }
+        let resultText: PostgresJSON? = try row.decode(PostgresJSON.self, "result")
+        return JobStatus(
+            id: try row.decode(Int64.self, "id"), task: try row.decode(String.self, "task"),
+            queue: try row.decode(String.self, "queue"),
+            state: State(rawValue: try row.decode(String.self, "state")) ?? .queued,
+            args: try JSONValue(parsing: try row.decode(PostgresJSON.self, "args").text),
+            result: try resultText.map { try JSONValue(parsing: $0.text) }, error: try row.decode(String.self, "error"),
+            attempt: try row.decode(Int.self, "attempt"), maxAttempts: try row.decode(Int.self, "max_attempts"),
+            crashes: try row.decode(Int.self, "crashes"), createdAt: try row.decode(Date.self, "created_at"),
+            startedAt: try row.decode(Date.self, "started_at"), finishedAt: try row.decode(Date.self, "finished_at"))
+    }
+}
+
+/// Whether the current thread is running task code: waiting for results is refused there.
+public enum TaskExecution {
+    /// Set once, at start-up, by a pool process: everything it runs is task code.
+    nonisolated(unsafe) public internal(set) static var processIsPoolProcess = false
+
+    /// Celery's own words, so that users find the explanation they know.
+    public static let refusal =
+        "Never call result.get() within a task! See https://docs.celeryq.dev/en/latest/userguide/tasks.html#avoid-launching-synchronous-subtasks"
+
+    static func refuseInsideTask() throws {
+        if processIsPoolProcess { throw CanvasError(refusal) }
+    }
+}
+
+extension JobStatus {
+    /// Blocks until the job finishes or `timeout` passes. Refused inside a task.
+    /// - Returns: the final status, or the latest one when time ran out.
+    public static func wait(
+        for id: Int64, on connection: Connection, timeout: Double = .infinity,
+        onPoll: ((JobStatus) -> Void)? = nil
+    ) throws -> JobStatus {
+        try TaskExecution.refuseInsideTask()
+        let deadline = Date().addingTimeInterval(timeout)
+        var interval = 0.005
+        while true {
+            guard let status = try fetch(id, on: connection) else { throw CanvasError("no job with id \(id)") }
+            onPoll?(status)
+            if status.state.isFinished || Date() >= deadline { return status }
+            Thread.sleep(forTimeInterval: min(interval, max(0, deadline.timeIntervalSinceNow)))
+            interval = min(interval * 1.5, 0.1)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import Postgres
+
+/// A job handed to this worker by `canvas.claim`.
+public struct ClaimedJob: Sendable {
+    public var id: Int64
+    public var task: String
+    /// The JSON array text exactly as stored; only the pool process parses it.
+    public var argsText: String
+    public var attempt: Int
+    public var timeLimit: Double?
+}
+
+/// How one run ended, as `canvas.finish` records it.
+public struct Outcome: Sendable {
+    public enum Kind: String, Sendable {
+        case succeeded, error, timeout, fatal, crashed
+    }
+    public var jobID: Int64
+    public var attempt: Int
+    /// The task's name, for log lines only.
+    public var task: String = ""
+    public var kind: Kind
+    /// JSON text of the result (succeeded only).
+    public var resultText: String? = nil
+    public var error: String? = nil
+}
+
+/// The Swift side of the broker protocol: thin calls to the `canvas.*` SQL functions, which hold
+/// the rules.
+public struct Broker: Sendable {
+    public static let channel = "canvas_jobs"
+
+    public static func registerWorker(
+        hostname: String, pid: Int32, queues: [String], concurrency: Int, on c: Connection
+    ) throws -> Int64 {
+        try c.query(
+            "SELECT canvas.register_worker(\(hostname), \(pid), \(queues), \(Int32(clamping: concurrency)))")[0]
+            .decode(Int64.self, 0)
+    }
+
+    /// - Returns: false when the worker's row is gone (it was presumed dead and rescued).
+    public static func heartbeat(worker: Int64, on c: Connection) throws -> Bool {
+        try c.query("SELECT canvas.heartbeat(\(worker))")[0].decode(Bool.self, 0)
+    }
+
+    public static func claim(worker: Int64, queues: [String], limit: Int, on c: Connection) throws -> [ClaimedJob] {
+        guard limit > 0 else { return [] }
+        let rows = try c.query(
+            "SELECT id, task, args, attempt, time_limit FROM canvas.claim(\(worker), \(queues), \(Int32(clamping: limit)))"
+        )
+        return try rows.map { row in
+            ClaimedJob(
+                id: try row.decode(Int64.self, 0), task: try row.decode(String.self, 1),
+                argsText: try row.decode(String.self, 2), attempt: try row.decode(Int.self, 3),
+                timeLimit: try row.decode(Double.self, 4))
+        }.sorted { $0.id < $1.id }
+    }
+
+    /// What `canvas.finish` did with one run.
+    public struct Recorded: Sendable {
+        public var jobID: Int64
+        public var state: String
+        /// Seconds until the retry, when the job was requeued.
+        public var retryIn: Double?
+    }
+
+    /// Records a batch of outcomes in one transaction. - Returns: the runs that were still this
+    /// worker's to finish (the others were fenced off), with what became of each job.
+    @discardableResult
+    public static func finish(worker: Int64, _ outcomes: [Outcome], on c: Connection) throws -> [Recorded] {
+        guard !outcomes.isEmpty else { return [] }
+        let rows = try c.query(
+            """
+            SELECT id, state, retry_in FROM canvas.finish(\(worker), \(outcomes.map(\.jobID)), \(outcomes.map { Int32(clamping: $0.attempt) }),
+                                 \(outcomes.map(\.kind.rawValue)), \(outcomes.map { $0.resultText.map(PostgresJSON.init(text:)) }),
+                                 \(outcomes.map(\.error)))
+            """)
+        return try rows.map {
+            Recorded(
+                jobID: try $0.decode(Int64.self, 0), state: try $0.decode(String.self, 1),
+                retryIn: try $0.decode(Double.self, 2))
+        }
+    }
+
+    /// Hands jobs back without counting the run. - Returns: how many were handed back.
+    @discardableResult
+    public static func release(worker: Int64, _ jobs: [(id: Int64, attempt: Int)], on c: Connection) throws -> Int {
+        guard !jobs.isEmpty else { return 0 }
+        return try c.query(
+            "SELECT canvas.release(\(worker), \(jobs.map(\.id)), \(jobs.map { Int32(clamping: $0.attempt) }))")[0]
+            .decode(Int.self, 0)
+    }
+
+    /// Requeues the jobs of workers silent for longer than `timeout` seconds.
+    /// - Returns: (job id, new state) for each rescued job.
+    public static func rescue(timeout: Double, on c: Connection) throws -> [(Int64, String)] {
+        try c.query("SELECT job_id, new_state FROM canvas.rescue(\(timeout) * interval '1 second')").map {
+            (try $0.decode(Int64.self, 0), try $0.decode(String.self, 1))
+        }
+    }
+
+    public static func deregister(worker: Int64, on c: Connection) throws {
+        try c.execute("SELECT canvas.deregister_worker(\(worker))")
+    }
+
+    /// Deletes finished jobs older than `age` seconds, a batch at a time. - Returns: how many.
+    public static func prune(olderThan age: Double, limit: Int = 10_000, on c: Connection) throws -> Int {
+        try c.query("SELECT canvas.prune(\(age) * interval '1 second', \(Int32(clamping: limit)))")[0].decode(
+            Int.self, 0)
+    }
+}

@@ -1,0 +1,161 @@
+import Foundation
+import Logging
+import Postgres
+
+/// The supervisor's database thread: finishes outcomes in batches, hands jobs back, and claims
+/// as many jobs as there are free slots, waking on NOTIFY or on the poll interval.
+final class BrokerLoop: @unchecked Sendable {
+    // Touched only by the broker thread, except `state`, which is itself thread-safe.
+    let configuration: WorkerConfiguration
+    let state: SharedState
+    let logger: Logger
+    let reregister: (Connection) throws -> Int64
+    private let db: ReconnectingConnection
+    private var stop = false
+
+    init(
+        configuration: WorkerConfiguration, state: SharedState, logger: Logger,
+        reregister: @escaping (Connection) throws -> Int64
+    ) {
+        self.configuration = configuration
+        self.state = state
+        self.logger = logger
+        self.reregister = reregister
+        self.db = ReconnectingConnection(configuration.database, logger: logger)
+        db.onConnect = { [configuration, state, logger] c in
+            if !configuration.pollOnly { try c.listen(Broker.channel) }
+            try Self.reconcile(c, state: state, logger: logger)
+        }
+    }
+
+    /// After a reconnect, a claim whose answer was lost may have left jobs marked as ours that we
+    /// never received: hand those back, or nobody would ever run them.
+    static func reconcile(_ c: Connection, state: SharedState, logger: Logger) throws {
+        let rows = try c.query(
+            "SELECT id, attempt FROM canvas.jobs WHERE worker_id = \(state.workerID) AND state = 'running'")
+        var unknown: [(id: Int64, attempt: Int)] = []
+        for row in rows {
+            let id: Int64 = try row.decode(Int64.self, 0)
+            let attempt: Int = try row.decode(Int.self, 1)
+            if !state.isHeld(id, attempt: attempt) { unknown.append((id, attempt)) }
+        }
+        if !unknown.isEmpty {
+            let n = try Broker.release(worker: state.workerID, unknown, on: c)
+            logger.warning("handed back jobs claimed before the connection broke", metadata: ["jobs": "\(n)"])
+        }
+    }
+
+    func requestStop() {
+        stop = true
+        state.wakeBroker()
+    }
+
+    func run() {
+        var notified = true
+        var lastClaimFull = true
+        var lastPoll = Date.distantPast
+        while true {
+            let stopping = stop
+            do {
+                let c = try db.get()
+                SharedState.drain(state.brokerWake.read)
+                try flushOutgoing(c)
+                if stopping && !state.hasOutgoing { break }
+
+                let want = state.wantedClaims()
+                let pollDue = Date().timeIntervalSince(lastPoll) >= configuration.pollInterval
+                if want > 0 && !stopping && (notified || lastClaimFull || pollDue) {
+                    notified = false
+                    lastPoll = Date()
+                    let jobs = try claim(c, want)
+                    lastClaimFull = jobs.count == want
+                    if !jobs.isEmpty {
+                        state.deliver(jobs)
+                        if logger.logLevel <= .info {
+                            for job in jobs { logger.info("Task \(job.task)[\(job.id)] received") }
+                        }
+                    }
+                    if lastClaimFull { continue }
+                }
+                if state.hasOutgoing { continue }
+                let wait = max(0.0, configuration.pollInterval - Date().timeIntervalSince(lastPoll))
+                switch try c.waitForActivity(timeout: stopping ? 0.05 : wait, wakeFD: state.brokerWake.read) {
+                case .notification(let n):
+                    if configuration.queues.contains(n.payload) { notified = true }
+                    // Take every queued notification so one burst costs one claim.
+                    for more in try c.pendingNotifications() where configuration.queues.contains(more.payload) {
+                        notified = true
+                    }
+                case .woken, .timedOut:
+                    break
+                }
+            } catch  where error.isWorkerPresumedDead {
+                handlePresumedDead()
+            } catch  where error.isConnectionProblem {
+                db.failed(error, shouldStop: { stop && !state.hasOutgoing })
+                notified = true
+                if stop && !state.hasOutgoing { break }
+            } catch {
+                logger.error("broker call failed", metadata: ["error": "\(error)"])
+                db.failed(error, shouldStop: { stop })
+            }
+        }
+        state.brokerStopped = true
+        SharedState.poke(state.mainWake.write)
+    }
+
+    private func claim(_ c: Connection, _ want: Int) throws -> [ClaimedJob] {
+        try Broker.claim(worker: state.workerID, queues: configuration.queues, limit: want, on: c)
+    }
+
+    private func flushOutgoing(_ c: Connection) throws {
+        let (outcomes, releases) = state.takeOutgoing()
+        guard !outcomes.isEmpty || !releases.isEmpty else { return }
+        do {
+            if !releases.isEmpty {
+                let n = try Broker.release(worker: state.workerID, releases, on: c)
+                state.settled(releases.map(\.id))
+                logger.info("handed jobs back to the queue", metadata: ["jobs": "\(n)"])
+            }
+            if !outcomes.isEmpty {
+                let recorded = try Broker.finish(worker: state.workerID, outcomes, on: c)
+                state.settled(outcomes.map(\.jobID))
+                logRecorded(outcomes, recorded)
+            }
+        } catch {
+            // finish and release are fenced, so sending the same batch again cannot apply twice.
+            state.restoreOutgoing(outcomes, releases)
+            throw error
+        }
+    }
+
+    private func logRecorded(_ outcomes: [Outcome], _ recorded: [Broker.Recorded]) {
+        if recorded.count < outcomes.count {
+            logger.warning(
+                "results for jobs no longer held by this worker were discarded",
+                metadata: ["jobs": "\(outcomes.count - recorded.count)"])
+        }
+        guard outcomes.contains(where: { $0.kind != .succeeded }) else { return }
+        let byID = Dictionary(outcomes.map { ($0.jobID, $0) }, uniquingKeysWith: { $1 })
+        for r in recorded {
+            guard let o = byID[r.jobID], o.kind != .succeeded else { continue }
+            let error = o.error ?? o.kind.rawValue
+            if r.state == "queued" {
+                logger.warning(
+                    "Task \(o.task)[\(r.jobID)] retry: Retry in \(formatSeconds(max(0, r.retryIn ?? 0)))s: \(error)")
+            } else if r.state == "failed" {
+                logger.error("Task \(o.task)[\(r.jobID)] failed: \(error)")
+            }
+        }
+    }
+
+    private func handlePresumedDead() {
+        logger.error("this worker was presumed dead and its jobs were rescued; registering again")
+        do {
+            let c = try db.get()
+            state.workerID = try reregister(c)
+        } catch {
+            db.failed(error)
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import Logging
+import Postgres
+
+/// The supervisor's housekeeping thread, on its own connection so a slow batch never delays a
+/// heartbeat: heartbeats, rescues the jobs of silent workers, prunes old results.
+final class Maintenance: @unchecked Sendable {
+    // Touched only by the maintenance thread, except `stop` (a benign flag read in a loop).
+    let configuration: WorkerConfiguration
+    let state: SharedState
+    let logger: Logger
+    let reregister: (Connection) throws -> Int64
+    private let db: ReconnectingConnection
+    nonisolated(unsafe) private var stop = false
+    private var lastPrune = Date()
+
+    init(
+        configuration: WorkerConfiguration, state: SharedState, logger: Logger,
+        reregister: @escaping (Connection) throws -> Int64
+    ) {
+        self.configuration = configuration
+        self.state = state
+        self.logger = logger
+        self.reregister = reregister
+        db = ReconnectingConnection(configuration.database, logger: logger)
+    }
+
+    func requestStop() { stop = true }
+
+    func run() {
+        while !stop {
+            do {
+                let c = try db.get()
+                if try !Broker.heartbeat(worker: state.workerID, on: c) {
+                    logger.error("this worker was presumed dead and its jobs were rescued; registering again")
+                    state.workerID = try reregister(c)
+                }
+                // Right after a reconnect every worker's heartbeat looks stale (the server was
+                // away for all of them): rescue only once this one has been connected long enough
+                // for the others to have beaten again.
+                if Date().timeIntervalSince(db.connectedSince) >= configuration.rescueAfter {
+                    for (job, newState) in try Broker.rescue(timeout: configuration.rescueAfter, on: c) {
+                        if newState == "failed" {
+                            logger.error("Job \(job) failed: its worker died too many times while running it")
+                        } else {
+                            logger.warning("Job \(job) rescued from a worker that stopped heartbeating; requeued")
+                        }
+                    }
+                }
+                if let age = configuration.pruneAfter, Date().timeIntervalSince(lastPrune) > 60 {
+                    lastPrune = Date()
+                    let pruned = try Broker.prune(olderThan: age, on: c)
+                    if pruned > 0 { logger.info("pruned finished jobs", metadata: ["jobs": "\(pruned)"]) }
+                }
+            } catch  where error.isConnectionProblem {
+                db.failed(error, shouldStop: { stop })
+                continue
+            } catch {
+                logger.error("maintenance failed", metadata: ["error": "\(error)"])
+            }
+            let until = Date().addingTimeInterval(configuration.heartbeatInterval)
+            while Date() < until, !stop { usleep(50_000) }
+        }
+    }
+}

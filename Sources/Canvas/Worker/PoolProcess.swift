@@ -1,0 +1,121 @@
+import Foundation
+
+/// The supervisor's handle on one pool process: a fresh process of the same binary (spawned,
+/// never forked without exec), fed jobs on its fd 3 and answering on its fd 4.
+final class PoolProcess {
+    let index: Int
+    let pid: pid_t
+    let toChild: Int32
+    let fromChild: Int32
+    var lines = LineBuffer()
+    /// The job it is running, when it is running one.
+    var job: ClaimedJob?
+    var startedAt: Date?
+    var deadline: Date?
+    /// Set when the supervisor killed it on purpose (time limit), so its death is not a crash.
+    var killedForTimeLimit = false
+    var exited = false
+
+    var name: String { "ForkPoolWorker-\(index)" }
+
+    private init(index: Int, pid: pid_t, toChild: Int32, fromChild: Int32) {
+        self.index = index
+        self.pid = pid
+        self.toChild = toChild
+        self.fromChild = fromChild
+    }
+
+    /// Starts `executable --pool-process index` with the job pipe on fd 3 and the result pipe on fd 4.
+    static func spawn(index: Int, executable: String, arguments: [String], environment: [String: String]) throws
+        -> PoolProcess
+    {
+        let jobs = try FD.pipe()
+        let results = try FD.pipe()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, jobs.read, 3)
+        posix_spawn_file_actions_adddup2(&actions, results.write, 4)
+
+        let argv = [executable] + arguments
+        let envp = environment.map { "\($0.key)=\($0.value)" }
+        var pid: pid_t = 0
+        let rc = withCStrings(argv) { cArgv in
+            withCStrings(envp) { cEnv in posix_spawn(&pid, executable, &actions, nil, cArgv, cEnv) }
+        }
+        close(jobs.read)
+        close(results.write)
+        guard rc == 0 else {
+            close(jobs.write)
+            close(results.read)
+            throw CanvasError("cannot start a pool process from \(executable): \(String(cString: strerror(rc)))")
+        }
+        FD.setNonBlocking(results.read)
+        return PoolProcess(index: index, pid: pid, toChild: jobs.write, fromChild: results.read)
+    }
+
+    /// Sends a job. - Returns: false when the process is gone.
+    func send(_ job: ClaimedJob, timeLimit: Double?) -> Bool {
+        self.job = job
+        startedAt = Date()
+        deadline = timeLimit.map { Date().addingTimeInterval($0) }
+        return FD.writeAll(toChild, WireFormat.jobLine(job))
+    }
+
+    func finishedJob() {
+        job = nil
+        startedAt = nil
+        deadline = nil
+    }
+
+    /// Reads what is available. - Returns: false at end of file (the process exited or died).
+    func readAvailable(_ onLine: (Substring) -> Void) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fromChild, $0.baseAddress, $0.count) }
+            if n > 0 {
+                buffer.withUnsafeBytes { lines.append(UnsafeRawBufferPointer(rebasing: $0[0..<n]), onLine) }
+                if n < buffer.count { return true }
+                continue
+            }
+            if n == 0 { return false }
+            if errno == EINTR { continue }
+            return errno == EAGAIN || errno == EWOULDBLOCK
+        }
+    }
+
+    func kill(_ signal: Int32 = SIGKILL) { _ = Glibc.kill(pid, signal) }
+
+    /// Closes the job pipe (the process exits when it has nothing left) and reaps it.
+    func closeAndReap(wait: Bool) {
+        close(toChild)
+        var status: Int32 = 0
+        if wait {
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        } else {
+            _ = waitpid(pid, &status, WNOHANG)
+        }
+        close(fromChild)
+    }
+
+    /// How the process ended, once it has (for the crash log line).
+    func reap() -> String {
+        var status: Int32 = 0
+        var rc: pid_t
+        repeat { rc = waitpid(pid, &status, 0) } while rc < 0 && errno == EINTR
+        close(toChild)
+        close(fromChild)
+        exited = true
+        if rc < 0 { return "exited" }
+        let signal = status & 0x7f
+        if signal != 0 { return "signal \(signal) (\(String(cString: strsignal(signal))))" }
+        return "exit code \((status >> 8) & 0xff)"
+    }
+}
+
+/// Calls `body` with a NULL-terminated array of C strings that live for the call.
+func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
+    let pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
+    defer { pointers.forEach { free($0) } }
+    return body(pointers)
+}

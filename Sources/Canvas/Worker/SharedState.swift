@@ -1,0 +1,126 @@
+import Foundation
+
+/// What the supervisor's threads hand each other: claimed jobs one way, outcomes and hand-backs
+/// the other. Guarded by one lock; each side wakes the other through a pipe.
+final class SharedState: @unchecked Sendable {
+    // Every stored property below is read and written only with `lock` held.
+    private let lock = NSLock()
+    private var inbox: [ClaimedJob] = []
+    private var outcomes: [Outcome] = []
+    private var releases: [(id: Int64, attempt: Int)] = []
+    /// Jobs claimed and not yet finished or handed back (the broker's view of what we hold).
+    private var held: [Int64: Int] = [:]
+    private var _claiming = true
+    private var _workerID: Int64
+    private var _brokerStopped = false
+    private var _fatalError: String?
+    let capacity: Int
+
+    let mainWake: (read: Int32, write: Int32)
+    let brokerWake: (read: Int32, write: Int32)
+
+    init(workerID: Int64, capacity: Int) throws {
+        _workerID = workerID
+        self.capacity = capacity
+        mainWake = try FD.pipe()
+        brokerWake = try FD.pipe()
+        for fd in [mainWake.read, mainWake.write, brokerWake.read, brokerWake.write] { FD.setNonBlocking(fd) }
+    }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body()
+    }
+
+    var workerID: Int64 {
+        get { locked { _workerID } }
+        set { locked { _workerID = newValue } }
+    }
+
+    var claiming: Bool { locked { _claiming } }
+    func stopClaiming() { locked { _claiming = false } }
+
+    var brokerStopped: Bool {
+        get { locked { _brokerStopped } }
+        set { locked { _brokerStopped = newValue } }
+    }
+
+    var fatalError: String? {
+        get { locked { _fatalError } }
+        set { locked { _fatalError = newValue } }
+    }
+
+    // MARK: broker thread side
+
+    /// How many more jobs to claim now.
+    func wantedClaims() -> Int { locked { _claiming ? max(0, capacity - held.count) : 0 } }
+
+    func deliver(_ jobs: [ClaimedJob]) {
+        locked {
+            inbox.append(contentsOf: jobs)
+            for job in jobs { held[job.id] = job.attempt }
+        }
+        Self.poke(mainWake.write)
+    }
+
+    func takeOutgoing() -> (outcomes: [Outcome], releases: [(id: Int64, attempt: Int)]) {
+        locked {
+            defer {
+                outcomes.removeAll(keepingCapacity: true)
+                releases.removeAll()
+            }
+            return (outcomes, releases)
+        }
+    }
+
+    /// Puts back what could not be sent (the connection broke); it goes out first next time.
+    func restoreOutgoing(_ o: [Outcome], _ r: [(id: Int64, attempt: Int)]) {
+        locked {
+            outcomes.insert(contentsOf: o, at: 0)
+            releases.insert(contentsOf: r, at: 0)
+        }
+    }
+
+    func settled(_ ids: [Int64]) { locked { for id in ids { held[id] = nil } } }
+
+    var hasOutgoing: Bool { locked { !outcomes.isEmpty || !releases.isEmpty } }
+    var heldCount: Int { locked { held.count } }
+    func isHeld(_ id: Int64, attempt: Int) -> Bool { locked { held[id] == attempt } }
+
+    // MARK: main thread side
+
+    func takeInbox() -> [ClaimedJob] {
+        locked {
+            defer { inbox.removeAll(keepingCapacity: true) }
+            return inbox
+        }
+    }
+
+    func report(_ outcome: Outcome) {
+        let wasEmpty = locked {
+            let empty = outcomes.isEmpty && releases.isEmpty
+            outcomes.append(outcome)
+            return empty
+        }
+        if wasEmpty { Self.poke(brokerWake.write) }
+    }
+
+    func handBack(_ jobs: [ClaimedJob]) {
+        guard !jobs.isEmpty else { return }
+        locked { releases.append(contentsOf: jobs.map { ($0.id, $0.attempt) }) }
+        Self.poke(brokerWake.write)
+    }
+
+    func wakeBroker() { Self.poke(brokerWake.write) }
+
+    static func poke(_ fd: Int32) {
+        var byte: UInt8 = 1
+        _ = write(fd, &byte, 1)
+    }
+
+    static func drain(_ fd: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        while read(fd, &buffer, buffer.count) > 0 {}
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import Logging
+
+extension Supervisor {
+    /// Dispatches until shutdown is complete: every pool process idle (warm) or killed (cold).
+    func eventLoop() {
+        while true {
+            let now = Date()
+            let nextDeadline = pool.compactMap(\.deadline).min()
+            let timeout = max(0, min(1.0, nextDeadline.map { $0.timeIntervalSince(now) } ?? 1.0))
+            _ = pollOnce(timeout: timeout)
+            handleSignals()
+            enforceTimeLimits()
+            takeClaimedJobs()
+            dispatch()
+            if let fatal = state.fatalError {
+                logger.critical("\(fatal)")
+                shutdown = .cold
+            }
+            if shutdown != .running, pool.allSatisfy({ $0.job == nil }) { return }
+        }
+    }
+
+    /// Waits for pool output, claimed jobs or signals, and handles pool output.
+    func pollOnce(timeout: Double) -> Bool {
+        let live = pool.indices.filter { !pool[$0].exited }
+        var fds = live.map { pollfd(fd: pool[$0].fromChild, events: Int16(POLLIN), revents: 0) }
+        fds.append(pollfd(fd: state.mainWake.read, events: Int16(POLLIN), revents: 0))
+        fds.append(pollfd(fd: Signals.pipeRead, events: Int16(POLLIN), revents: 0))
+        let rc = poll(&fds, nfds_t(fds.count), Int32((timeout * 1000).rounded(.up)))
+        guard rc > 0 else { return false }
+        for (slot, i) in live.enumerated() where fds[slot].revents != 0 {
+            let p = pool[i]
+            let open = p.readAvailable { line in handleResult(line, from: p) }
+            if !open { poolProcessExited(at: i) }
+        }
+        if fds[live.count].revents != 0 { SharedState.drain(state.mainWake.read) }
+        return true
+    }
+
+    func handleResult(_ line: Substring, from p: PoolProcess) {
+        guard let message = WireFormat.parseResult(line) else {
+            logger.error("unreadable message from \(p.name)", metadata: ["line": "\(line.prefix(80))"])
+            return
+        }
+        guard let job = p.job, job.id == message.outcome.jobID else { return }
+        p.finishedJob()
+        var outcome = message.outcome
+        outcome.task = job.task
+        state.report(outcome)
+        if shutdown != .cold, let next = nextWaiting() { send(next, to: p) }
+    }
+
+    func poolProcessExited(at index: Int) {
+        let p = pool[index]
+        let how = p.reap()
+        if let job = p.job {
+            if p.killedForTimeLimit {
+                let limit = timeLimit(for: job).map { formatSeconds($0) } ?? "?"
+                let error = "Hard time limit (\(limit)s) exceeded for \(job.task)[\(job.id)]"
+                logger.error("\(error)")
+                state.report(Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .timeout, error: error))
+            } else if shutdown == .cold {
+                state.handBack([job])
+            } else {
+                let error =
+                    "pool process \(p.name) (pid \(p.pid)) died with \(how) while running \(job.task)[\(job.id)]"
+                logger.error("Process '\(p.name)' pid:\(p.pid) exited with '\(how)'")
+                state.report(Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .crashed, error: error))
+            }
+        } else if shutdown == .running {
+            logger.error("Process '\(p.name)' pid:\(p.pid) exited with '\(how)'")
+        }
+        p.finishedJob()
+        guard shutdown != .cold else { return }
+        do {
+            pool[index] = try spawn(index: p.index)
+        } catch {
+            state.fatalError = "cannot replace a pool process: \(error)"
+        }
+    }
+
+    func handleSignals() {
+        for _ in Signals.take() {
+            switch shutdown {
+            case .running:
+                shutdown = .warm
+                logger.warning("worker: Warm shutdown (MainProcess)")
+                state.stopClaiming()
+                let unstarted = Array(waiting[waitingStart...]) + state.takeInbox()
+                waiting.removeAll()
+                waitingStart = 0
+                state.handBack(unstarted)
+            case .warm, .cold:
+                shutdown = .cold
+                logger.warning("worker: Cold shutdown (MainProcess)")
+                state.stopClaiming()
+                state.handBack(state.takeInbox())
+                let busy = pool.filter { $0.job != nil && !$0.exited }
+                for p in busy { p.kill() }
+                state.handBack(busy.compactMap(\.job))
+                for p in busy {
+                    _ = p.reap()
+                    p.finishedJob()
+                }
+            }
+        }
+    }
+
+    func enforceTimeLimits() {
+        let now = Date()
+        for p in pool where p.job != nil && !p.killedForTimeLimit {
+            if let deadline = p.deadline, deadline <= now {
+                p.killedForTimeLimit = true
+                p.kill()
+            }
+        }
+    }
+
+    func takeClaimedJobs() {
+        let fresh = state.takeInbox()
+        guard !fresh.isEmpty else { return }
+        if shutdown != .running {
+            state.handBack(fresh)
+            return
+        }
+        if waitingStart > 1024 {
+            waiting.removeFirst(waitingStart)
+            waitingStart = 0
+        }
+        waiting.append(contentsOf: fresh)
+    }
+
+    func nextWaiting() -> ClaimedJob? {
+        guard waitingStart < waiting.count else { return nil }
+        defer { waitingStart += 1 }
+        return waiting[waitingStart]
+    }
+
+    func dispatch() {
+        guard shutdown == .running else { return }
+        for p in pool where p.job == nil && !p.exited {
+            guard let job = nextWaiting() else { return }
+            send(job, to: p)
+        }
+    }
+
+    func send(_ job: ClaimedJob, to p: PoolProcess) {
+        p.killedForTimeLimit = false
+        if !p.send(job, timeLimit: timeLimit(for: job)) {
+            // The process is gone; its exit is noticed by poll, and the job is reported then.
+            logger.warning("could not hand a job to \(p.name); it will be retried")
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import Logging
+import Postgres
+
+/// Celery's MainProcess: owns the pool, the broker thread and the housekeeping thread, dispatches
+/// claimed jobs to idle pool processes, enforces time limits, replaces dead pool processes, and
+/// shuts down warm (first SIGTERM/SIGINT) or cold (second).
+public final class Supervisor {
+    let configuration: WorkerConfiguration
+    let registry: TaskRegistry
+    let logger: Logger
+    var pool: [PoolProcess] = []
+    var waiting: [ClaimedJob] = []
+    var waitingStart = 0
+    var state: SharedState!
+    var shutdown: Shutdown = .running
+
+    enum Shutdown { case running, warm, cold }
+
+    public init(configuration: WorkerConfiguration, registry: TaskRegistry, logger: Logger) {
+        self.configuration = configuration
+        self.registry = registry
+        self.logger = logger
+    }
+
+    /// Runs until shut down. - Returns: the process exit status. - Throws: start-up failures.
+    public func run() throws -> Int32 {
+        try configuration.validate()
+        let setup = try Connection.connect(configuration.database)
+        let register: (Connection) throws -> Int64 = { [configuration] c in
+            try Broker.registerWorker(
+                hostname: configuration.hostname, pid: getpid(), queues: configuration.queues,
+                concurrency: configuration.concurrency, on: c)
+        }
+        let workerID: Int64
+        do {
+            workerID = try register(setup)
+        } catch let error as PostgresError
+            where error.sqlState == PostgresError.State.undefinedFunction
+            || error.sqlState == "3F000"
+        {
+            throw CanvasError("the database has no canvas schema: run 'voteradmin migrate' first")
+        }
+        state = try SharedState(workerID: workerID, capacity: configuration.concurrency + configuration.prefetch)
+        try Signals.install()
+        printBanner(workerID: workerID)
+
+        for i in 1...configuration.concurrency { pool.append(try spawn(index: i)) }
+
+        let broker = BrokerLoop(configuration: configuration, state: state, logger: logger, reregister: register)
+        let maintenance = Maintenance(configuration: configuration, state: state, logger: logger, reregister: register)
+        let brokerThread = Thread { broker.run() }
+        let maintenanceThread = Thread { maintenance.run() }
+        brokerThread.name = "broker"
+        maintenanceThread.name = "maintenance"
+        brokerThread.start()
+        maintenanceThread.start()
+        logger.info("pgworker@\(configuration.hostname) ready.")
+
+        eventLoop()
+
+        // Every run has ended and been reported: let the broker thread send the rest and stop.
+        broker.requestStop()
+        while !state.brokerStopped { _ = pollOnce(timeout: 0.1) }
+        maintenance.requestStop()
+        for p in pool where !p.exited { p.closeAndReap(wait: true) }
+        try? Broker.deregister(worker: state.workerID, on: try Connection.connect(configuration.database))
+        logger.info("worker: stopped", metadata: ["worker.id": "\(state.workerID)"])
+        return 0
+    }
+
+    func spawn(index: Int) throws -> PoolProcess {
+        var environment = ProcessInfo.processInfo.environment
+        if !configuration.database.conninfo.isEmpty {
+            environment["PGCANVAS_POOL_DATABASE_URL"] = configuration.database.conninfo
+        }
+        return try PoolProcess.spawn(
+            index: index, executable: configuration.executablePath,
+            arguments: ["--pool-process", String(index), "--loglevel", "\(configuration.logLevel)"],
+            environment: environment)
+    }
+
+    func timeLimit(for job: ClaimedJob) -> Double? {
+        job.timeLimit ?? registry[job.task]?.timeLimit ?? configuration.timeLimit
+    }
+
+    func printBanner(workerID: Int64) {
+        let lines =
+            [
+                " -------------- pgworker@\(configuration.hostname) v0.1.0",
+                "--- ***** ----- worker id \(workerID), pid \(getpid())",
+                "-- ******* ---- .> broker:      postgresql (canvas schema)",
+                "- *** --- * --- .> concurrency: \(configuration.concurrency) (prefork, spawned)",
+                "- ** ---------- .> queues:      \(configuration.queues.joined(separator: ", "))",
+                "",
+                "[tasks]",
+            ] + registry.names.map { "  . \($0)" } + [""]
+        if configuration.logLevel <= .info {
+            FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        }
+    }
+}

@@ -1,0 +1,44 @@
+import Foundation
+import Logging
+import Postgres
+
+/// Everything a `pgworker` process needs to know, as parsed from its command line.
+public struct WorkerConfiguration: Sendable {
+    public var database: ConnectionConfiguration
+    /// Pool processes.
+    public var concurrency: Int = 4
+    public var queues: [String] = ["default"]
+    public var hostname: String = ProcessInfo.processInfo.hostName
+    /// Jobs claimed beyond the pool's idle slots, so a pool process never waits for the database.
+    public var prefetch: Int = 16
+    /// Seconds a run may take when neither the job nor its task sets a limit (nil: no limit).
+    public var timeLimit: Double? = nil
+    /// Seconds between polls when no NOTIFY arrives (also the fallback for poolers without LISTEN).
+    public var pollInterval: Double = 1
+    /// Never LISTEN; poll only (for connection poolers in transaction mode).
+    public var pollOnly: Bool = false
+    public var heartbeatInterval: Double = 2
+    /// A worker whose heartbeat is older than this is presumed dead and its jobs are rescued.
+    public var rescueAfter: Double = 15
+    /// Finished jobs older than this are pruned (nil: never).
+    public var pruneAfter: Double? = 86_400
+    public var logLevel: Logger.Level = .info
+    /// The binary to start pool processes from (this one).
+    public var executablePath: String = CommandLine.arguments[0]
+
+    public init(database: ConnectionConfiguration) {
+        self.database = database
+    }
+
+    /// - Throws: `CanvasError` for settings that cannot work.
+    public func validate() throws {
+        if concurrency < 1 || concurrency > 1024 { throw CanvasError("--concurrency must be between 1 and 1024") }
+        if queues.isEmpty || queues.contains(where: \.isEmpty) { throw CanvasError("--queues needs queue names") }
+        if prefetch < 0 { throw CanvasError("--prefetch must be 0 or more") }
+        if let timeLimit, timeLimit <= 0 { throw CanvasError("--time-limit must be more than 0 seconds") }
+        if pollInterval <= 0 { throw CanvasError("--poll-interval must be more than 0 seconds") }
+        if rescueAfter <= heartbeatInterval * 2 {
+            throw CanvasError("--rescue-after must be more than twice the heartbeat interval (\(heartbeatInterval) s)")
+        }
+    }
+}
