@@ -31,7 +31,7 @@ let package = Package(
         ),
         .target(
             name: "VoterRolls",
-            dependencies: ["Postgres", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Postgres", "Canvas", .product(name: "Logging", package: "swift-log")],
             resources: [.copy("Resources")]
         ),
         .target(
@@ -45,7 +45,7 @@ let package = Package(
         .executableTarget(
             name: "voteradmin",
             dependencies: [
-                "Postgres", "Migrations", "VoterRolls", "CommandSupport",
+                "Postgres", "Migrations", "VoterRolls", "CommandSupport", "Canvas",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -53,7 +53,7 @@ let package = Package(
         .executableTarget(
             name: "pgworker",
             dependencies: [
-                "Postgres", "CommandSupport", "Canvas",
+                "Postgres", "CommandSupport", "Canvas", "VoterRolls",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -65,6 +65,7 @@ let package = Package(
         ),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
         .testTarget(name: "VoterRollsTests", dependencies: ["VoterRolls", "TestSupport"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["Postgres", "Migrations", "VoterRolls", "TestSupport"]),
+        .testTarget(
+            name: "IntegrationTests", dependencies: ["Postgres", "Migrations", "Canvas", "VoterRolls", "TestSupport"]),
     ]
 )

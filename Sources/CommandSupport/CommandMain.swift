@@ -16,8 +16,9 @@ public func runCommandLine<Command: ParsableCommand>(_ type: Command.Type, name:
             exit(0)
         }
         let message = oneLineMessage(type.message(for: error))
+        if message.isEmpty { exit(code.rawValue) }  // ExitCode(n): the command already said why.
         var line = "\(name): error: \(message)"
-        if code == .validationFailure { line += " (see '\(name) --help')" }
+        if code == .validationFailure && !message.contains("(see '") { line += " (see '\(name) --help')" }
         FileHandle.standardError.write(Data((line + "\n").utf8))
         exit(code.rawValue)
     }

@@ -44,7 +44,8 @@ public struct Row: Sendable {
         return try T(postgresText: text)
     }
 
-    public func decode<T: PostgresDecodable>(_ type: T.Type = T.self, _ column: Int) throws -> T? {
+    /// Like `decode`, but NULL gives nil instead of an error.
+    public func decodeIfPresent<T: PostgresDecodable>(_ type: T.Type = T.self, _ column: Int) throws -> T? {
         guard let text = text(column) else { return nil }
         return try T(postgresText: text)
     }
@@ -53,7 +54,7 @@ public struct Row: Sendable {
         try decode(type, try rows.columnIndex(name))
     }
 
-    public func decode<T: PostgresDecodable>(_ type: T.Type = T.self, _ name: String) throws -> T? {
-        try decode(type, try rows.columnIndex(name))
+    public func decodeIfPresent<T: PostgresDecodable>(_ type: T.Type = T.self, _ name: String) throws -> T? {
+        try decodeIfPresent(type, try rows.columnIndex(name))
     }
 }

@@ -4,6 +4,7 @@ import CommandSupport
 import Foundation
 import Logging
 import Postgres
+import VoterRolls
 
 struct PGWorker: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -59,8 +60,7 @@ struct PGWorker: ParsableCommand {
     }
 
     func run() throws {
-        var registry = TaskRegistry()
-        WorkerTasks.register(into: &registry)
+        let registry = AppTasks.registry()
         if let index = poolProcess {
             let name = "ForkPoolWorker-\(index)"
             LoggingSystem.bootstrap { _ in CeleryStyleLogHandler(processName: name, level: level) }

@@ -43,7 +43,7 @@ struct Seed: ParsableCommand {
         let pending = try Migrator(migrations: try Migration.bundled()).status(connection).pending
         guard pending.isEmpty else {
             throw CommandFailure(
-                "the database is not migrated (\(pending.count) pending migrations): run 'voteradmin migrate' first")
+                "the database is not migrated (\(pending.count) pending): run 'voteradmin migrate' first")
         }
         let started = Date()
         let bar = ProgressBar(label: "seeding")

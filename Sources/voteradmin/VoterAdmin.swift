@@ -16,6 +16,8 @@ struct VoterAdmin: ParsableCommand {
         commandName: "voteradmin",
         abstract: "Manage the voter-roll demo and its pgcanvas queue.",
         version: "0.1.0",
-        subcommands: [Migrate.self, Seed.self]
+        subcommands: [
+            Migrate.self, Seed.self, EnqueueCommand.self, ResultCommand.self, StatusCommand.self, TasksCommand.self,
+        ]
     )
 }

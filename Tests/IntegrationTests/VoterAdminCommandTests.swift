@@ -40,7 +40,7 @@ final class VoterAdminCommandTests {
         #expect(result.status == 1)
         #expect(
             result.stderrLines == [
-                "voteradmin: error: the database is not migrated (1 pending migrations): run 'voteradmin migrate' first"
+                "voteradmin: error: the database is not migrated (2 pending): run 'voteradmin migrate' first"
             ])
     }
 

@@ -47,9 +47,9 @@ final class ConnectionTests {
         #expect(bools == [true, false])
         let doubles: [Double] = try row.decode([Double].self, "da")
         #expect(doubles == [1.5, 2.5])
-        let null: String? = try row.decode(String.self, "n")
+        let null = try row.decodeIfPresent(String.self, "n")
         #expect(null == nil)
-        let boundNull: String? = try row.decode(String.self, "bound_null")
+        let boundNull = try row.decodeIfPresent(String.self, "bound_null")
         #expect(boundNull == nil)
         #expect(throws: PostgresError.self) { try row.decode(String.self, "n") }
         #expect(throws: PostgresError.self) { try row.decode(Int.self, "t") }

@@ -33,30 +33,28 @@ public struct CommandResult: Sendable {
 public func runCommand(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws
     -> CommandResult
 {
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    env.merge(environment) { $1 }
-    process.environment = env
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    // Read both pipes concurrently so a chatty child never blocks on a full pipe.
-    nonisolated(unsafe) var errData = Data()
-    let group = DispatchGroup()
-    group.enter()
-    DispatchQueue.global().async {
-        errData = err.fileHandleForReading.readDataToEndOfFile()
-        group.leave()
+    let dir = FileManager.default.temporaryDirectory
+    let outURL = dir.appendingPathComponent("cmd-\(UUID().uuidString).out")
+    let errURL = dir.appendingPathComponent("cmd-\(UUID().uuidString).err")
+    // Files, not pipes: a daemon the command starts (pg_ctl) can never hold them open against us.
+    let out = open(outURL.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    let err = open(errURL.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    defer {
+        try? FileManager.default.removeItem(at: outURL)
+        try? FileManager.default.removeItem(at: errURL)
     }
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    process.waitUntilExit()
+    let pid: pid_t
+    do {
+        pid = try spawnProcess(executable, arguments, environment: environment, stdout: out, stderr: err)
+    } catch {
+        close(out)
+        close(err)
+        throw error
+    }
+    close(out)
+    close(err)
+    let status = waitForChild(pid, timeout: .infinity) ?? -1
     return CommandResult(
-        status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-        stderr: String(decoding: errData, as: UTF8.self))
+        status: status, stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
+        stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
 }

@@ -31,16 +31,18 @@ public struct JobStatus: Sendable {
             FROM canvas.jobs WHERE id = \(id)
             """)
         guard let row = rows.first else { return nil }
-        let resultText: PostgresJSON? = try row.decode(PostgresJSON.self, "result")
+        let resultText = try row.decodeIfPresent(PostgresJSON.self, "result")
         return JobStatus(
             id: try row.decode(Int64.self, "id"), task: try row.decode(String.self, "task"),
             queue: try row.decode(String.self, "queue"),
             state: State(rawValue: try row.decode(String.self, "state")) ?? .queued,
             args: try JSONValue(parsing: try row.decode(PostgresJSON.self, "args").text),
-            result: try resultText.map { try JSONValue(parsing: $0.text) }, error: try row.decode(String.self, "error"),
+            result: try resultText.map { try JSONValue(parsing: $0.text) },
+            error: try row.decodeIfPresent(String.self, "error"),
             attempt: try row.decode(Int.self, "attempt"), maxAttempts: try row.decode(Int.self, "max_attempts"),
             crashes: try row.decode(Int.self, "crashes"), createdAt: try row.decode(Date.self, "created_at"),
-            startedAt: try row.decode(Date.self, "started_at"), finishedAt: try row.decode(Date.self, "finished_at"))
+            startedAt: try row.decodeIfPresent(Date.self, "started_at"),
+            finishedAt: try row.decodeIfPresent(Date.self, "finished_at"))
     }
 }
 

@@ -13,6 +13,17 @@ public struct ClaimedJob: Sendable {
 
 /// How one run ended, as `canvas.finish` records it.
 public struct Outcome: Sendable {
+    public init(
+        jobID: Int64, attempt: Int, task: String = "", kind: Kind, resultText: String? = nil, error: String? = nil
+    ) {
+        self.jobID = jobID
+        self.attempt = attempt
+        self.task = task
+        self.kind = kind
+        self.resultText = resultText
+        self.error = error
+    }
+
     public enum Kind: String, Sendable {
         case succeeded, error, timeout, fatal, crashed
     }
@@ -53,7 +64,7 @@ public struct Broker: Sendable {
             ClaimedJob(
                 id: try row.decode(Int64.self, 0), task: try row.decode(String.self, 1),
                 argsText: try row.decode(String.self, 2), attempt: try row.decode(Int.self, 3),
-                timeLimit: try row.decode(Double.self, 4))
+                timeLimit: try row.decodeIfPresent(Double.self, 4))
         }.sorted { $0.id < $1.id }
     }
 
@@ -79,7 +90,7 @@ public struct Broker: Sendable {
         return try rows.map {
             Recorded(
                 jobID: try $0.decode(Int64.self, 0), state: try $0.decode(String.self, 1),
-                retryIn: try $0.decode(Double.self, 2))
+                retryIn: try $0.decodeIfPresent(Double.self, 2))
         }
     }
 

@@ -13,6 +13,12 @@ enum Signals {
         pipeRead = p.read
         pipeWrite = p.write
         signal(SIGPIPE, SIG_IGN)
+        // A parent may have started us with these blocked (some process launchers do).
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGTERM)
+        sigaddset(&unblock, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
         for sig in [SIGTERM, SIGINT] {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { signo in

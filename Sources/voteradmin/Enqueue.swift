@@ -1,0 +1,97 @@
+import ArgumentParser
+import Canvas
+import CommandSupport
+import Foundation
+import VoterRolls
+
+struct EnqueueCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "enqueue", abstract: "Queue a task; with --wait, wait for it and print its result.")
+
+    @OptionGroup var database: DatabaseOptions
+
+    @Argument(help: "The task's name, e.g. canvas.add or assign_stations_and_generate_lists_with_chord.")
+    var task: String
+
+    @Option(help: "Positional arguments as a JSON array, e.g. '[1, 2]'.")
+    var args: String = "[]"
+
+    @Option(help: "The queue to put the job in.")
+    var queue: String = "default"
+
+    @Option(help: "Lower runs first.")
+    var priority: Int = 0
+
+    @Option(help: "Seconds to wait before the job may start.")
+    var countdown: Double?
+
+    @Option(name: .customLong("max-retries"), help: "Retries after an error.")
+    var maxRetries: Int = 3
+
+    @Flag(help: "Wait until the job has finished and print its outcome; exit 0 only if it succeeded.")
+    var wait = false
+
+    @Option(help: "With --wait: give up after this many seconds (exit 2).")
+    var timeout: Double?
+
+    @Flag(help: "Print the outcome as one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard (try? JSONValue(parsing: args))?.arrayValue != nil else {
+            throw ValidationError("--args must be a JSON array of positional arguments, like '[1, 2]', not \(args)")
+        }
+        guard AppTasks.registry().names.contains(task) else {
+            throw ValidationError("unknown task '\(task)' (see 'voteradmin tasks')")
+        }
+        if let countdown, countdown < 0 { throw ValidationError("--countdown must be 0 or more seconds") }
+        if maxRetries < 0 { throw ValidationError("--max-retries must be 0 or more") }
+        if queue.isEmpty { throw ValidationError("--queue must not be empty") }
+    }
+
+    func run() throws {
+        let connection = try database.connect(applicationName: "voteradmin enqueue")
+        try SchemaCheck.requireCanvasSchema(on: connection)
+        let arguments = try JSONValue(parsing: args).arrayValue ?? []
+        let options = JobOptions(queue: queue, priority: priority, countdown: countdown, maxRetries: maxRetries)
+        let started = Date()
+        let id = try Enqueue.job(JobRequest(task, arguments, options: options), on: connection)
+        guard wait || json else {
+            print(id)
+            return
+        }
+        let status = try JobStatus.wait(for: id, on: connection, timeout: wait ? (timeout ?? .infinity) : 0)
+        try OutcomePrinter.print(status, elapsed: Date().timeIntervalSince(started), json: json)
+        if wait && !status.state.isFinished { throw ExitCode(2) }
+        if wait && status.state != .succeeded { throw ExitCode(1) }
+    }
+}
+
+/// How `enqueue --wait` and `result` print a job.
+enum OutcomePrinter {
+    static func print(_ status: JobStatus, elapsed: Double?, json: Bool) throws {
+        if json {
+            var object: [String: JSONValue] = [
+                "id": .int(Int(status.id)), "task": .string(status.task), "state": .string(status.state.rawValue),
+                "result": status.result ?? .null, "error": status.error.map(JSONValue.string) ?? .null,
+                "attempt": .int(status.attempt),
+            ]
+            if let elapsed { object["elapsed_s"] = .double((elapsed * 1000).rounded() / 1000) }
+            Swift.print(JSONValue.object(object).jsonText)
+            return
+        }
+        Swift.print("job \(status.id) \(status.task): \(status.state.rawValue)")
+        if let result = status.result { Swift.print("result: \(result.jsonText)") }
+        if let error = status.error { Swift.print("error: \(error)") }
+        Swift.print(
+            "attempts: \(status.attempt) of \(status.maxAttempts)"
+                + (status.crashes > 0 ? ", \(status.crashes) crashes" : ""))
+        if let started = status.startedAt, let finished = status.finishedAt {
+            Swift.print(
+                String(
+                    format: "ran: %.3f s (queued %.3f s)", finished.timeIntervalSince(started),
+                    started.timeIntervalSince(status.createdAt)))
+        }
+        if let elapsed { Swift.print(String(format: "elapsed: %.3f s", elapsed)) }
+    }
+}

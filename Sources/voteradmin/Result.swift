@@ -1,0 +1,70 @@
+import ArgumentParser
+import Canvas
+import CommandSupport
+import Foundation
+import VoterRolls
+
+struct ResultCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "result", abstract: "Show a job's state, result or error, attempts and timings.")
+
+    @OptionGroup var database: DatabaseOptions
+
+    @Argument(help: "The job id.")
+    var id: Int64
+
+    @Flag(help: "Print as one JSON object.")
+    var json = false
+
+    func run() throws {
+        let connection = try database.connect(applicationName: "voteradmin result")
+        try SchemaCheck.requireCanvasSchema(on: connection)
+        guard let status = try JobStatus.fetch(id, on: connection) else { throw CommandFailure("no job with id \(id)") }
+        try OutcomePrinter.print(status, elapsed: nil, json: json)
+    }
+}
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Queues, live workers, running jobs and the latest failures.")
+
+    @OptionGroup var database: DatabaseOptions
+
+    func run() throws {
+        let connection = try database.connect(applicationName: "voteradmin status")
+        try SchemaCheck.requireCanvasSchema(on: connection)
+        let report = try QueueReport.fetch(on: connection)
+        let states = ["queued", "running", "succeeded", "failed", "cancelled"]
+        print(
+            "QUEUE".padding(toLength: 16, withPad: " ", startingAt: 0)
+                + states.map { $0.padding(toLength: 11, withPad: " ", startingAt: 0) }.joined())
+        if report.queues.isEmpty { print("(no jobs)") }
+        for q in report.queues {
+            print(
+                q.queue.padding(toLength: 16, withPad: " ", startingAt: 0)
+                    + states.map { formatCount(q.counts[$0] ?? 0).padding(toLength: 11, withPad: " ", startingAt: 0) }
+                    .joined())
+        }
+        print("\nWORKERS")
+        if report.workers.isEmpty { print("(none)") }
+        for w in report.workers {
+            print(
+                String(
+                    format: "  #%lld %@ pid %d, %d pool processes, queues %@: heartbeat %.1f s ago, %d running", w.id,
+                    w.hostname, w.pid, w.concurrency, w.queues.joined(separator: ","), w.heartbeatAge, w.running))
+        }
+        print("\nLATEST FAILURES")
+        if report.failures.isEmpty { print("(none)") }
+        let formatter = ISO8601DateFormatter()
+        for f in report.failures {
+            print("  \(f.id) \(f.task) at \(formatter.string(from: f.finishedAt)): \(f.error)")
+        }
+    }
+}
+
+struct TasksCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tasks", abstract: "List the task names workers know.")
+    func run() throws {
+        for name in AppTasks.registry().names { print(name) }
+    }
+}

@@ -1,0 +1,180 @@
+import Canvas
+import Foundation
+import Postgres
+import TestSupport
+import Testing
+
+/// The broker protocol at the SQL level: enqueue, claim, finish, release, rescue.
+@Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
+final class BrokerSQLTests {
+    let database: TestDatabase
+
+    init() throws { database = try TestDatabase() }
+    deinit { database.drop() }
+
+    func worker(_ c: Connection) throws -> Int64 {
+        try Broker.registerWorker(hostname: "test", pid: 1, queues: ["default"], concurrency: 1, on: c)
+    }
+
+    @Test func sqlEnqueueTakesNamedParametersAndRefusesBadArguments() throws {
+        let c = try database.connect()
+        let id: Int64 = try c.query("SELECT canvas.enqueue('canvas.add', '[1, 2]', queue => 'q', priority => 5)")[0]
+            .decode(Int64.self, 0)
+        let row = try c.query("SELECT task, args::text, queue, priority, state FROM canvas.jobs WHERE id = \(id)")[0]
+        #expect(try row.decode(String.self, 0) == "canvas.add")
+        #expect(try row.decode(String.self, 1) == "[1, 2]")
+        #expect(try row.decode(String.self, 2) == "q")
+        #expect(try row.decode(Int.self, 3) == 5)
+        #expect(try row.decode(String.self, 4) == "queued")
+        let error = try #require(throws: PostgresError.self) {
+            try c.query("SELECT canvas.enqueue('canvas.add', '{\"a\": 1}')")
+        }
+        #expect(error.message.contains("args must be a JSON array"))
+        #expect(try c.query("SELECT count(*) FROM canvas.jobs")[0].decode(Int.self, 0) == 1)
+    }
+
+    @Test func bulkEnqueueIsOneStatementWithOneNotifyPerQueue() throws {
+        let listener = try database.connect()
+        try listener.listen(Broker.channel)
+        let c = try database.connect()
+        let requests = (0..<5000).map { i in
+            JobRequest("canvas.add", [.int(i), 1], options: JobOptions(queue: i % 2 == 0 ? "even" : "odd"))
+        }
+        let ids = try Enqueue.jobs(requests, on: c)
+        #expect(ids.count == 5000)
+        #expect(ids == ids.sorted())
+        let args = try c.query("SELECT args::text FROM canvas.jobs WHERE id = \(ids[7])")[0].decode(String.self, 0)
+        #expect(args == "[7, 1]")
+        var notes: [Postgres.Notification] = []
+        while let n = try listener.waitForNotification(timeout: 0.3) { notes.append(n) }
+        #expect(notes.map(\.payload).sorted() == ["even", "odd"])
+    }
+
+    @Test func claimUsesThePartialIndexEvenWithManyFinishedRows() throws {
+        let c = try database.connect()
+        try c.executeScript(
+            """
+            INSERT INTO canvas.jobs (task, state, finished_at) SELECT 'canvas.noop', 'succeeded', now()
+            FROM generate_series(1, 100000);
+            INSERT INTO canvas.jobs (task) SELECT 'canvas.noop' FROM generate_series(1, 10);
+            ANALYZE canvas.jobs;
+            """)
+        let plan = try c.query(
+            """
+            EXPLAIN (ANALYZE, BUFFERS) SELECT q.id FROM canvas.jobs q
+            WHERE q.state = 'queued' AND q.run_at <= now() AND q.queue = ANY ('{default}'::text[])
+            ORDER BY q.priority, q.id LIMIT 100 FOR UPDATE SKIP LOCKED
+            """
+        ).map { try $0.decode(String.self, 0) }.joined(separator: "\n")
+        #expect(plan.contains("jobs_claim_idx"), "\(plan)")
+        #expect(!plan.contains("Seq Scan"), "\(plan)")
+        #expect(!plan.contains("Sort"), "\(plan)")
+        let w = try worker(c)
+        #expect(try Broker.claim(worker: w, queues: ["default"], limit: 100, on: c).count == 10)
+    }
+
+    @Test func finishIsFencedOnWorkerAndAttempt() throws {
+        let c = try database.connect()
+        let id = try Enqueue.job(JobRequest("canvas.add", [1, 2]), on: c)
+        let w = try worker(c)
+        let other = try worker(c)
+        let job = try #require(try Broker.claim(worker: w, queues: ["default"], limit: 1, on: c).first)
+        #expect(job.id == id && job.attempt == 1)
+        let stale = Outcome(jobID: id, attempt: 0, kind: .succeeded, resultText: "99")
+        #expect(try Broker.finish(worker: w, [stale], on: c).isEmpty)
+        let impostor = Outcome(jobID: id, attempt: 1, kind: .succeeded, resultText: "98")
+        #expect(try Broker.finish(worker: other, [impostor], on: c).isEmpty)
+        let real = Outcome(jobID: id, attempt: 1, kind: .succeeded, resultText: "3")
+        #expect(try Broker.finish(worker: w, [real], on: c).map(\.state) == ["succeeded"])
+        #expect(try Broker.finish(worker: w, [real], on: c).isEmpty)
+        #expect(try JobStatus.fetch(id, on: c)?.result == .int(3))
+    }
+
+    @Test func errorsRetryWithBackoffThenFailAndFatalFailsAtOnce() throws {
+        let c = try database.connect()
+        let w = try worker(c)
+        let id = try Enqueue.job(
+            JobRequest("canvas.fail", ["x"], options: JobOptions(maxRetries: 1, retryBackoff: 60)), on: c)
+        let fatal = try Enqueue.job(JobRequest("canvas.add", ["x"]), on: c)
+        let claimed = try Broker.claim(worker: w, queues: ["default"], limit: 2, on: c)
+        let recorded = try Broker.finish(
+            worker: w,
+            [
+                Outcome(jobID: id, attempt: 1, kind: .error, error: "x"),
+                Outcome(jobID: fatal, attempt: 1, kind: .fatal, error: "bad args"),
+            ], on: c)
+        #expect(claimed.count == 2)
+        let retry = try #require(recorded.first { $0.jobID == id })
+        #expect(retry.state == "queued")
+        #expect((50...70).contains(retry.retryIn ?? 0))
+        #expect(recorded.first { $0.jobID == fatal }?.state == "failed")
+        // Not due yet: nothing to claim.
+        #expect(try Broker.claim(worker: w, queues: ["default"], limit: 10, on: c).isEmpty)
+        try c.execute("UPDATE canvas.jobs SET run_at = now() WHERE id = \(id)")
+        let again = try #require(try Broker.claim(worker: w, queues: ["default"], limit: 1, on: c).first)
+        #expect(again.attempt == 2)
+        let last = try Broker.finish(worker: w, [Outcome(jobID: id, attempt: 2, kind: .error, error: "x")], on: c)
+        #expect(last.first?.state == "failed")
+    }
+
+    @Test func crashesRequeueAtOnceUntilTheBoundThenFail() throws {
+        let c = try database.connect()
+        let w = try worker(c)
+        let id = try Enqueue.job(JobRequest("canvas.crash"), on: c)
+        for round in 1...3 {
+            let job = try #require(try Broker.claim(worker: w, queues: ["default"], limit: 1, on: c).first)
+            let r = try Broker.finish(
+                worker: w, [Outcome(jobID: id, attempt: job.attempt, kind: .crashed, error: "signal 9")], on: c)
+            #expect(r.first?.state == (round < 3 ? "queued" : "failed"))
+        }
+        let status = try #require(try JobStatus.fetch(id, on: c))
+        #expect(status.crashes == 3)
+        #expect(status.error?.contains("died 3 times") == true)
+    }
+
+    @Test func rescueRequeuesOnlyTheJobsOfSilentWorkers() throws {
+        let c = try database.connect()
+        let alive = try worker(c)
+        let dead = try worker(c)
+        let a = try Enqueue.job(JobRequest("canvas.sleep", [100]), on: c)
+        _ = try Broker.claim(worker: alive, queues: ["default"], limit: 1, on: c)
+        let b = try Enqueue.job(JobRequest("canvas.sleep", [100]), on: c)
+        _ = try Broker.claim(worker: dead, queues: ["default"], limit: 1, on: c)
+        // The live worker's job has run for an hour; only the heartbeat matters.
+        try c.execute("UPDATE canvas.jobs SET started_at = now() - interval '1 hour' WHERE id = \(a)")
+        try c.execute("UPDATE canvas.workers SET heartbeat_at = now() - interval '1 minute' WHERE id = \(dead)")
+        let rescued = try Broker.rescue(timeout: 15, on: c)
+        #expect(rescued.map(\.0) == [b])
+        #expect(try JobStatus.fetch(a, on: c)?.state == .running)
+        #expect(try JobStatus.fetch(b, on: c)?.state == .queued)
+        #expect(try !Broker.heartbeat(worker: dead, on: c))
+        let error = try #require(throws: PostgresError.self) {
+            try Broker.claim(worker: dead, queues: ["default"], limit: 1, on: c)
+        }
+        #expect(error.sqlState == "PCW01")
+    }
+
+    @Test func releaseHandsBackWithoutCountingTheRun() throws {
+        let c = try database.connect()
+        let w = try worker(c)
+        let id = try Enqueue.job(JobRequest("canvas.noop"), on: c)
+        let job = try #require(try Broker.claim(worker: w, queues: ["default"], limit: 1, on: c).first)
+        #expect(try Broker.release(worker: w, [(job.id, job.attempt)], on: c) == 1)
+        let status = try #require(try JobStatus.fetch(id, on: c))
+        #expect(status.state == .queued && status.attempt == 0)
+    }
+
+    @Test func pruneDeletesOnlyOldFinishedJobs() throws {
+        let c = try database.connect()
+        try c.executeScript(
+            """
+            INSERT INTO canvas.jobs (task, state, finished_at) VALUES
+              ('canvas.noop', 'succeeded', now() - interval '2 days'),
+              ('canvas.noop', 'failed', now() - interval '2 days'),
+              ('canvas.noop', 'succeeded', now());
+            INSERT INTO canvas.jobs (task, created_at) VALUES ('canvas.noop', now() - interval '3 days');
+            """)
+        #expect(try Broker.prune(olderThan: 86_400, on: c) == 2)
+        #expect(try c.query("SELECT count(*) FROM canvas.jobs")[0].decode(Int.self, 0) == 2)
+    }
+}
