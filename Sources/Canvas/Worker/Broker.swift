@@ -94,6 +94,37 @@ public struct Broker: Sendable {
         }
     }
 
+    /// Finishes a batch and claims up to `limit` more in one round trip and one transaction.
+    public static func finishAndClaim(
+        worker: Int64, _ outcomes: [Outcome], queues: [String], limit: Int, on c: Connection
+    ) throws -> (recorded: [Recorded], claimed: [ClaimedJob]) {
+        let rows = try c.query(
+            """
+            SELECT kind, id, state, retry_in, task, args, attempt, time_limit FROM canvas.finish_and_claim(
+                \(worker), \(outcomes.map(\.jobID)), \(outcomes.map { Int32(clamping: $0.attempt) }),
+                \(outcomes.map(\.kind.rawValue)), \(outcomes.map { $0.resultText.map(PostgresJSON.init(text:)) }),
+                \(outcomes.map(\.error)), \(queues), \(Int32(clamping: max(0, limit))))
+            """)
+        var recorded: [Recorded] = []
+        var claimed: [ClaimedJob] = []
+        for row in rows {
+            if try row.decode(String.self, 0) == "finished" {
+                recorded.append(
+                    Recorded(
+                        jobID: try row.decode(Int64.self, 1), state: try row.decode(String.self, 2),
+                        retryIn: try row.decodeIfPresent(Double.self, 3)))
+            } else {
+                claimed.append(
+                    ClaimedJob(
+                        id: try row.decode(Int64.self, 1), task: try row.decode(String.self, 4),
+                        argsText: try row.decode(String.self, 5), attempt: try row.decode(Int.self, 6),
+                        timeLimit: try row.decodeIfPresent(Double.self, 7)))
+            }
+        }
+        claimed.sort { $0.id < $1.id }
+        return (recorded, claimed)
+    }
+
     /// Hands jobs back without counting the run. - Returns: how many were handed back.
     @discardableResult
     public static func release(worker: Int64, _ jobs: [(id: Int64, attempt: Int)], on c: Connection) throws -> Int {

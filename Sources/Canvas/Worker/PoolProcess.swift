@@ -8,8 +8,10 @@ final class PoolProcess {
     let toChild: Int32
     let fromChild: Int32
     var lines = LineBuffer()
-    /// The job it is running, when it is running one.
-    var job: ClaimedJob?
+    /// Jobs sent and not yet answered, in the order the process runs them. Usually one; several
+    /// when jobs are short enough that a pipe round trip per job would dominate.
+    var inFlight: [ClaimedJob] = []
+    /// When the job at the head of `inFlight` started, and when its time limit runs out.
     var startedAt: Date?
     var deadline: Date?
     /// Set when the supervisor killed it on purpose (time limit), so its death is not a crash.
@@ -54,18 +56,42 @@ final class PoolProcess {
         return PoolProcess(index: index, pid: pid, toChild: jobs.write, fromChild: results.read)
     }
 
-    /// Sends a job. - Returns: false when the process is gone.
-    func send(_ job: ClaimedJob, timeLimit: Double?) -> Bool {
-        self.job = job
-        startedAt = Date()
-        deadline = timeLimit.map { Date().addingTimeInterval($0) }
-        return FD.writeAll(toChild, WireFormat.jobLine(job))
+    /// The job it is running, when it is running one.
+    var job: ClaimedJob? { inFlight.first }
+
+    /// Sends jobs in one write. - Returns: false when the process is gone.
+    func send(_ jobs: [ClaimedJob], timeLimit: (ClaimedJob) -> Double?) -> Bool {
+        guard !jobs.isEmpty else { return true }
+        let wasIdle = inFlight.isEmpty
+        inFlight.append(contentsOf: jobs)
+        if wasIdle { startHead(timeLimit) }
+        return FD.writeAll(toChild, jobs.map(WireFormat.jobLine).joined())
     }
 
-    func finishedJob() {
-        job = nil
-        startedAt = nil
-        deadline = nil
+    /// The head job answered: the next one (if any) starts now.
+    func finishedHead(timeLimit: (ClaimedJob) -> Double?) {
+        inFlight.removeFirst()
+        startHead(timeLimit)
+    }
+
+    private func startHead(_ timeLimit: (ClaimedJob) -> Double?) {
+        guard let head = inFlight.first else {
+            startedAt = nil
+            deadline = nil
+            return
+        }
+        startedAt = Date()
+        deadline = timeLimit(head).map { Date().addingTimeInterval($0) }
+    }
+
+    /// Forgets every job sent (the process died or was killed). - Returns: them, head first.
+    func takeInFlight() -> [ClaimedJob] {
+        defer {
+            inFlight.removeAll()
+            startedAt = nil
+            deadline = nil
+        }
+        return inFlight
     }
 
     /// Reads what is available. - Returns: false at end of file (the process exited or died).

@@ -14,7 +14,7 @@ final class SharedState: @unchecked Sendable {
     private var _workerID: Int64
     private var _brokerStopped = false
     private var _fatalError: String?
-    let capacity: Int
+    private var capacity: Int
 
     let mainWake: (read: Int32, write: Int32)
     let brokerWake: (read: Int32, write: Int32)
@@ -39,6 +39,9 @@ final class SharedState: @unchecked Sendable {
     }
 
     var claiming: Bool { locked { _claiming } }
+
+    /// Jobs the worker may hold at once (pool slots plus prefetch); grows when jobs are short.
+    func setCapacity(_ value: Int) { locked { capacity = value } }
     func stopClaiming() { locked { _claiming = false } }
 
     var brokerStopped: Bool {
@@ -53,8 +56,10 @@ final class SharedState: @unchecked Sendable {
 
     // MARK: broker thread side
 
-    /// How many more jobs to claim now.
-    func wantedClaims() -> Int { locked { _claiming ? max(0, capacity - held.count) : 0 } }
+    /// How many more jobs to claim now, counting `n` outcomes about to be finished as free.
+    func wantedClaims(afterSettling n: Int) -> Int {
+        locked { _claiming ? max(0, capacity - held.count + n) : 0 }
+    }
 
     func deliver(_ jobs: [ClaimedJob]) {
         locked {

@@ -17,7 +17,7 @@ extension Supervisor {
                 logger.critical("\(fatal)")
                 shutdown = .cold
             }
-            if shutdown != .running, pool.allSatisfy({ $0.job == nil }) { return }
+            if shutdown != .running, pool.allSatisfy({ $0.inFlight.isEmpty }) { return }
         }
     }
 
@@ -32,7 +32,11 @@ extension Supervisor {
         for (slot, i) in live.enumerated() where fds[slot].revents != 0 {
             let p = pool[i]
             let open = p.readAvailable { line in handleResult(line, from: p) }
-            if !open { poolProcessExited(at: i) }
+            if open {
+                if shutdown != .cold { topUp(p) }
+            } else {
+                poolProcessExited(at: i)
+            }
         }
         if fds[live.count].revents != 0 { SharedState.drain(state.mainWake.read) }
         return true
@@ -44,17 +48,18 @@ extension Supervisor {
             return
         }
         guard let job = p.job, job.id == message.outcome.jobID else { return }
-        p.finishedJob()
+        p.finishedHead(timeLimit: timeLimit(for:))
+        pacing.record(seconds: message.seconds)
         var outcome = message.outcome
         outcome.task = job.task
         state.report(outcome)
-        if shutdown != .cold, let next = nextWaiting() { send(next, to: p) }
     }
 
     func poolProcessExited(at index: Int) {
         let p = pool[index]
         let how = p.reap()
-        if let job = p.job {
+        let sent = p.takeInFlight()
+        if let job = sent.first {
             if p.killedForTimeLimit {
                 let limit = timeLimit(for: job).map { formatSeconds($0) } ?? "?"
                 let error = "Hard time limit (\(limit)s) exceeded for \(job.task)[\(job.id)]"
@@ -68,10 +73,11 @@ extension Supervisor {
                 logger.error("Process '\(p.name)' pid:\(p.pid) exited with '\(how)'")
                 state.report(Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .crashed, error: error))
             }
+            // Jobs queued behind it never started: they go back without counting a run.
+            state.handBack(Array(sent.dropFirst()))
         } else if shutdown == .running {
             logger.error("Process '\(p.name)' pid:\(p.pid) exited with '\(how)'")
         }
-        p.finishedJob()
         guard shutdown != .cold else { return }
         do {
             pool[index] = try spawn(index: p.index)
@@ -96,12 +102,11 @@ extension Supervisor {
                 logger.warning("worker: Cold shutdown (MainProcess)")
                 state.stopClaiming()
                 state.handBack(state.takeInbox())
-                let busy = pool.filter { $0.job != nil && !$0.exited }
+                let busy = pool.filter { !$0.inFlight.isEmpty && !$0.exited }
                 for p in busy { p.kill() }
-                state.handBack(busy.compactMap(\.job))
                 for p in busy {
+                    state.handBack(p.takeInFlight())
                     _ = p.reap()
-                    p.finishedJob()
                 }
             }
         }
@@ -109,7 +114,7 @@ extension Supervisor {
 
     func enforceTimeLimits() {
         let now = Date()
-        for p in pool where p.job != nil && !p.killedForTimeLimit {
+        for p in pool where !p.inFlight.isEmpty && !p.killedForTimeLimit {
             if let deadline = p.deadline, deadline <= now {
                 p.killedForTimeLimit = true
                 p.kill()
@@ -131,25 +136,43 @@ extension Supervisor {
         waiting.append(contentsOf: fresh)
     }
 
-    func nextWaiting() -> ClaimedJob? {
-        guard waitingStart < waiting.count else { return nil }
-        defer { waitingStart += 1 }
-        return waiting[waitingStart]
-    }
-
     func dispatch() {
         guard shutdown == .running else { return }
-        for p in pool where p.job == nil && !p.exited {
-            guard let job = nextWaiting() else { return }
-            send(job, to: p)
+        for p in pool where !p.exited {
+            topUp(p)
+            if waitingStart >= waiting.count { return }
         }
     }
 
-    func send(_ job: ClaimedJob, to p: PoolProcess) {
+    /// Gives a pool process as many waiting jobs as the pacing allows it to hold.
+    func topUp(_ p: PoolProcess) {
+        guard shutdown == .running, !p.exited, !p.killedForTimeLimit || p.inFlight.isEmpty else { return }
+        let room = pacing.depth - p.inFlight.count
+        guard room > 0, waitingStart < waiting.count else { return }
+        let end = min(waiting.count, waitingStart + room)
+        let batch = Array(waiting[waitingStart..<end])
+        waitingStart = end
         p.killedForTimeLimit = false
-        if !p.send(job, timeLimit: timeLimit(for: job)) {
-            // The process is gone; its exit is noticed by poll, and the job is reported then.
-            logger.warning("could not hand a job to \(p.name); it will be retried")
+        if !p.send(batch, timeLimit: timeLimit(for:)) {
+            // The process is gone; poll notices its exit and the jobs are dealt with then.
+            logger.warning("could not hand jobs to \(p.name); they will be retried")
         }
+        state.setCapacity(configuration.concurrency * pacing.depth + configuration.prefetch)
+    }
+}
+
+/// How many jobs a pool process may hold at once. One while jobs take real time (a job never
+/// waits behind another); more when they take microseconds, where a pipe round trip per job
+/// would cost more than the jobs themselves.
+struct Pacing {
+    let maxDepth: Int
+    private var average: Double = 0.05
+    private(set) var depth = 1
+
+    init(maxDepth: Int) { self.maxDepth = max(1, maxDepth) }
+
+    mutating func record(seconds: Double) {
+        average = average * 0.9 + seconds * 0.1
+        depth = average < 0.002 ? maxDepth : 1
     }
 }

@@ -14,6 +14,7 @@ public final class Supervisor {
     var waitingStart = 0
     var state: SharedState!
     var shutdown: Shutdown = .running
+    var pacing: Pacing
 
     enum Shutdown { case running, warm, cold }
 
@@ -21,6 +22,7 @@ public final class Supervisor {
         self.configuration = configuration
         self.registry = registry
         self.logger = logger
+        self.pacing = Pacing(maxDepth: configuration.pipelineDepth)
     }
 
     /// Runs until shut down. - Returns: the process exit status. - Throws: start-up failures.

@@ -11,6 +11,8 @@ public struct WorkerConfiguration: Sendable {
     public var hostname: String = ProcessInfo.processInfo.hostName
     /// Jobs claimed beyond the pool's idle slots, so a pool process never waits for the database.
     public var prefetch: Int = 16
+    /// The most jobs one pool process holds at once when jobs take microseconds (see `Pacing`).
+    public var pipelineDepth: Int = 16
     /// Seconds a run may take when neither the job nor its task sets a limit (nil: no limit).
     public var timeLimit: Double? = nil
     /// Seconds between polls when no NOTIFY arrives (also the fallback for poolers without LISTEN).

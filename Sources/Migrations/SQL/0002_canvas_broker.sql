@@ -142,12 +142,21 @@ CREATE FUNCTION canvas.finish(
 ) RETURNS TABLE (id bigint, state text, retry_in double precision) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
+    -- The common case, a batch of successes, is one plain UPDATE.
+    IF p_outcomes <@ ARRAY['succeeded'] THEN
+        RETURN QUERY
+        UPDATE canvas.jobs j SET state = 'succeeded', result = i.result, error = NULL, finished_at = now()
+        FROM unnest(p_ids, p_attempts, p_results) AS i(id, attempt, result)
+        WHERE j.id = i.id AND j.worker_id = p_worker AND j.attempt = i.attempt AND j.state = 'running'
+        RETURNING j.id, 'succeeded'::text, NULL::double precision;
+        RETURN;
+    END IF;
     RETURN QUERY
     WITH input AS (
         SELECT * FROM unnest(p_ids, p_attempts, p_outcomes, p_results, p_errors)
             AS i(id, attempt, outcome, result, error)
     ), decided AS (
-        SELECT j.id, i.outcome, i.result, i.error,
+        SELECT j.id, i.attempt, i.outcome, i.result, i.error,
             CASE
                 WHEN i.outcome = 'succeeded' THEN 'succeeded'
                 WHEN i.outcome IN ('error', 'timeout') AND j.attempt - j.crashes < j.max_attempts THEN 'retry'
@@ -157,8 +166,8 @@ BEGIN
             j.retry_backoff * power(2, greatest(j.attempt - j.crashes - 1, 0)) AS backoff
         FROM canvas.jobs j JOIN input i ON i.id = j.id
         WHERE j.worker_id = p_worker AND j.attempt = i.attempt AND j.state = 'running'
-        FOR UPDATE OF j
     ), updated AS (
+        -- The fence is repeated here so that a row changed since `decided` read it is rechecked.
         UPDATE canvas.jobs j SET
             state = CASE d.verdict WHEN 'succeeded' THEN 'succeeded' WHEN 'failed' THEN 'failed' ELSE 'queued' END,
             result = CASE WHEN d.verdict = 'succeeded' THEN d.result ELSE j.result END,
@@ -175,7 +184,8 @@ BEGIN
                 ELSE j.run_at END,
             worker_id = CASE WHEN d.verdict IN ('retry', 'requeue') THEN NULL ELSE j.worker_id END,
             finished_at = CASE WHEN d.verdict IN ('succeeded', 'failed') THEN now() ELSE NULL END
-        FROM decided d WHERE j.id = d.id
+        FROM decided d
+        WHERE j.id = d.id AND j.worker_id = p_worker AND j.attempt = d.attempt AND j.state = 'running'
         RETURNING j.id, j.state, j.queue, j.run_at
     ), woken AS (
         SELECT pg_notify('canvas_jobs', u.queue) FROM updated u
@@ -183,6 +193,28 @@ BEGIN
     )
     SELECT u.id, u.state, extract(epoch FROM u.run_at - now())::double precision
     FROM updated u LEFT JOIN (SELECT count(*) FROM woken) w ON true;
+END
+$$;
+
+-- finish and claim in one round trip and one commit: the worker's steady state.
+CREATE FUNCTION canvas.finish_and_claim(
+    p_worker bigint, p_ids bigint[], p_attempts integer[], p_outcomes text[], p_results jsonb[], p_errors text[],
+    p_queues text[], p_limit integer
+) RETURNS TABLE (
+    kind text, id bigint, state text, retry_in double precision, task text, args jsonb, attempt integer,
+    time_limit double precision
+) LANGUAGE plpgsql AS $$
+BEGIN
+    IF cardinality(p_ids) > 0 THEN
+        RETURN QUERY SELECT 'finished'::text, f.id, f.state, f.retry_in, NULL::text, NULL::jsonb, NULL::integer,
+                            NULL::double precision
+                     FROM canvas.finish(p_worker, p_ids, p_attempts, p_outcomes, p_results, p_errors) f;
+    END IF;
+    IF p_limit > 0 THEN
+        RETURN QUERY SELECT 'claimed'::text, c.id, NULL::text, NULL::double precision, c.task, c.args, c.attempt,
+                            c.time_limit
+                     FROM canvas.claim(p_worker, p_queues, p_limit) c;
+    END IF;
 END
 $$;
 
