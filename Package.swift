@@ -58,6 +58,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .executableTarget(name: "canvas-bench", dependencies: ["Canvas", "Postgres"], path: "bench/canvas-bench"),
         .target(
             name: "TestSupport",
             dependencies: ["Postgres", "Migrations"],

@@ -1,7 +1,26 @@
 #!/usr/bin/env bash
-# `make bench`: every benchmark driver in turn. Figures go to stdout; docs/benchmarks.md has the
-# write-up. Needs DATABASE_URL and BIN (the release build folder).
+# `make bench`: every benchmark driver in turn, on the database DATABASE_URL names (its canvas
+# tables are emptied). Figures go to stdout; docs/benchmarks.md has the write-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "== seed"
+BIN="${BIN:-.build/release}"
+export BIN
+echo "== seed (voteradmin seed vs psql \\copy)"
 bench/seed.sh
+echo "== burn-down (100,000 canvas.noop, pgworker -c 8)"
+bench/burndown.sh 100000 8
+echo "== bulk enqueue"
+psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs"
+"$BIN/canvas-bench" enqueue 100000
+psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs"
+psql "$DATABASE_URL" -qAt -c '\timing on' -c "INSERT INTO canvas.jobs (task) SELECT 'canvas.noop' FROM generate_series(1, 100000)" | sed 's/^/sql INSERT … SELECT of 100,000: /'
+echo "== latency (idle worker, LISTEN/NOTIFY)"
+psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs" -c "DELETE FROM canvas.workers"
+"$BIN/pgworker" -c 8 --loglevel warning >/dev/null 2>&1 &
+pid=$!
+sleep 1.5
+"$BIN/canvas-bench" latency 300
+kill -TERM $pid
+wait $pid
+echo "== pgqueuer 1.6 on the same server"
+bench/compare_pgqueuer.sh 100000
