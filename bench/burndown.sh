@@ -9,7 +9,7 @@ c="${2:-8}"
 psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs" -c "DELETE FROM canvas.workers" \
     -c "INSERT INTO canvas.jobs (task) SELECT 'canvas.noop' FROM generate_series(1, $n)" -c "VACUUM ANALYZE canvas.jobs"
 start=$(date +%s.%N)
-"$BIN/pgworker" --concurrency "$c" --loglevel warning ${WORKER_ARGS:-} >/tmp/pgcanvas-burndown.log 2>&1 &
+"$BIN/pgworker" --concurrency "$c" --loglevel ${LOGLEVEL:-warning} ${WORKER_ARGS:-} >/tmp/pgcanvas-burndown.log 2>&1 &
 pid=$!
 while [ "$(psql "$DATABASE_URL" -qAt -c "SELECT count(*) FROM canvas.jobs WHERE state <> 'succeeded'")" != 0 ]; do
     sleep 0.1

@@ -17,14 +17,18 @@ case "enqueue":
     let started = Date()
     _ = try Enqueue.jobs(requests, on: connection)
     let seconds = Date().timeIntervalSince(started)
-    print(String(format: "swift bulk enqueue: %d jobs in %.3f s = %.0f jobs/s (one statement)", n, seconds, Double(n) / seconds))
+    print(
+        String(
+            format: "swift bulk enqueue: %d jobs in %.3f s = %.0f jobs/s (one statement)", n, seconds,
+            Double(n) / seconds))
 case "latency":
     var samples: [Double] = []
     for _ in 0..<n {
         let id = try Enqueue.job(JobRequest("canvas.noop"), on: connection)
         while true {
             let row = try connection.query(
-                "SELECT extract(epoch FROM started_at - created_at)::float8 FROM canvas.jobs WHERE id = \(id) AND started_at IS NOT NULL")
+                "SELECT extract(epoch FROM started_at - created_at)::float8 FROM canvas.jobs WHERE id = \(id) AND started_at IS NOT NULL"
+            )
             if let first = row.first {
                 samples.append(try first.decode(Double.self, 0))
                 break
@@ -35,7 +39,10 @@ case "latency":
     }
     samples.sort()
     func pct(_ p: Double) -> Double { samples[min(samples.count - 1, Int(Double(samples.count) * p))] * 1000 }
-    print(String(format: "enqueue-to-start latency over %d jobs: p50 %.2f ms, p99 %.2f ms, max %.2f ms", n, pct(0.5), pct(0.99), samples.last! * 1000))
+    print(
+        String(
+            format: "enqueue-to-start latency over %d jobs: p50 %.2f ms, p99 %.2f ms, max %.2f ms", n, pct(0.5),
+            pct(0.99), samples.last! * 1000))
 default:
     FileHandle.standardError.write(Data("usage: canvas-bench enqueue N | latency K\n".utf8))
     exit(64)

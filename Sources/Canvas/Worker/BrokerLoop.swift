@@ -59,6 +59,9 @@ final class BrokerLoop: @unchecked Sendable {
             do {
                 let c = try db.get()
                 SharedState.drain(state.brokerWake.read)
+                // While the queue is deep (the last claim was full), let outcomes gather for a few
+                // milliseconds: one transaction per large batch costs far less than many small ones.
+                if lastClaimFull && !stopping { gatherOutcomes() }
                 let (outcomes, releases) = state.takeOutgoing()
                 let want = stopping ? 0 : state.wantedClaims(afterSettling: outcomes.count)
                 let pollDue = Date().timeIntervalSince(lastPoll) >= configuration.pollInterval
@@ -99,6 +102,12 @@ final class BrokerLoop: @unchecked Sendable {
         SharedState.poke(state.mainWake.write)
     }
 
+    private func gatherOutcomes() {
+        let target = max(8, state.currentCapacity / 2)
+        let until = DispatchTime.now().uptimeNanoseconds + UInt64(configuration.flushDelay * 1e9)
+        while state.outcomeCount < target, DispatchTime.now().uptimeNanoseconds < until { usleep(200) }
+    }
+
     /// Hands back, finishes and claims in as few round trips as possible. - Returns: jobs claimed.
     private func exchange(
         _ c: Connection, _ outcomes: [Outcome], _ releases: [(id: Int64, attempt: Int)], claim limit: Int
@@ -123,6 +132,7 @@ final class BrokerLoop: @unchecked Sendable {
             throw error
         }
         state.settled(outcomes.map(\.jobID))
+        logger.debug("exchanged", metadata: ["finished": "\(outcomes.count)", "claimed": "\(result.claimed.count)"])
         if !outcomes.isEmpty { logRecorded(outcomes, result.recorded) }
         if !result.claimed.isEmpty {
             state.deliver(result.claimed)

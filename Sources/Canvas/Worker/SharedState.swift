@@ -89,6 +89,8 @@ final class SharedState: @unchecked Sendable {
 
     func settled(_ ids: [Int64]) { locked { for id in ids { held[id] = nil } } }
 
+    var outcomeCount: Int { locked { outcomes.count } }
+    var currentCapacity: Int { locked { capacity } }
     var hasOutgoing: Bool { locked { !outcomes.isEmpty || !releases.isEmpty } }
     var heldCount: Int { locked { held.count } }
     func isHeld(_ id: Int64, attempt: Int) -> Bool { locked { held[id] == attempt } }

@@ -13,6 +13,8 @@ public struct WorkerConfiguration: Sendable {
     public var prefetch: Int = 16
     /// The most jobs one pool process holds at once when jobs take microseconds (see `Pacing`).
     public var pipelineDepth: Int = 16
+    /// How long the broker thread lets outcomes gather into one batch while the queue is deep.
+    public var flushDelay: Double = 0.004
     /// Seconds a run may take when neither the job nor its task sets a limit (nil: no limit).
     public var timeLimit: Double? = nil
     /// Seconds between polls when no NOTIFY arrives (also the fallback for poolers without LISTEN).

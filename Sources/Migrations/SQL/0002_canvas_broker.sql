@@ -135,6 +135,10 @@ $$;
 --   'error' or 'timeout': retried with exponential backoff while attempts remain, else failed;
 --   'fatal': failed at once (unknown task, malformed arguments);
 --   'crashed': the pool process died; retried at once until canvas.max_crashes().
+-- The fence is (worker, attempt, not finished). It deliberately does not say state = 'running':
+-- that would let the planner drive the join from jobs_running_idx, whose entries for every job
+-- the worker already finished stay until VACUUM, making each batch slower than the last.
+-- A job holds a worker id only while running or once finished, so the two are equivalent.
 -- Returns each run it recorded with the job's new state and, for a retry, the seconds until it;
 -- runs that were no longer this worker's are left out.
 CREATE FUNCTION canvas.finish(
@@ -147,7 +151,7 @@ BEGIN
         RETURN QUERY
         UPDATE canvas.jobs j SET state = 'succeeded', result = i.result, error = NULL, finished_at = now()
         FROM unnest(p_ids, p_attempts, p_results) AS i(id, attempt, result)
-        WHERE j.id = i.id AND j.worker_id = p_worker AND j.attempt = i.attempt AND j.state = 'running'
+        WHERE j.id = i.id AND j.worker_id = p_worker AND j.attempt = i.attempt AND j.finished_at IS NULL
         RETURNING j.id, 'succeeded'::text, NULL::double precision;
         RETURN;
     END IF;
@@ -165,7 +169,7 @@ BEGIN
             END AS verdict,
             j.retry_backoff * power(2, greatest(j.attempt - j.crashes - 1, 0)) AS backoff
         FROM canvas.jobs j JOIN input i ON i.id = j.id
-        WHERE j.worker_id = p_worker AND j.attempt = i.attempt AND j.state = 'running'
+        WHERE j.worker_id = p_worker AND j.attempt = i.attempt AND j.finished_at IS NULL
     ), updated AS (
         -- The fence is repeated here so that a row changed since `decided` read it is rechecked.
         UPDATE canvas.jobs j SET
@@ -185,7 +189,7 @@ BEGIN
             worker_id = CASE WHEN d.verdict IN ('retry', 'requeue') THEN NULL ELSE j.worker_id END,
             finished_at = CASE WHEN d.verdict IN ('succeeded', 'failed') THEN now() ELSE NULL END
         FROM decided d
-        WHERE j.id = d.id AND j.worker_id = p_worker AND j.attempt = d.attempt AND j.state = 'running'
+        WHERE j.id = d.id AND j.worker_id = p_worker AND j.attempt = d.attempt AND j.finished_at IS NULL
         RETURNING j.id, j.state, j.queue, j.run_at
     ), woken AS (
         SELECT pg_notify('canvas_jobs', u.queue) FROM updated u
