@@ -1,23 +1,23 @@
 /// PostgreSQL's text form of one-dimensional arrays: `{a,"b c",NULL}`.
 enum PostgresArrayLiteral {
     static func encode(_ elements: [String?]) -> String {
-        var out = "{"
-        out.reserveCapacity(elements.count * 8 + 2)
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        out.reserveCapacity(elements.count * 12 + 2)
         for (i, element) in elements.enumerated() {
-            if i > 0 { out.append(",") }
+            if i > 0 { out.append(UInt8(ascii: ",")) }
             guard let element else {
-                out.append("NULL")
+                out.append(contentsOf: [78, 85, 76, 76])  // NULL
                 continue
             }
-            out.append("\"")
-            for ch in element.unicodeScalars {
-                if ch == "\"" || ch == "\\" { out.append("\\") }
-                out.unicodeScalars.append(ch)
+            out.append(UInt8(ascii: "\""))
+            for byte in element.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
+                out.append(byte)
             }
-            out.append("\"")
+            out.append(UInt8(ascii: "\""))
         }
-        out.append("}")
-        return out
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// Splits a one-dimensional array literal into its element texts (nil for NULL).

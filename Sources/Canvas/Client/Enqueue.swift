@@ -18,19 +18,35 @@ public enum Enqueue {
             if request.task.isEmpty { throw CanvasError("a job needs a task name") }
             try request.options.validate()
         }
-        let rows = try connection.query(
-            """
-            INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit)
-            SELECT t, a, q, p, coalesce(eta, now() + coalesce(cd, 0) * interval '1 second'), m, rb, tl
-            FROM unnest(\(requests.map(\.task)), \(requests.map { PostgresJSON(text: JSONValue.array($0.args).jsonText) }),
-                        \(requests.map(\.options.queue)), \(requests.map { Int32(clamping: $0.options.priority) }),
-                        \(requests.map(\.options.eta)), \(requests.map(\.options.countdown)),
-                        \(requests.map { Int32(clamping: $0.options.maxRetries + 1) }),
-                        \(requests.map(\.options.retryBackoff)), \(requests.map(\.options.timeLimit)))
-                 WITH ORDINALITY AS r(t, a, q, p, eta, cd, m, rb, tl, n)
-            ORDER BY n
-            RETURNING id
-            """)
+        let args = requests.map { PostgresJSON(text: JSONValue.array($0.args).jsonText) }
+        let rows: Rows
+        if let options = requests.first?.options, requests.allSatisfy({ $0.options == options }) {
+            // The usual bulk case: one set of options for every job, sent once instead of per row.
+            rows = try connection.query(
+                """
+                INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit)
+                SELECT t, a, \(options.queue), \(Int32(clamping: options.priority)),
+                       coalesce(\(options.eta), now() + coalesce(\(options.countdown), 0) * interval '1 second'),
+                       \(Int32(clamping: options.maxRetries + 1)), \(options.retryBackoff), \(options.timeLimit)
+                FROM unnest(\(requests.map(\.task)), \(args)) WITH ORDINALITY AS r(t, a, n)
+                ORDER BY n
+                RETURNING id
+                """)
+        } else {
+            rows = try connection.query(
+                """
+                INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit)
+                SELECT t, a, q, p, coalesce(eta, now() + coalesce(cd, 0) * interval '1 second'), m, rb, tl
+                FROM unnest(\(requests.map(\.task)), \(args),
+                            \(requests.map(\.options.queue)), \(requests.map { Int32(clamping: $0.options.priority) }),
+                            \(requests.map(\.options.eta)), \(requests.map(\.options.countdown)),
+                            \(requests.map { Int32(clamping: $0.options.maxRetries + 1) }),
+                            \(requests.map(\.options.retryBackoff)), \(requests.map(\.options.timeLimit)))
+                     WITH ORDINALITY AS r(t, a, q, p, eta, cd, m, rb, tl, n)
+                ORDER BY n
+                RETURNING id
+                """)
+        }
         return try rows.map { try $0.decode(Int64.self, 0) }
     }
 }
