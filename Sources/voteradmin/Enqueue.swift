@@ -11,7 +11,10 @@ struct EnqueueCommand: ParsableCommand {
     @OptionGroup var database: DatabaseOptions
 
     @Argument(help: "The task's name, e.g. canvas.add or assign_stations_and_generate_lists_with_chord.")
-    var task: String
+    var task: String?
+
+    @Option(help: "A canvas in its JSON form (docs/canvas.md), from a file or '-' for standard input.")
+    var canvas: String?
 
     @Option(help: "Positional arguments as a JSON array, e.g. '[1, 2]'.")
     var args: String = "[]"
@@ -38,10 +41,13 @@ struct EnqueueCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
+        guard (task == nil) != (canvas == nil) else {
+            throw ValidationError("give either a task name or --canvas FILE, not both or neither")
+        }
         guard (try? JSONValue(parsing: args))?.arrayValue != nil else {
             throw ValidationError("--args must be a JSON array of positional arguments, like '[1, 2]', not \(args)")
         }
-        guard AppTasks.registry().names.contains(task) else {
+        if let task, !AppTasks.registry().names.contains(task) {
             throw ValidationError("unknown task '\(task)' (see 'voteradmin tasks')")
         }
         if let countdown, countdown < 0 { throw ValidationError("--countdown must be 0 or more seconds") }
@@ -50,6 +56,8 @@ struct EnqueueCommand: ParsableCommand {
     }
 
     func run() throws {
+        if let canvas { return try enqueueCanvas(from: canvas) }
+        guard let task else { return }
         let connection = try database.connect(applicationName: "voteradmin enqueue")
         try SchemaCheck.requireCanvasSchema(on: connection)
         let arguments = try JSONValue(parsing: args).arrayValue ?? []
@@ -67,8 +75,79 @@ struct EnqueueCommand: ParsableCommand {
     }
 }
 
+extension EnqueueCommand {
+    func enqueueCanvas(from source: String) throws {
+        let text: String
+        if source == "-" {
+            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        } else {
+            guard let data = FileManager.default.contents(atPath: source) else {
+                throw CommandFailure("cannot read the canvas file \(source)")
+            }
+            text = String(decoding: data, as: UTF8.self)
+        }
+        let canvasJSON: JSONValue
+        do {
+            canvasJSON = try JSONValue(parsing: text)
+        } catch {
+            throw CommandFailure("the canvas is not valid JSON: \(error)")
+        }
+        let known = Set(AppTasks.registry().names)
+        if let unknown = CanvasTaskNames.find(in: canvasJSON).first(where: { !known.contains($0.task) }) {
+            throw CommandFailure("\(unknown.path): unknown task '\(unknown.task)' (see 'voteradmin tasks')")
+        }
+        let connection = try database.connect(applicationName: "voteradmin enqueue")
+        try SchemaCheck.requireCanvasSchema(on: connection)
+        let started = Date()
+        let handle: CanvasHandle
+        do {
+            handle = try Canvas.enqueue(json: canvasJSON, on: connection)
+        } catch let error as CanvasError {
+            throw CommandFailure(error.description)
+        }
+        guard wait || json else {
+            print(handle.id)
+            return
+        }
+        let status = try handle.wait(on: connection, timeout: wait ? (timeout ?? .infinity) : 0)
+        OutcomePrinter.print(status, elapsed: Date().timeIntervalSince(started), json: json)
+        if wait && status.state == .pending { throw ExitCode(2) }
+        if wait && status.state != .succeeded { throw ExitCode(1) }
+    }
+}
+
 /// How `enqueue --wait` and `result` print a job.
 enum OutcomePrinter {
+    static func print(_ status: CanvasStatus, elapsed: Double?, json: Bool) {
+        if json {
+            var object: [String: JSONValue] = [
+                "id": .int(Int(status.id)), "kind": .string(status.kind), "state": .string(status.state.rawValue),
+                "result": status.result ?? .null, "error": status.error.map(JSONValue.string) ?? .null,
+            ]
+            if let elapsed { object["elapsed_s"] = .double((elapsed * 1000).rounded() / 1000) }
+            Swift.print(JSONValue.object(object).jsonText)
+            return
+        }
+        Swift.print("canvas \(status.id) (\(status.kind)): \(status.state.rawValue)")
+        if status.kind != "root" {
+            let done = status.size - status.remaining
+            let failed = status.memberStates["failed"] ?? 0
+            Swift.print(
+                "members: \(done) done, \(failed) failed, \(max(0, status.size - done - failed)) pending of \(status.size)"
+            )
+            if let bodyID = status.bodyID {
+                Swift.print("body: job \(bodyID) \(status.bodyState?.rawValue ?? "?")")
+            } else if status.kind == "chord" {
+                Swift.print("body: not enqueued")
+            }
+        } else if let inner = status.innerID {
+            Swift.print("inside: chord or group \(inner) (voteradmin result \(inner))")
+        }
+        if let result = status.result { Swift.print("result: \(result.jsonText)") }
+        if let error = status.error { Swift.print("error: \(error)") }
+        if let elapsed { Swift.print(String(format: "elapsed: %.3f s", elapsed)) }
+    }
+
     static func print(_ status: JobStatus, elapsed: Double?, json: Bool) throws {
         if json {
             var object: [String: JSONValue] = [

@@ -19,8 +19,13 @@ struct ResultCommand: ParsableCommand {
     func run() throws {
         let connection = try database.connect(applicationName: "voteradmin result")
         try SchemaCheck.requireCanvasSchema(on: connection)
-        guard let status = try JobStatus.fetch(id, on: connection) else { throw CommandFailure("no job with id \(id)") }
-        try OutcomePrinter.print(status, elapsed: nil, json: json)
+        if let status = try JobStatus.fetch(id, on: connection) {
+            try OutcomePrinter.print(status, elapsed: nil, json: json)
+        } else if let status = try CanvasStatus.fetch(id, on: connection) {
+            OutcomePrinter.print(status, elapsed: nil, json: json)
+        } else {
+            throw CommandFailure("no job or canvas with id \(id)")
+        }
     }
 }
 

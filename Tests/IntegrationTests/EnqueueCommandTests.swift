@@ -89,6 +89,6 @@ final class EnqueueCommandTests {
     @Test func unknownResultIdIsOneLine() throws {
         let result = try voteradmin(["result", "999999"])
         #expect(result.status == 1)
-        #expect(result.stderrLines == ["voteradmin: error: no job with id 999999"])
+        #expect(result.stderrLines == ["voteradmin: error: no job or canvas with id 999999"])
     }
 }

@@ -56,7 +56,8 @@ public enum TaskExecution {
         "Never call result.get() within a task! See https://docs.celeryq.dev/en/latest/userguide/tasks.html#avoid-launching-synchronous-subtasks"
 
     static func refuseInsideTask() throws {
-        if processIsPoolProcess { throw CanvasError(refusal) }
+        // Not retryable: waiting would be refused again on every attempt.
+        if processIsPoolProcess { throw TaskError(refusal, retryable: false) }
     }
 }
 

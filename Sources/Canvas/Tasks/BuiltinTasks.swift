@@ -35,6 +35,41 @@ enum BuiltinTasks {
         registry.register("canvas.fail") { _, args in
             throw TaskError(args.first?.stringValue ?? args.first?.jsonText ?? "canvas.fail was called")
         }
+        registry.register("canvas.starmap") { context, args in
+            // One job that calls a task for each argument list in order: Celery's starmap.
+            guard args.count == 2, let task = args[0].stringValue, let lists = args[1].arrayValue else {
+                throw TaskError.badArguments("canvas.starmap", "a task name and a list of argument lists")
+            }
+            guard let definition = context.registry[task] else {
+                throw TaskError("unknown task '\(task)'", retryable: false)
+            }
+            var results: [JSONValue] = []
+            results.reserveCapacity(lists.count)
+            for (i, list) in lists.enumerated() {
+                guard let arguments = list.arrayValue else {
+                    throw TaskError.badArguments("canvas.starmap", "argument lists (item \(i) is not a list)")
+                }
+                results.append(try definition.run(&context, arguments))
+            }
+            return .array(results)
+        }
+        registry.register("canvas.spawn") { context, args in
+            // Enqueues the canvas (JSON form) it is given, committed with its own success.
+            guard args.count == 1, args[0].objectValue != nil else {
+                throw TaskError.badArguments("canvas.spawn", "one canvas in its JSON form")
+            }
+            context.spawn(json: args[0])
+            return .null
+        }
+        registry.register("canvas.join") { context, args in
+            // Waits for a job or canvas: inside a task that is refused, as Celery refuses
+            // result.get(). It exists so that the refusal can be seen (and tested) from a worker.
+            guard args.count == 1, let id = args[0].intValue else {
+                throw TaskError.badArguments("canvas.join", "a job or canvas id")
+            }
+            let status = try CanvasHandle(id: Int64(id)).wait(on: context.connection())
+            return status.result ?? .null
+        }
         registry.register("canvas.crash") { _, _ in
             // Dies the way a segfaulting extension or the OOM killer would take a pool process down.
             kill(getpid(), SIGKILL)

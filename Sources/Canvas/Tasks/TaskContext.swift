@@ -9,17 +9,35 @@ public struct TaskContext {
     public let attempt: Int
     /// Logs tagged with the pool process (`WARNING/ForkPoolWorker-3`), as Celery shows task output.
     public let logger: Logger
+    /// Every task this worker knows (starmap calls through it).
+    public let registry: TaskRegistry
     let connectionProvider: () throws -> Connection
+    /// Canvases to enqueue in the same transaction that records this task's success.
+    public private(set) var spawned: [JSONValue] = []
 
-    public init(jobID: Int64, task: String, attempt: Int, logger: Logger, connection: @escaping () throws -> Connection)
-    {
+    public init(
+        jobID: Int64, task: String, attempt: Int, logger: Logger, registry: TaskRegistry,
+        connection: @escaping () throws -> Connection
+    ) {
         self.jobID = jobID
         self.task = task
         self.attempt = attempt
         self.logger = logger
+        self.registry = registry
         self.connectionProvider = connection
     }
 
     /// This pool process's own connection to the application database (opened on first use).
     public func connection() throws -> Connection { try connectionProvider() }
+
+    /// Enqueues a canvas when, and only when, this task succeeds: committed together with its
+    /// result, so a task that fails or crashes after spawning and is retried leaves no duplicate.
+    public mutating func spawn(_ canvas: Canvas) { spawned.append(canvas.json) }
+
+    /// `spawn` for a canvas already in its JSON form.
+    public mutating func spawn(json: JSONValue) { spawned.append(json) }
+
+    /// Enqueues a canvas at once, on this process's connection, as Celery's `.delay()` does: it
+    /// runs even if this task then fails. Prefer `spawn`.
+    public func enqueueNow(_ canvas: Canvas) throws -> CanvasHandle { try canvas.enqueue(on: connection()) }
 }

@@ -14,7 +14,8 @@ public struct ClaimedJob: Sendable {
 /// How one run ended, as `canvas.finish` records it.
 public struct Outcome: Sendable {
     public init(
-        jobID: Int64, attempt: Int, task: String = "", kind: Kind, resultText: String? = nil, error: String? = nil
+        jobID: Int64, attempt: Int, task: String = "", kind: Kind, resultText: String? = nil, error: String? = nil,
+        spawnText: String? = nil
     ) {
         self.jobID = jobID
         self.attempt = attempt
@@ -22,6 +23,7 @@ public struct Outcome: Sendable {
         self.kind = kind
         self.resultText = resultText
         self.error = error
+        self.spawnText = spawnText
     }
 
     public enum Kind: String, Sendable {
@@ -35,6 +37,8 @@ public struct Outcome: Sendable {
     /// JSON text of the result (succeeded only).
     public var resultText: String? = nil
     public var error: String? = nil
+    /// JSON array text of the canvases the task spawned (committed with its success).
+    public var spawnText: String? = nil
 }
 
 /// The Swift side of the broker protocol: thin calls to the `canvas.*` SQL functions, which hold
@@ -85,7 +89,7 @@ public struct Broker: Sendable {
             """
             SELECT id, state, retry_in FROM canvas.finish(\(worker), \(outcomes.map(\.jobID)), \(outcomes.map { Int32(clamping: $0.attempt) }),
                                  \(outcomes.map(\.kind.rawValue)), \(outcomes.map { $0.resultText.map(PostgresJSON.init(text:)) }),
-                                 \(outcomes.map(\.error)))
+                                 \(outcomes.map(\.error)), \(outcomes.map { $0.spawnText.map(PostgresJSON.init(text:)) }))
             """)
         return try rows.map {
             Recorded(
@@ -103,7 +107,8 @@ public struct Broker: Sendable {
             SELECT kind, id, state, retry_in, task, args, attempt, time_limit FROM canvas.finish_and_claim(
                 \(worker), \(outcomes.map(\.jobID)), \(outcomes.map { Int32(clamping: $0.attempt) }),
                 \(outcomes.map(\.kind.rawValue)), \(outcomes.map { $0.resultText.map(PostgresJSON.init(text:)) }),
-                \(outcomes.map(\.error)), \(queues), \(Int32(clamping: max(0, limit))))
+                \(outcomes.map(\.error)), \(outcomes.map { $0.spawnText.map(PostgresJSON.init(text:)) }),
+                \(queues), \(Int32(clamping: max(0, limit))))
             """)
         var recorded: [Recorded] = []
         var claimed: [ClaimedJob] = []

@@ -73,7 +73,8 @@ public enum PoolProcessMain {
                 id: job.id, attempt: job.attempt, kind: .fatal, seconds: elapsed(), result: nil, error: message)
         }
         var context = TaskContext(
-            jobID: job.id, task: job.task, attempt: job.attempt, logger: logger, connection: connection)
+            jobID: job.id, task: job.task, attempt: job.attempt, logger: logger, registry: registry,
+            connection: connection)
         do {
             let result = try definition.run(&context, args)
             let seconds = elapsed()
@@ -81,7 +82,8 @@ public enum PoolProcessMain {
                 logger.info("Task \(label) succeeded in \(formatSeconds(seconds))s: \(result.jsonText)")
             }
             return WireFormat.resultLine(
-                id: job.id, attempt: job.attempt, kind: .succeeded, seconds: seconds, result: result, error: nil)
+                id: job.id, attempt: job.attempt, kind: .succeeded, seconds: seconds, result: result, error: nil,
+                spawned: context.spawned)
         } catch let error as TaskError {
             logger.error("Task \(label) raised unexpected: \(error.message)")
             return WireFormat.resultLine(

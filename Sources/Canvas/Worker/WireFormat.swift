@@ -1,7 +1,8 @@
 /// The line protocol between the supervisor and its pool processes, over two pipes.
 ///
 /// Supervisor → pool process (fd 3): `J\t<id>\t<attempt>\t<task>\t<args JSON>\n`.
-/// Pool process → supervisor (fd 4): `R\t<id>\t<attempt>\t<kind>\t<seconds>\t<result JSON>\t<error JSON>\n`.
+/// Pool process → supervisor (fd 4):
+/// `R\t<id>\t<attempt>\t<kind>\t<seconds>\t<result JSON>\t<error JSON>\t<spawned canvases JSON>\n`.
 /// JSON text from PostgreSQL and from `JSONValue` never holds a raw tab or newline, so tabs and
 /// newlines frame the fields; the supervisor never parses task arguments or results.
 enum WireFormat {
@@ -23,11 +24,14 @@ enum WireFormat {
     }
 
     static func resultLine(
-        id: Int64, attempt: Int, kind: Outcome.Kind, seconds: Double, result: JSONValue?, error: String?
+        id: Int64, attempt: Int, kind: Outcome.Kind, seconds: Double, result: JSONValue?, error: String?,
+        spawned: [JSONValue] = []
     ) -> String {
         var errorText = ""
         if let error { JSONValue.writeString(error, to: &errorText) }
-        return "R\t\(id)\t\(attempt)\t\(kind.rawValue)\t\(seconds)\t\(result?.jsonText ?? "")\t\(errorText)\n"
+        let spawnText = spawned.isEmpty ? "" : JSONValue.array(spawned).jsonText
+        return
+            "R\t\(id)\t\(attempt)\t\(kind.rawValue)\t\(seconds)\t\(result?.jsonText ?? "")\t\(errorText)\t\(spawnText)\n"
     }
 
     struct ResultMessage {
@@ -37,14 +41,15 @@ enum WireFormat {
 
     static func parseResult(_ line: Substring) -> ResultMessage? {
         let f = line.split(separator: "\t", omittingEmptySubsequences: false)
-        guard f.count == 7, f[0] == "R", let id = Int64(f[1]), let attempt = Int(f[2]),
+        guard f.count == 8, f[0] == "R", let id = Int64(f[1]), let attempt = Int(f[2]),
             let kind = Outcome.Kind(rawValue: String(f[3])), let seconds = Double(f[4])
         else { return nil }
         var error: String? = nil
         if !f[6].isEmpty { error = (try? JSONValue(parsing: String(f[6])))?.stringValue ?? String(f[6]) }
         return ResultMessage(
             outcome: Outcome(
-                jobID: id, attempt: attempt, kind: kind, resultText: f[5].isEmpty ? nil : String(f[5]), error: error),
+                jobID: id, attempt: attempt, kind: kind, resultText: f[5].isEmpty ? nil : String(f[5]), error: error,
+                spawnText: f[7].isEmpty ? nil : String(f[7])),
             seconds: seconds)
     }
 }

@@ -1,0 +1,127 @@
+/// How one signature should run; nil leaves the default (queue "default", priority 0, …).
+public struct SignatureOptions: Sendable, Hashable {
+    public var queue: String?
+    public var priority: Int?
+    public var countdown: Double?
+    public var maxRetries: Int?
+    public var retryBackoff: Double?
+    public var timeLimit: Double?
+    /// An immutable signature does not receive the previous link's result (Celery's `.si()`).
+    public var immutable: Bool
+
+    public init(
+        queue: String? = nil, priority: Int? = nil, countdown: Double? = nil, maxRetries: Int? = nil,
+        retryBackoff: Double? = nil, timeLimit: Double? = nil, immutable: Bool = false
+    ) {
+        self.queue = queue
+        self.priority = priority
+        self.countdown = countdown
+        self.maxRetries = maxRetries
+        self.retryBackoff = retryBackoff
+        self.timeLimit = timeLimit
+        self.immutable = immutable
+    }
+
+    var json: JSONValue? {
+        var o: [String: JSONValue] = [:]
+        if let queue { o["queue"] = .string(queue) }
+        if let priority { o["priority"] = .int(priority) }
+        if let countdown { o["countdown"] = .double(countdown) }
+        if let maxRetries { o["max_retries"] = .int(maxRetries) }
+        if let retryBackoff { o["retry_backoff"] = .double(retryBackoff) }
+        if let timeLimit { o["time_limit"] = .double(timeLimit) }
+        if immutable { o["immutable"] = .bool(true) }
+        return o.isEmpty ? nil : .object(o)
+    }
+}
+
+/// A task call that has not happened yet: Celery's signature.
+public struct Signature: Sendable, Hashable {
+    public var task: String
+    public var args: [JSONValue]
+    public var options: SignatureOptions
+    private var errorCallback: [Signature] = []
+
+    public init(_ task: String, _ args: [JSONValue] = [], options: SignatureOptions = SignatureOptions()) {
+        self.task = task
+        self.args = args
+        self.options = options
+    }
+
+    /// The signature enqueued, once, if this one fails for good. It receives
+    /// `{"id": …, "task": …, "error": …}` as its first argument.
+    public var onError: Signature? {
+        get { errorCallback.first }
+        set { errorCallback = newValue.map { [$0] } ?? [] }
+    }
+
+    /// The same call that ignores the previous link's result.
+    public var immutable: Signature {
+        var copy = self
+        copy.options.immutable = true
+        return copy
+    }
+
+    public var json: JSONValue {
+        var o: [String: JSONValue] = ["task": .string(task)]
+        if !args.isEmpty { o["args"] = .array(args) }
+        if let options = options.json { o["options"] = options }
+        if let onError { o["on_error"] = onError.json }
+        return .object(o)
+    }
+}
+
+/// A workflow: a signature, or group, chain, chord and starmap built from signatures. Its JSON
+/// form (`json`) is the one docs/canvas.md describes and `canvas.enqueue_canvas` accepts.
+public indirect enum Canvas: Sendable, Hashable {
+    case signature(Signature)
+    case group([Canvas], onError: Signature?)
+    case chain([Canvas], onError: Signature?)
+    case chord([Canvas], body: Canvas, onError: Signature?)
+    case starmap(task: String, argumentLists: [[JSONValue]], options: SignatureOptions, onError: Signature?)
+
+    /// The same canvas with an error callback (replacing any it had).
+    public func onError(_ callback: Signature) -> Canvas {
+        switch self {
+        case .signature(var s):
+            s.onError = callback
+            return .signature(s)
+        case .group(let m, _): return .group(m, onError: callback)
+        case .chain(let m, _): return .chain(m, onError: callback)
+        case .chord(let h, let b, _): return .chord(h, body: b, onError: callback)
+        case .starmap(let t, let a, let o, _): return .starmap(task: t, argumentLists: a, options: o, onError: callback)
+        }
+    }
+
+    public var json: JSONValue {
+        func with(_ o: [String: JSONValue], _ onError: Signature?) -> JSONValue {
+            var o = o
+            if let onError { o["on_error"] = onError.json }
+            return .object(o)
+        }
+        switch self {
+        case .signature(let s): return s.json
+        case .group(let members, let e): return with(["group": .array(members.map(\.json))], e)
+        case .chain(let links, let e): return with(["chain": .array(links.map(\.json))], e)
+        case .chord(let header, let body, let e):
+            return with(["chord": .array(header.map(\.json)), "body": body.json], e)
+        case .starmap(let task, let lists, let options, let e):
+            var o: [String: JSONValue] = ["starmap": .string(task), "args": .array(lists.map { .array($0) })]
+            if let options = options.json { o["options"] = options }
+            return with(o, e)
+        }
+    }
+}
+
+/// Celery's canvas vocabulary as free functions: `chord(stations.map { … }, body: sumPages)`.
+public func signature(_ task: String, _ args: JSONValue..., options: SignatureOptions = SignatureOptions()) -> Canvas {
+    .signature(Signature(task, args, options: options))
+}
+public func group(_ members: [Canvas]) -> Canvas { .group(members, onError: nil) }
+public func chain(_ links: [Canvas]) -> Canvas { .chain(links, onError: nil) }
+public func chord(_ header: [Canvas], body: Canvas) -> Canvas { .chord(header, body: body, onError: nil) }
+public func starmap(_ task: String, _ argumentLists: [[JSONValue]], options: SignatureOptions = SignatureOptions())
+    -> Canvas
+{
+    .starmap(task: task, argumentLists: argumentLists, options: options, onError: nil)
+}

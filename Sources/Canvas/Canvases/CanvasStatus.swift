@@ -1,0 +1,97 @@
+import Foundation
+import Postgres
+
+/// A canvas (its root, a chord or a group) as `voteradmin result` and `--wait` see it.
+public struct CanvasStatus: Sendable {
+    public enum State: String, Sendable {
+        case pending, succeeded, failed, cancelled
+    }
+
+    public var id: Int64
+    /// "root" (what enqueue_canvas returned), "chord" or "group".
+    public var kind: String
+    public var state: State
+    public var size: Int
+    public var remaining: Int
+    /// For a root, the canvas's own result; for a group, the list of member results.
+    public var result: JSONValue?
+    public var error: String?
+    public var bodyState: JobStatus.State?
+    public var bodyID: Int64?
+    /// Member jobs by state (links of member chains included).
+    public var memberStates: [String: Int]
+    public var createdAt: Date
+    public var finishedAt: Date?
+    /// For a root: the chord or group directly inside it, when there is one.
+    public var innerID: Int64?
+
+    public static func fetch(_ id: Int64, on c: Connection) throws -> CanvasStatus? {
+        let rows = try c.query(
+            """
+            SELECT ch.kind, ch.state, ch.size, ch.remaining, ch.result, ch.error, ch.body_id, b.state,
+                   ch.created_at, ch.finished_at,
+                   (SELECT i.id FROM canvas.chords i WHERE (i.context->>'chord_id')::bigint = ch.id LIMIT 1)
+            FROM canvas.chords ch LEFT JOIN canvas.jobs b ON b.id = ch.body_id
+            WHERE ch.id = \(id)
+            """)
+        guard let row = rows.first else { return nil }
+        var states: [String: Int] = [:]
+        for r in try c.query("SELECT state, count(*) FROM canvas.jobs WHERE chord_id = \(id) GROUP BY 1") {
+            states[try r.decode(String.self, 0)] = try r.decode(Int.self, 1)
+        }
+        let kind: String = try row.decode(String.self, 0)
+        var result = try row.decodeIfPresent(PostgresJSON.self, 4).map { try JSONValue(parsing: $0.text) }
+        if kind == "root", let list = result?.arrayValue, list.count == 1 { result = list[0] }
+        return CanvasStatus(
+            id: id, kind: kind, state: State(rawValue: try row.decode(String.self, 1)) ?? .pending,
+            size: try row.decode(Int.self, 2), remaining: try row.decode(Int.self, 3), result: result,
+            error: try row.decodeIfPresent(String.self, 5),
+            bodyState: try row.decodeIfPresent(String.self, 7).flatMap(JobStatus.State.init(rawValue:)),
+            bodyID: try row.decodeIfPresent(Int64.self, 6), memberStates: states,
+            createdAt: try row.decode(Date.self, 8), finishedAt: try row.decodeIfPresent(Date.self, 9),
+            innerID: try row.decodeIfPresent(Int64.self, 10))
+    }
+}
+
+/// What enqueueing a canvas gives back: the id of its root, to wait on or look up.
+public struct CanvasHandle: Sendable, Hashable {
+    public var id: Int64
+
+    public init(id: Int64) { self.id = id }
+
+    /// Blocks until the whole canvas has finished (or failed), or `timeout` passes. Refused inside
+    /// a task, as Celery refuses `result.get()` there.
+    public func wait(
+        on c: Connection, timeout: Double = .infinity, onPoll: ((CanvasStatus) -> Void)? = nil
+    ) throws -> CanvasStatus {
+        try TaskExecution.refuseInsideTask()
+        let deadline = Date().addingTimeInterval(timeout)
+        var interval = 0.005
+        while true {
+            guard let status = try CanvasStatus.fetch(id, on: c) else { throw CanvasError("no canvas with id \(id)") }
+            onPoll?(status)
+            if status.state != .pending || Date() >= deadline { return status }
+            Thread.sleep(forTimeInterval: min(interval, max(0, deadline.timeIntervalSinceNow)))
+            interval = min(interval * 1.5, 0.1)
+        }
+    }
+}
+
+extension Canvas {
+    /// Enqueues the whole canvas in one statement, however large, through `canvas.enqueue_canvas`.
+    /// - Throws: `CanvasError` naming where a malformed canvas is wrong; nothing is enqueued then.
+    public func enqueue(on c: Connection) throws -> CanvasHandle {
+        try Canvas.enqueue(json: json, on: c)
+    }
+
+    /// Enqueues a canvas given in its JSON form.
+    public static func enqueue(json: JSONValue, on c: Connection) throws -> CanvasHandle {
+        do {
+            let id: Int64 = try c.query("SELECT canvas.enqueue_canvas(\(PostgresJSON(text: json.jsonText)))")[0]
+                .decode(Int64.self, 0)
+            return CanvasHandle(id: id)
+        } catch let error as PostgresError where error.sqlState == "22023" {
+            throw CanvasError(error.message)
+        }
+    }
+}
