@@ -38,10 +38,9 @@ final class VoterAdminCommandTests {
     @Test func seedBeforeMigrateSaysToMigrateFirst() throws {
         let result = try voteradmin(["seed", "10"])
         #expect(result.status == 1)
-        #expect(
-            result.stderrLines == [
-                "voteradmin: error: the database is not migrated (2 pending): run 'voteradmin migrate' first"
-            ])
+        #expect(result.stderrLines.count == 1)
+        #expect(result.stderr.hasPrefix("voteradmin: error: the database is not migrated ("))
+        #expect(result.stderr.contains("run 'voteradmin migrate' first"))
     }
 
     @Test(arguments: [
