@@ -22,5 +22,13 @@ sleep 1.5
 "$BIN/canvas-bench" latency 300
 kill -TERM $pid
 wait $pid
+echo "== chord of 100,000 canvas.noop with a canvas.noop body (pgworker -c 8)"
+psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs, canvas.chords" -c "DELETE FROM canvas.workers"
+"$BIN/pgworker" -c 8 --loglevel warning >/dev/null 2>&1 &
+pid=$!
+sleep 1
+"$BIN/canvas-bench" chord 100000
+kill -TERM $pid
+wait $pid
 echo "== pgqueuer 1.6 on the same server"
 bench/compare_pgqueuer.sh 100000

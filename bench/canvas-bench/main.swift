@@ -6,7 +6,7 @@ import Postgres
 /// `canvas-bench latency K` (enqueue-to-start with an idle worker already running).
 let arguments = CommandLine.arguments
 guard arguments.count == 3, let n = Int(arguments[2]), n > 0 else {
-    FileHandle.standardError.write(Data("usage: canvas-bench enqueue N | latency K\n".utf8))
+    FileHandle.standardError.write(Data("usage: canvas-bench enqueue N | latency K | chord N\n".utf8))
     exit(64)
 }
 let connection = try Connection.connect(ConnectionConfiguration.resolve(databaseURL: nil))
@@ -43,7 +43,19 @@ case "latency":
         String(
             format: "enqueue-to-start latency over %d jobs: p50 %.2f ms, p99 %.2f ms, max %.2f ms", n, pct(0.5),
             pct(0.99), samples.last! * 1000))
+case "chord":
+    // A chord of N canvas.noop members with a canvas.noop body; a worker must be running.
+    let header = (0..<n).map { _ in signature("canvas.noop") }
+    let started = Date()
+    let handle = try chord(header, body: signature("canvas.noop")).enqueue(on: connection)
+    let enqueued = Date().timeIntervalSince(started)
+    let status = try handle.wait(on: connection, timeout: 600)
+    let total = Date().timeIntervalSince(started)
+    print(
+        String(
+            format: "chord of %d: enqueue %.3f s, body %@ %.3f s after enqueue began (%.0f members/s)", n, enqueued,
+            status.state.rawValue, total, Double(n) / total))
 default:
-    FileHandle.standardError.write(Data("usage: canvas-bench enqueue N | latency K\n".utf8))
+    FileHandle.standardError.write(Data("usage: canvas-bench enqueue N | latency K | chord N\n".utf8))
     exit(64)
 }
