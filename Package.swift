@@ -20,6 +20,13 @@ let package = Package(
             providers: [.apt(["libpq-dev"])]
         ),
         .target(name: "Postgres", dependencies: ["CLibPQ"]),
+        // The only target that sees cairo's C API.
+        .systemLibrary(
+            name: "CCairo",
+            pkgConfig: "cairo",
+            providers: [.apt(["libcairo2-dev"])]
+        ),
+        .target(name: "RollPDF", dependencies: ["CCairo"]),
         .target(
             name: "Migrations",
             dependencies: ["Postgres", .product(name: "Logging", package: "swift-log")],
@@ -31,7 +38,7 @@ let package = Package(
         ),
         .target(
             name: "VoterRolls",
-            dependencies: ["Postgres", "Canvas", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Postgres", "Canvas", "RollPDF", .product(name: "Logging", package: "swift-log")],
             resources: [.copy("Resources")]
         ),
         .target(
@@ -65,7 +72,7 @@ let package = Package(
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
-        .testTarget(name: "VoterRollsTests", dependencies: ["VoterRolls", "TestSupport"]),
+        .testTarget(name: "VoterRollsTests", dependencies: ["VoterRolls", "RollPDF", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests", dependencies: ["Postgres", "Migrations", "Canvas", "VoterRolls", "TestSupport"]),
     ]

@@ -47,6 +47,9 @@ struct PGWorker: ParsableCommand {
     @Option(name: .customLong("prune-after"), help: "Seconds after which finished jobs are deleted (0: never).")
     var pruneAfter: Double = 86_400
 
+    @Option(name: .customLong("output-dir"), help: "Where station lists are written (default: output/).")
+    var outputDirectory: String?
+
     @Option(name: .customLong("pool-process"), help: .hidden)
     var poolProcess: Int?
 
@@ -61,6 +64,8 @@ struct PGWorker: ParsableCommand {
 
     func run() throws {
         let registry = AppTasks.registry()
+        // Pool processes inherit the environment: this is how they learn where lists go.
+        if let outputDirectory { setenv("PGCANVAS_OUTPUT_DIR", outputDirectory, 1) }
         if let index = poolProcess {
             let name = "ForkPoolWorker-\(index)"
             LoggingSystem.bootstrap { _ in CeleryStyleLogHandler(processName: name, level: level) }

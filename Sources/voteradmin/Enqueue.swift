@@ -68,10 +68,29 @@ struct EnqueueCommand: ParsableCommand {
             print(id)
             return
         }
-        let status = try JobStatus.wait(for: id, on: connection, timeout: wait ? (timeout ?? .infinity) : 0)
-        try OutcomePrinter.print(status, elapsed: Date().timeIntervalSince(started), json: json)
-        if wait && !status.state.isFinished { throw ExitCode(2) }
-        if wait && status.state != .succeeded { throw ExitCode(1) }
+        let lineage = try Lineage.wait(for: id, on: connection, timeout: wait ? (timeout ?? .infinity) : 0)
+        let elapsed = Date().timeIntervalSince(started)
+        if json {
+            // One object for the whole lineage: its overall state and the final result.
+            let state = lineage.succeeded ? "succeeded" : lineage.isFinished ? "failed" : lineage.job.state.rawValue
+            let error = lineage.job.error ?? lineage.spawned.compactMap(\.error).first
+            let object: JSONValue = [
+                "id": .int(Int(id)), "task": .string(task), "state": .string(state),
+                "result": lineage.finalResult ?? .null, "error": error.map(JSONValue.string) ?? .null,
+                "attempt": .int(lineage.job.attempt), "elapsed_s": .double((elapsed * 1000).rounded() / 1000),
+            ]
+            print(object.jsonText)
+        } else {
+            try OutcomePrinter.print(lineage.job, elapsed: nil, json: false)
+            for canvas in lineage.spawned { OutcomePrinter.print(canvas, elapsed: nil, json: false) }
+            if AppTasks.writeLists.contains(task), lineage.succeeded, let pages = lineage.finalResult?.intValue {
+                print(String(format: "Total pages written: %d in %.3f s", pages, elapsed))
+            } else {
+                print(String(format: "elapsed: %.3f s", elapsed))
+            }
+        }
+        if wait && !lineage.isFinished { throw ExitCode(2) }
+        if wait && !lineage.succeeded { throw ExitCode(1) }
     }
 }
 

@@ -1,0 +1,56 @@
+import Foundation
+import Postgres
+
+/// Everything a job set in motion: the canvases it spawned (and they spawned), followed through
+/// `parent_id`. `voteradmin enqueue NAME --wait` waits for all of it.
+public struct Lineage: Sendable {
+    public var job: JobStatus
+    /// The canvases the job (or anything it started) enqueued, oldest first.
+    public var spawned: [CanvasStatus]
+    /// Jobs started by the job, directly or not, that have not finished.
+    public var unfinished: Int
+
+    public var isFinished: Bool {
+        job.state.isFinished && unfinished == 0 && spawned.allSatisfy { $0.state != .pending }
+    }
+
+    public var succeeded: Bool { job.state == .succeeded && spawned.allSatisfy { $0.state == .succeeded } }
+
+    /// The result of the last canvas spawned, or the job's own when it spawned none.
+    public var finalResult: JSONValue? { spawned.last.map { $0.result } ?? job.result }
+
+    public static func fetch(_ id: Int64, on c: Connection) throws -> Lineage? {
+        guard let job = try JobStatus.fetch(id, on: c) else { return nil }
+        let rows = try c.query(
+            """
+            WITH RECURSIVE d(id) AS (
+                SELECT \(id)::bigint
+                UNION SELECT j.id FROM canvas.jobs j JOIN d ON j.parent_id = d.id
+            )
+            SELECT (SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}') FROM canvas.chords c
+                    WHERE c.kind = 'root' AND c.parent_id IN (SELECT id FROM d)),
+                   (SELECT count(*) FROM canvas.jobs j WHERE j.id IN (SELECT id FROM d)
+                    AND j.id <> \(id) AND j.state IN ('queued', 'running'))
+            """)
+        let roots: [Int64] = try rows[0].decode([Int64].self, 0)
+        return Lineage(
+            job: job, spawned: try roots.compactMap { try CanvasStatus.fetch($0, on: c) },
+            unfinished: try rows[0].decode(Int.self, 1))
+    }
+
+    /// Blocks until the job and everything it started have finished. Refused inside a task.
+    public static func wait(
+        for id: Int64, on c: Connection, timeout: Double = .infinity, onPoll: ((Lineage) -> Void)? = nil
+    ) throws -> Lineage {
+        try TaskExecution.refuseInsideTask()
+        let deadline = Date().addingTimeInterval(timeout)
+        var interval = 0.005
+        while true {
+            guard let lineage = try fetch(id, on: c) else { throw CanvasError("no job with id \(id)") }
+            onPoll?(lineage)
+            if lineage.isFinished || Date() >= deadline { return lineage }
+            Thread.sleep(forTimeInterval: min(interval, max(0, deadline.timeIntervalSinceNow)))
+            interval = min(interval * 1.5, 0.1)
+        }
+    }
+}

@@ -1,0 +1,149 @@
+import CCairo
+import Foundation
+
+/// Draws station lists as PDF with cairo: US letter landscape, a table of row number,
+/// "Voter Name" and "Signature", light-blue header and number cells, alternating white and
+/// light-grey rows, 40 rows a page, and a footer when there is more than one page.
+public enum StationListRenderer {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    // US letter, landscape, in points.
+    static let pageWidth = 792.0
+    static let pageHeight = 612.0
+    static let margin = 36.0
+    static let titleHeight = 24.0
+    static let rowHeight = 12.0
+    static let footerGap = 18.0
+    static let numberWidth = 36.0
+    static let nameWidth = 330.0
+    static let fontSize = 8.5
+    static let font = "DejaVu Sans"
+
+    /// Writes the document to `directory/fileName` atomically: drawn into a temporary file in
+    /// the same folder, then renamed, so a crash never leaves a half-written list under the
+    /// final name.
+    /// - Returns: the number of pages written.
+    @discardableResult
+    public static func write(_ document: StationListDocument, to directory: URL) throws -> Int {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let final = directory.appendingPathComponent(document.fileName)
+        let temporary = directory.appendingPathComponent(
+            ".\(document.fileName).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp")
+        do {
+            try render(document, to: temporary.path)
+            guard rename(temporary.path, final.path) == 0 else {
+                throw Failure(
+                    description:
+                        "cannot move \(temporary.lastPathComponent) to \(final.path): \(String(cString: strerror(errno)))"
+                )
+            }
+        } catch {
+            unlink(temporary.path)
+            throw error
+        }
+        return document.pageCount
+    }
+
+    static func render(_ document: StationListDocument, to path: String) throws {
+        guard let surface = cairo_pdf_surface_create(path, pageWidth, pageHeight) else {
+            throw Failure(description: "cairo could not create \(path)")
+        }
+        defer { cairo_surface_destroy(surface) }
+        cairo_pdf_surface_set_metadata(
+            surface, CAIRO_PDF_METADATA_TITLE,
+            "\(document.centerName) (\(document.centerID)) station \(document.stationID) voter list")
+        cairo_pdf_surface_set_metadata(surface, CAIRO_PDF_METADATA_CREATOR, "pgcanvas")
+        guard let cr = cairo_create(surface) else { throw Failure(description: "cairo could not draw") }
+        defer { cairo_destroy(cr) }
+        cairo_select_font_face(cr, font, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL)
+        cairo_set_font_size(cr, fontSize)
+
+        let names = document.voterNames
+        for page in 0..<document.pageCount {
+            let first = page * StationListDocument.rowsPerPage
+            let rows = names[min(first, names.count)..<min(first + StationListDocument.rowsPerPage, names.count)]
+            drawPage(cr, document: document, page: page + 1, firstNumber: first + 1, names: Array(rows))
+            cairo_show_page(cr)
+        }
+        cairo_surface_finish(surface)
+        let status = cairo_surface_status(surface)
+        if status != CAIRO_STATUS_SUCCESS {
+            throw Failure(
+                description: "cairo failed writing \(path): \(String(cString: cairo_status_to_string(status)))")
+        }
+    }
+
+    static func drawPage(
+        _ cr: OpaquePointer, document: StationListDocument, page: Int, firstNumber: Int, names: [String]
+    ) {
+        let tableWidth = pageWidth - 2 * margin
+        let signatureWidth = tableWidth - numberWidth - nameWidth
+        // Title: which list this is.
+        cairo_set_source_rgb(cr, 0, 0, 0)
+        cairo_select_font_face(cr, font, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_BOLD)
+        cairo_set_font_size(cr, 11)
+        text(
+            cr, "\(document.centerName) (\(document.centerID)) — Station \(document.stationID)", x: margin,
+            baseline: margin + 12)
+        cairo_select_font_face(cr, font, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL)
+        cairo_set_font_size(cr, fontSize)
+
+        var y = margin + titleHeight
+        // Header row.
+        fill(cr, x: margin, y: y, width: tableWidth, height: rowHeight, rgb: (0.68, 0.85, 0.90))
+        cairo_set_source_rgb(cr, 0, 0, 0)
+        centered(cr, "#", x: margin, width: numberWidth, y: y)
+        centered(cr, "Voter Name", x: margin + numberWidth, width: nameWidth, y: y)
+        centered(cr, "Signature", x: margin + numberWidth + nameWidth, width: signatureWidth, y: y)
+        grid(cr, y: y, tableWidth: tableWidth)
+        y += rowHeight
+        for (i, name) in names.enumerated() {
+            let shade = i % 2 == 1 ? 0.85 : 1.0
+            fill(
+                cr, x: margin + numberWidth, y: y, width: tableWidth - numberWidth, height: rowHeight,
+                rgb: (shade, shade, shade))
+            fill(cr, x: margin, y: y, width: numberWidth, height: rowHeight, rgb: (0.68, 0.85, 0.90))
+            cairo_set_source_rgb(cr, 0, 0, 0)
+            text(cr, String(firstNumber + i), x: margin + 3, baseline: y + rowHeight - 3)
+            text(cr, name, x: margin + numberWidth + 4, baseline: y + rowHeight - 3)
+            grid(cr, y: y, tableWidth: tableWidth)
+            y += rowHeight
+        }
+        if let footer = document.footer(page: page) {
+            cairo_set_source_rgb(cr, 0, 0, 0)
+            centered(cr, footer, x: margin, width: tableWidth, y: pageHeight - margin - rowHeight)
+        }
+    }
+
+    static func fill(
+        _ cr: OpaquePointer, x: Double, y: Double, width: Double, height: Double, rgb: (Double, Double, Double)
+    ) {
+        cairo_set_source_rgb(cr, rgb.0, rgb.1, rgb.2)
+        cairo_rectangle(cr, x, y, width, height)
+        cairo_fill(cr)
+    }
+
+    static func grid(_ cr: OpaquePointer, y: Double, tableWidth: Double) {
+        cairo_set_source_rgb(cr, 0, 0, 0)
+        cairo_set_line_width(cr, 0.5)
+        cairo_rectangle(cr, margin, y, tableWidth, rowHeight)
+        cairo_move_to(cr, margin + numberWidth, y)
+        cairo_line_to(cr, margin + numberWidth, y + rowHeight)
+        cairo_move_to(cr, margin + numberWidth + nameWidth, y)
+        cairo_line_to(cr, margin + numberWidth + nameWidth, y + rowHeight)
+        cairo_stroke(cr)
+    }
+
+    static func text(_ cr: OpaquePointer, _ s: String, x: Double, baseline: Double) {
+        cairo_move_to(cr, x, baseline)
+        cairo_show_text(cr, s)
+    }
+
+    static func centered(_ cr: OpaquePointer, _ s: String, x: Double, width: Double, y: Double) {
+        var extents = cairo_text_extents_t()
+        cairo_text_extents(cr, s, &extents)
+        text(cr, s, x: x + (width - extents.x_advance) / 2, baseline: y + rowHeight - 3)
+    }
+}

@@ -1,0 +1,83 @@
+import Postgres
+
+/// Polling stations within a centre: voters ordered by name, 500 a station, numbered from 1.
+/// Computed by PostgreSQL in one statement, never row by row.
+public enum StationAssignment {
+    public static let votersPerStation = 500
+
+    /// Replaces every assignment: one DELETE and one INSERT … SELECT, in one transaction.
+    public static func refreshAll(on c: Connection) throws {
+        try c.withTransaction { tx in
+            try tx.execute("DELETE FROM station_assignment")
+            try tx.execute(
+                """
+                INSERT INTO station_assignment (voter_id, center_id, station_id)
+                SELECT r.voter_id, r.center_id,
+                       ((row_number() OVER (PARTITION BY r.center_id ORDER BY v.voter_name, v.voter_id) - 1)
+                        / \(votersPerStation) + 1)::integer
+                FROM voter_registration r JOIN voter v USING (voter_id)
+                """)
+            try tx.execute("ANALYZE station_assignment")
+        }
+    }
+
+    /// Replaces the assignments of one centre (the per-centre tasks of options 1, 3 and 4).
+    public static func refresh(center: Int, on c: Connection) throws {
+        try c.withTransaction { tx in
+            try tx.execute("DELETE FROM station_assignment WHERE center_id = \(center)")
+            try tx.execute(
+                """
+                INSERT INTO station_assignment (voter_id, center_id, station_id)
+                SELECT r.voter_id, r.center_id,
+                       ((row_number() OVER (ORDER BY v.voter_name, v.voter_id) - 1) / \(votersPerStation) + 1)::integer
+                FROM voter_registration r JOIN voter v USING (voter_id)
+                WHERE r.center_id = \(center)
+                """)
+        }
+    }
+
+    public static func deleteAll(on c: Connection) throws {
+        try c.execute("DELETE FROM station_assignment")
+    }
+
+    public struct Center: Sendable {
+        public var id: Int
+        public var name: String
+    }
+
+    public static func centers(on c: Connection) throws -> [Center] {
+        try c.query("SELECT center_id, center_name FROM polling_center ORDER BY center_id").map {
+            Center(id: try $0.decode(Int.self, 0), name: try $0.decode(String.self, 1))
+        }
+    }
+
+    public static func center(_ id: Int, on c: Connection) throws -> Center? {
+        try c.query("SELECT center_id, center_name FROM polling_center WHERE center_id = \(id)").first.map {
+            Center(id: try $0.decode(Int.self, 0), name: try $0.decode(String.self, 1))
+        }
+    }
+
+    /// Every (centre, station) pair that has voters, in order.
+    public static func stations(on c: Connection) throws -> [(center: Int, station: Int)] {
+        try c.query("SELECT DISTINCT center_id, station_id FROM station_assignment ORDER BY 1, 2").map {
+            (try $0.decode(Int.self, 0), try $0.decode(Int.self, 1))
+        }
+    }
+
+    public static func stations(center: Int, on c: Connection) throws -> [Int] {
+        try c.query(
+            "SELECT DISTINCT station_id FROM station_assignment WHERE center_id = \(center) ORDER BY 1"
+        ).map { try $0.decode(Int.self, 0) }
+    }
+
+    /// The voters of one station, in the order they are printed.
+    public static func voterNames(center: Int, station: Int, on c: Connection) throws -> [String] {
+        try c.query(
+            """
+            SELECT v.voter_name FROM station_assignment s JOIN voter v USING (voter_id)
+            WHERE s.center_id = \(center) AND s.station_id = \(station)
+            ORDER BY v.voter_name, v.voter_id
+            """
+        ).map { try $0.decode(String.self, 0) }
+    }
+}
