@@ -50,3 +50,22 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["center_33956_2.pdf"])
     }
 }
+
+@Suite struct AtomicWriteTests {
+    @Test func aFailedWriteLeavesNeitherAHalfFileNorATemporaryOne() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("atomic-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let doc = StationListDocument(centerID: 10000, centerName: "X", stationID: 1, voterNames: ["A"])
+        // A folder where the list should go makes the final rename fail after the PDF was drawn.
+        try FileManager.default.createDirectory(
+            at: directory.appendingPathComponent(doc.fileName).appendingPathComponent("occupied"),
+            withIntermediateDirectories: true)
+        #expect(throws: (any Error).self) { try StationListRenderer.write(doc, to: directory) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == [doc.fileName])
+        var isDirectory: ObjCBool = false
+        #expect(
+            FileManager.default.fileExists(
+                atPath: directory.appendingPathComponent(doc.fileName).path, isDirectory: &isDirectory))
+        #expect(isDirectory.boolValue)
+    }
+}
