@@ -65,7 +65,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(name: "canvas-bench", dependencies: ["Canvas", "Postgres"], path: "bench/canvas-bench"),
+        .executableTarget(
+            name: "canvas-bench", dependencies: ["Canvas", "Postgres", "RollPDF"], path: "bench/canvas-bench"),
         .target(
             name: "TestSupport",
             dependencies: ["Postgres", "Migrations"],

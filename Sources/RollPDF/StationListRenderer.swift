@@ -57,14 +57,20 @@ public enum StationListRenderer {
         cairo_pdf_surface_set_metadata(surface, CAIRO_PDF_METADATA_CREATOR, "pgcanvas")
         guard let cr = cairo_create(surface) else { throw Failure(description: "cairo could not draw") }
         defer { cairo_destroy(cr) }
-        cairo_select_font_face(cr, font, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL)
-        cairo_set_font_size(cr, fontSize)
+        // Font faces made once per document, not looked up again for every page.
+        let regular = cairo_toy_font_face_create(font, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL)
+        let bold = cairo_toy_font_face_create(font, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_BOLD)
+        defer {
+            cairo_font_face_destroy(regular)
+            cairo_font_face_destroy(bold)
+        }
+        let fonts = Fonts(regular: regular, bold: bold)
 
         let names = document.voterNames
         for page in 0..<document.pageCount {
             let first = page * StationListDocument.rowsPerPage
             let rows = names[min(first, names.count)..<min(first + StationListDocument.rowsPerPage, names.count)]
-            drawPage(cr, document: document, page: page + 1, firstNumber: first + 1, names: Array(rows))
+            drawPage(cr, fonts: fonts, document: document, page: page + 1, firstNumber: first + 1, names: rows)
             cairo_show_page(cr)
         }
         cairo_surface_finish(surface)
@@ -75,65 +81,67 @@ public enum StationListRenderer {
         }
     }
 
+    struct Fonts {
+        var regular: OpaquePointer?
+        var bold: OpaquePointer?
+    }
+
     static func drawPage(
-        _ cr: OpaquePointer, document: StationListDocument, page: Int, firstNumber: Int, names: [String]
+        _ cr: OpaquePointer, fonts: Fonts, document: StationListDocument, page: Int, firstNumber: Int,
+        names: ArraySlice<String>
     ) {
         let tableWidth = pageWidth - 2 * margin
-        let signatureWidth = tableWidth - numberWidth - nameWidth
-        // Title: which list this is.
+        let signatureX = margin + numberWidth + nameWidth
+        let top = margin + titleHeight
+        let rows = Double(names.count + 1)  // the header row too
+
         cairo_set_source_rgb(cr, 0, 0, 0)
-        cairo_select_font_face(cr, font, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_BOLD)
+        cairo_set_font_face(cr, fonts.bold)
         cairo_set_font_size(cr, 11)
         text(
             cr, "\(document.centerName) (\(document.centerID)) — Station \(document.stationID)", x: margin,
             baseline: margin + 12)
-        cairo_select_font_face(cr, font, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL)
+        cairo_set_font_face(cr, fonts.regular)
         cairo_set_font_size(cr, fontSize)
 
-        var y = margin + titleHeight
-        // Header row.
-        fill(cr, x: margin, y: y, width: tableWidth, height: rowHeight, rgb: (0.68, 0.85, 0.90))
-        cairo_set_source_rgb(cr, 0, 0, 0)
-        centered(cr, "#", x: margin, width: numberWidth, y: y)
-        centered(cr, "Voter Name", x: margin + numberWidth, width: nameWidth, y: y)
-        centered(cr, "Signature", x: margin + numberWidth + nameWidth, width: signatureWidth, y: y)
-        grid(cr, y: y, tableWidth: tableWidth)
-        y += rowHeight
-        for (i, name) in names.enumerated() {
-            let shade = i % 2 == 1 ? 0.85 : 1.0
-            fill(
-                cr, x: margin + numberWidth, y: y, width: tableWidth - numberWidth, height: rowHeight,
-                rgb: (shade, shade, shade))
-            fill(cr, x: margin, y: y, width: numberWidth, height: rowHeight, rgb: (0.68, 0.85, 0.90))
-            cairo_set_source_rgb(cr, 0, 0, 0)
-            text(cr, String(firstNumber + i), x: margin + 3, baseline: y + rowHeight - 3)
-            text(cr, name, x: margin + numberWidth + 4, baseline: y + rowHeight - 3)
-            grid(cr, y: y, tableWidth: tableWidth)
-            y += rowHeight
-        }
-        if let footer = document.footer(page: page) {
-            cairo_set_source_rgb(cr, 0, 0, 0)
-            centered(cr, footer, x: margin, width: tableWidth, y: pageHeight - margin - rowHeight)
-        }
-    }
-
-    static func fill(
-        _ cr: OpaquePointer, x: Double, y: Double, width: Double, height: Double, rgb: (Double, Double, Double)
-    ) {
-        cairo_set_source_rgb(cr, rgb.0, rgb.1, rgb.2)
-        cairo_rectangle(cr, x, y, width, height)
+        // Backgrounds: the header row and the number column light blue, every other row light grey.
+        cairo_set_source_rgb(cr, 0.68, 0.85, 0.90)
+        cairo_rectangle(cr, margin, top, tableWidth, rowHeight)
+        cairo_rectangle(cr, margin, top + rowHeight, numberWidth, rowHeight * (rows - 1))
         cairo_fill(cr)
-    }
+        cairo_set_source_rgb(cr, 0.87, 0.87, 0.87)
+        for i in stride(from: 1, to: names.count, by: 2) {
+            cairo_rectangle(
+                cr, margin + numberWidth, top + rowHeight * Double(i + 1), tableWidth - numberWidth, rowHeight)
+        }
+        cairo_fill(cr)
 
-    static func grid(_ cr: OpaquePointer, y: Double, tableWidth: Double) {
+        // The grid, in one stroke.
         cairo_set_source_rgb(cr, 0, 0, 0)
         cairo_set_line_width(cr, 0.5)
-        cairo_rectangle(cr, margin, y, tableWidth, rowHeight)
-        cairo_move_to(cr, margin + numberWidth, y)
-        cairo_line_to(cr, margin + numberWidth, y + rowHeight)
-        cairo_move_to(cr, margin + numberWidth + nameWidth, y)
-        cairo_line_to(cr, margin + numberWidth + nameWidth, y + rowHeight)
+        for i in 0...Int(rows) {
+            let y = top + rowHeight * Double(i)
+            cairo_move_to(cr, margin, y)
+            cairo_line_to(cr, margin + tableWidth, y)
+        }
+        for x in [margin, margin + numberWidth, signatureX, margin + tableWidth] {
+            cairo_move_to(cr, x, top)
+            cairo_line_to(cr, x, top + rowHeight * rows)
+        }
         cairo_stroke(cr)
+
+        centered(cr, "#", x: margin, width: numberWidth, y: top)
+        centered(cr, "Voter Name", x: margin + numberWidth, width: nameWidth, y: top)
+        centered(cr, "Signature", x: signatureX, width: tableWidth - numberWidth - nameWidth, y: top)
+        var baseline = top + 2 * rowHeight - 3
+        for (i, name) in names.enumerated() {
+            text(cr, String(firstNumber + i), x: margin + 3, baseline: baseline)
+            text(cr, name, x: margin + numberWidth + 4, baseline: baseline)
+            baseline += rowHeight
+        }
+        if let footer = document.footer(page: page) {
+            centered(cr, footer, x: margin, width: tableWidth, y: pageHeight - margin - rowHeight)
+        }
     }
 
     static func text(_ cr: OpaquePointer, _ s: String, x: Double, baseline: Double) {

@@ -1,13 +1,35 @@
 import Canvas
 import Foundation
 import Postgres
+import RollPDF
 
 /// Benchmark driver: `canvas-bench enqueue N` (bulk enqueue from Swift) and
 /// `canvas-bench latency K` (enqueue-to-start with an idle worker already running).
 let arguments = CommandLine.arguments
 guard arguments.count == 3, let n = Int(arguments[2]), n > 0 else {
-    FileHandle.standardError.write(Data("usage: canvas-bench enqueue N | latency K | chord N\n".utf8))
+    FileHandle.standardError.write(Data("usage: canvas-bench enqueue N | latency K | chord N | pdf N\n".utf8))
     exit(64)
+}
+if arguments[1] == "pdf" {
+    // The PDF writer alone, on this one thread: n lists of 500 voters (13 pages each).
+    let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("pdf-bench-\(getpid())")
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let names = (0..<500).map { "Voter Name Number \($0) Nguyễn" }
+    let started = Date()
+    var pages = 0
+    for i in 0..<n {
+        pages += try StationListRenderer.write(
+            StationListDocument(
+                centerID: 10_000 + i % 90_000, centerName: "Benchmark Elementary School", stationID: 1,
+                voterNames: names),
+            to: directory)
+    }
+    let seconds = Date().timeIntervalSince(started)
+    print(
+        String(
+            format: "pdf writer, one thread: %d lists, %d pages in %.2f s = %.0f pages/s", n, pages, seconds,
+            Double(pages) / seconds))
+    exit(0)
 }
 let connection = try Connection.connect(ConnectionConfiguration.resolve(databaseURL: nil))
 
@@ -56,6 +78,6 @@ case "chord":
             format: "chord of %d: enqueue %.3f s, body %@ %.3f s after enqueue began (%.0f members/s)", n, enqueued,
             status.state.rawValue, total, Double(n) / total))
 default:
-    FileHandle.standardError.write(Data("usage: canvas-bench enqueue N | latency K | chord N\n".utf8))
+    FileHandle.standardError.write(Data("usage: canvas-bench enqueue N | latency K | chord N | pdf N\n".utf8))
     exit(64)
 }
