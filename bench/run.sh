@@ -30,5 +30,8 @@ sleep 1
 "$BIN/canvas-bench" chord 100000
 kill -TERM $pid
 wait $pid
+echo "== voter rolls: all_in_one and the station chord (pgworker -c 8)"
+bench/voterrolls.sh 10000 100000 1000000
+"$BIN/canvas-bench" pdf 200
 echo "== pgqueuer 1.6 on the same server"
 bench/compare_pgqueuer.sh 100000
