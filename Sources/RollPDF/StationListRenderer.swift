@@ -21,6 +21,25 @@ public enum StationListRenderer {
     static let fontSize = 8.5
     static let font = "DejaVu Sans"
 
+    /// Loads cairo's font machinery (fontconfig, the DejaVu faces) by drawing a page into memory,
+    /// so that a pool process's first list is as fast as the others.
+    public static func warmUp() {
+        guard
+            let surface = cairo_pdf_surface_create_for_stream(
+                { _, _, _ in CAIRO_STATUS_SUCCESS }, nil, pageWidth, pageHeight)
+        else { return }
+        defer { cairo_surface_destroy(surface) }
+        guard let cr = cairo_create(surface) else { return }
+        defer { cairo_destroy(cr) }
+        for weight in [CAIRO_FONT_WEIGHT_NORMAL, CAIRO_FONT_WEIGHT_BOLD] {
+            cairo_select_font_face(cr, font, CAIRO_FONT_SLANT_NORMAL, weight)
+            cairo_set_font_size(cr, fontSize)
+            text(cr, "Warm-up Zoë Łukasz Nguyễn 0123456789", x: margin, baseline: margin)
+        }
+        cairo_show_page(cr)
+        cairo_surface_finish(surface)
+    }
+
     /// Writes the document to `directory/fileName` atomically: drawn into a temporary file in
     /// the same folder, then renamed, so a crash never leaves a half-written list under the
     /// final name.

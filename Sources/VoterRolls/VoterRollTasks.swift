@@ -1,11 +1,13 @@
 import Canvas
 import Foundation
 import Postgres
+import RollPDF
 
 /// The six ways from the Celery Canvas talk to split the voter-roll job into tasks, and their
 /// building blocks, by the names `voteradmin enqueue` takes.
 enum VoterRollTasks {
     static func register(into registry: inout TaskRegistry) {
+        registry.onPoolProcessStart { StationListRenderer.warmUp() }
         registry.register("debug_task") { context, args in
             context.logger.warning(
                 "Request: {id: \(context.jobID), task: \(context.task), attempt: \(context.attempt), args: \(JSONValue.array(args).jsonText)}"

@@ -32,6 +32,12 @@ public struct TaskRegistry: Sendable {
         register(TaskDefinition(name, timeLimit: timeLimit, run: run))
     }
 
+    /// Work a pool process does once when it starts, before its first job (loading fonts, say),
+    /// so the first job does not pay for it.
+    public private(set) var warmUps: [@Sendable () -> Void] = []
+
+    public mutating func onPoolProcessStart(_ warmUp: @escaping @Sendable () -> Void) { warmUps.append(warmUp) }
+
     public subscript(name: String) -> TaskDefinition? { tasks[name] }
     public var names: [String] { tasks.keys.sorted() }
 }

@@ -13,6 +13,7 @@ public enum PoolProcessMain {
         signal(SIGTERM, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
         watchParent()
+        for warmUp in registry.warmUps { warmUp() }
 
         var connection: Connection?
         let provider: () throws -> Connection = {
