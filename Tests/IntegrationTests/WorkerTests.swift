@@ -126,6 +126,10 @@ final class WorkerTests {
             try eventually(timeout: 10) {
                 try count(c, "SELECT count(*) FROM canvas.jobs WHERE state = 'running'") == 2
             })
+        // Both runs must have started in their pool processes, not merely been claimed.
+        #expect(
+            eventually(timeout: 10) { w.poolPIDs.count == 2 && w.log.components(separatedBy: "received").count == 3 })
+        usleep(300_000)
         w.signal(SIGTERM)
         usleep(300_000)
         w.signal(SIGINT)

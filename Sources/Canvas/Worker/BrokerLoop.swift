@@ -62,6 +62,9 @@ final class BrokerLoop: @unchecked Sendable {
                 // While the queue is deep (the last claim was full), let outcomes gather for a few
                 // milliseconds: one transaction per large batch costs far less than many small ones.
                 if lastClaimFull && !stopping { gatherOutcomes() }
+                // Jobs a claim delivered after the dispatcher stopped would otherwise stay marked as
+                // ours until a rescue: hand them back with the rest.
+                if stopping { state.handBack(state.takeInbox()) }
                 let (outcomes, releases) = state.takeOutgoing()
                 let want = stopping ? 0 : state.wantedClaims(afterSettling: outcomes.count)
                 let pollDue = Date().timeIntervalSince(lastPoll) >= configuration.pollInterval
