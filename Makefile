@@ -31,14 +31,17 @@ test: deps
 		[ $$started = 1 ] && scripts/pgdev.sh stop; exit $$rc; \
 	fi
 
-# The whole job on the embedded database: migrate, seed 10,000 voters, start a worker with 8 pool
-# processes, generate every station list with the station chord, stop the worker. PDFs: output/.
+# The whole job on the embedded database: migrate, seed 10,000 voters, install the original's
+# debug-every-30-seconds schedule, start a worker with 8 pool processes and beat, generate every
+# station list with the station chord, stop the worker. PDFs: output/.
 demo: build db
 	@export DATABASE_URL="$(DB_URL)"; set -e; \
 	$(BIN)/voteradmin migrate; \
 	$(BIN)/voteradmin seed 10000; \
 	rm -f output/center_*.pdf; \
-	$(BIN)/pgworker --concurrency 8 --loglevel warning --output-dir output >.build/demo-pgworker.log 2>&1 & \
+	$(BIN)/voteradmin schedule list | grep -q '^debug-every-30-seconds ' || \
+		$(BIN)/voteradmin schedule add debug-every-30-seconds --task debug_task --every 30s; \
+	$(BIN)/pgworker --concurrency 8 --beat --loglevel warning --output-dir output >.build/demo-pgworker.log 2>&1 & \
 	worker=$$!; trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT; \
 	sleep 0.5; \
 	$(BIN)/voteradmin enqueue assign_stations_and_generate_lists_with_chord --wait; \

@@ -73,6 +73,7 @@ let package = Package(
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
+        .testTarget(name: "CanvasTests", dependencies: ["Canvas"]),
         .testTarget(name: "VoterRollsTests", dependencies: ["VoterRolls", "RollPDF", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests", dependencies: ["Postgres", "Migrations", "Canvas", "VoterRolls", "TestSupport"]),

@@ -47,6 +47,9 @@ struct PGWorker: ParsableCommand {
     @Option(name: .customLong("prune-after"), help: "Seconds after which finished jobs are deleted (0: never).")
     var pruneAfter: Double = 86_400
 
+    @Flag(help: "Also fire periodic tasks (safe to run in any number of workers: each tick fires once).")
+    var beat = false
+
     @Option(name: .customLong("output-dir"), help: "Where station lists are written (default: output/).")
     var outputDirectory: String?
 
@@ -88,6 +91,7 @@ struct PGWorker: ParsableCommand {
         config.heartbeatInterval = heartbeatInterval
         config.pruneAfter = pruneAfter > 0 ? pruneAfter : nil
         config.logLevel = level
+        config.beat = beat
         config.executablePath = Bundle.main.executablePath ?? CommandLine.arguments[0]
         let status = try Supervisor(configuration: config, registry: registry, logger: Logger(label: "pgcanvas.worker"))
             .run()

@@ -68,7 +68,11 @@ struct EnqueueCommand: ParsableCommand {
             print(id)
             return
         }
-        let lineage = try Lineage.wait(for: id, on: connection, timeout: wait ? (timeout ?? .infinity) : 0)
+        let progress = CanvasProgress(connection: connection)
+        let lineage = try Lineage.wait(for: id, on: connection, timeout: wait ? (timeout ?? .infinity) : 0) {
+            if wait && !json { progress.show($0.spawned.last) }
+        }
+        progress.finish()
         let elapsed = Date().timeIntervalSince(started)
         if json {
             // One object for the whole lineage: its overall state and the final result.
@@ -128,7 +132,11 @@ extension EnqueueCommand {
             print(handle.id)
             return
         }
-        let status = try handle.wait(on: connection, timeout: wait ? (timeout ?? .infinity) : 0)
+        let progress = CanvasProgress(connection: connection)
+        let status = try handle.wait(on: connection, timeout: wait ? (timeout ?? .infinity) : 0) {
+            if wait && !json { progress.show($0) }
+        }
+        progress.finish()
         OutcomePrinter.print(status, elapsed: Date().timeIntervalSince(started), json: json)
         if wait && status.state == .pending { throw ExitCode(2) }
         if wait && status.state != .succeeded { throw ExitCode(1) }

@@ -18,6 +18,7 @@ struct VoterAdmin: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             Migrate.self, Seed.self, EnqueueCommand.self, ResultCommand.self, StatusCommand.self, TasksCommand.self,
+            WaitCommand.self, CancelCommand.self, RetryCommand.self, PurgeCommand.self, ScheduleCommand.self,
         ]
     )
 }

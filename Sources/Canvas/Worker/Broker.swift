@@ -45,6 +45,8 @@ public struct Outcome: Sendable {
 /// the rules.
 public struct Broker: Sendable {
     public static let channel = "canvas_jobs"
+    /// `canvas.cancel` notifies here, with the id of the worker holding a cancelled running job.
+    public static let cancelChannel = "canvas_cancel"
 
     public static func registerWorker(
         hostname: String, pid: Int32, queues: [String], concurrency: Int, on c: Connection

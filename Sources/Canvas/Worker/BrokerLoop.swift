@@ -23,7 +23,10 @@ final class BrokerLoop: @unchecked Sendable {
         self.reregister = reregister
         self.db = ReconnectingConnection(configuration.database, logger: logger)
         db.onConnect = { [configuration, state, logger] c in
-            if !configuration.pollOnly { try c.listen(Broker.channel) }
+            if !configuration.pollOnly {
+                try c.listen(Broker.channel)
+                try c.listen(Broker.cancelChannel)
+            }
             try Self.reconcile(c, state: state, logger: logger)
         }
     }
@@ -50,7 +53,16 @@ final class BrokerLoop: @unchecked Sendable {
         state.wakeBroker()
     }
 
+    /// Asks which of the jobs this worker holds were cancelled, and has them stopped.
+    private func checkCancelled(_ c: Connection) throws {
+        let held = state.heldIDs
+        guard !held.isEmpty else { return }
+        let rows = try c.query("SELECT id FROM canvas.jobs WHERE id = ANY(\(held)) AND state = 'cancelled'")
+        state.requestCancel(try rows.map { try $0.decode(Int64.self, 0) })
+    }
+
     func run() {
+        var cancelCheck = false
         var notified = true
         var lastClaimFull = true
         var lastPoll = Date.distantPast
@@ -69,9 +81,13 @@ final class BrokerLoop: @unchecked Sendable {
                 let want = stopping ? 0 : state.wantedClaims(afterSettling: outcomes.count)
                 let pollDue = Date().timeIntervalSince(lastPoll) >= configuration.pollInterval
                 let claimNow = want > 0 && (notified || lastClaimFull || pollDue)
-                if claimNow {
+                if claimNow || (pollDue && want == 0) {
                     notified = false
                     lastPoll = Date()
+                }
+                if cancelCheck || pollDue {
+                    cancelCheck = false
+                    try checkCancelled(c)
                 }
                 if !outcomes.isEmpty || !releases.isEmpty || claimNow {
                     let claimed = try exchange(c, outcomes, releases, claim: claimNow ? want : 0)
@@ -82,10 +98,13 @@ final class BrokerLoop: @unchecked Sendable {
                 let wait = max(0.0, configuration.pollInterval - Date().timeIntervalSince(lastPoll))
                 switch try c.waitForActivity(timeout: stopping ? 0.05 : wait, wakeFD: state.brokerWake.read) {
                 case .notification(let n):
-                    if configuration.queues.contains(n.payload) { notified = true }
                     // Take every queued notification so one burst costs one claim.
-                    for more in try c.pendingNotifications() where configuration.queues.contains(more.payload) {
-                        notified = true
+                    for note in try [n] + c.pendingNotifications() {
+                        if note.channel == Broker.cancelChannel {
+                            if note.payload == String(state.workerID) { cancelCheck = true }
+                        } else if configuration.queues.contains(note.payload) {
+                            notified = true
+                        }
                     }
                 case .woken, .timedOut:
                     break

@@ -16,6 +16,8 @@ final class PoolProcess {
     var deadline: Date?
     /// Set when the supervisor killed it on purpose (time limit), so its death is not a crash.
     var killedForTimeLimit = false
+    /// Set when its job was cancelled and the supervisor killed it to stop the run.
+    var killedForCancel = false
     var exited = false
 
     var name: String { "ForkPoolWorker-\(index)" }

@@ -14,6 +14,8 @@ final class SharedState: @unchecked Sendable {
     private var _workerID: Int64
     private var _brokerStopped = false
     private var _fatalError: String?
+    /// Jobs cancelled in the database while this worker holds them: to be stopped.
+    private var cancelled: Set<Int64> = []
     private var capacity: Int
 
     let mainWake: (read: Int32, write: Int32)
@@ -95,7 +97,23 @@ final class SharedState: @unchecked Sendable {
     var heldCount: Int { locked { held.count } }
     func isHeld(_ id: Int64, attempt: Int) -> Bool { locked { held[id] == attempt } }
 
+    /// The ids of jobs this worker holds now.
+    var heldIDs: [Int64] { locked { Array(held.keys) } }
+
+    func requestCancel(_ ids: [Int64]) {
+        guard !ids.isEmpty else { return }
+        locked { cancelled.formUnion(ids) }
+        Self.poke(mainWake.write)
+    }
+
     // MARK: main thread side
+
+    func takeCancelled() -> Set<Int64> {
+        locked {
+            defer { cancelled.removeAll() }
+            return cancelled
+        }
+    }
 
     func takeInbox() -> [ClaimedJob] {
         locked {

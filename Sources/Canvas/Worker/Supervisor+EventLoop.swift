@@ -10,6 +10,7 @@ extension Supervisor {
             let timeout = max(0, min(1.0, nextDeadline.map { $0.timeIntervalSince(now) } ?? 1.0))
             _ = pollOnce(timeout: timeout)
             handleSignals()
+            stopCancelled()
             enforceTimeLimits()
             takeClaimedJobs()
             dispatch()
@@ -60,7 +61,12 @@ extension Supervisor {
         let how = p.reap()
         let sent = p.takeInFlight()
         if let job = sent.first {
-            if p.killedForTimeLimit {
+            if p.killedForCancel {
+                logger.warning("Task \(job.task)[\(job.id)] cancelled: its pool process \(p.name) was stopped")
+                // Cancelled in the database already: this report is fenced off and only settles it.
+                state.report(
+                    Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .crashed, error: "cancelled"))
+            } else if p.killedForTimeLimit {
                 let limit = timeLimit(for: job).map { formatSeconds($0) } ?? "?"
                 let error = "Hard time limit (\(limit)s) exceeded for \(job.task)[\(job.id)]"
                 logger.error("\(error)")
@@ -108,6 +114,27 @@ extension Supervisor {
                     state.handBack(p.takeInFlight())
                     _ = p.reap()
                 }
+            }
+        }
+    }
+
+    /// Stops runs cancelled in the database: kills the pool process running one, and drops one
+    /// still waiting here.
+    func stopCancelled() {
+        let ids = state.takeCancelled()
+        guard !ids.isEmpty else { return }
+        let remaining = waiting[waitingStart...].filter { !ids.contains($0.id) }
+        for job in waiting[waitingStart...] where ids.contains(job.id) {
+            logger.warning("Task \(job.task)[\(job.id)] cancelled before it started")
+            state.report(
+                Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .crashed, error: "cancelled"))
+        }
+        waiting = Array(remaining)
+        waitingStart = 0
+        for p in pool where !p.exited && !p.killedForCancel {
+            if let head = p.job, ids.contains(head.id) {
+                p.killedForCancel = true
+                p.kill()
             }
         }
     }

@@ -57,11 +57,18 @@ public final class Supervisor {
         maintenanceThread.name = "maintenance"
         brokerThread.start()
         maintenanceThread.start()
+        let beat = configuration.beat ? BeatLoop(configuration: configuration, logger: logger) : nil
+        if let beat {
+            let beatThread = Thread { beat.run() }
+            beatThread.name = "beat"
+            beatThread.start()
+        }
         logger.info("pgworker@\(configuration.hostname) ready.")
 
         eventLoop()
 
         // Every run has ended and been reported: let the broker thread send the rest and stop.
+        beat?.requestStop()
         broker.requestStop()
         while !state.brokerStopped { _ = pollOnce(timeout: 0.1) }
         maintenance.requestStop()

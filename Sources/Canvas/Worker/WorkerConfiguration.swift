@@ -27,6 +27,8 @@ public struct WorkerConfiguration: Sendable {
     /// Finished jobs older than this are pruned (nil: never).
     public var pruneAfter: Double? = 86_400
     public var logLevel: Logger.Level = .info
+    /// Also fire periodic tasks (any number of workers may).
+    public var beat: Bool = false
     /// The binary to start pool processes from (this one).
     public var executablePath: String = CommandLine.arguments[0]
 

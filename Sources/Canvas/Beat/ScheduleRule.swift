@@ -1,0 +1,42 @@
+import Foundation
+
+/// When a schedule fires: every N seconds, or on a cron expression in a time zone.
+public enum ScheduleRule: Sendable, Hashable, CustomStringConvertible {
+    case every(Double)
+    case cron(CronExpression)
+
+    /// "30s", "5m", "2h", "1d" or a plain number of seconds. - Throws: for zero, negative or unreadable.
+    public static func parseInterval(_ text: String) throws -> Double {
+        let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
+        var number = Substring(text.trimmingCharacters(in: .whitespaces))
+        var scale = 1.0
+        if let last = number.last, let unit = units[last] {
+            scale = unit
+            number = number.dropLast()
+        }
+        guard let value = Double(number), value.isFinite else {
+            throw CanvasError("invalid interval '\(text)': use a number with s, m, h or d, like 30s or 5m")
+        }
+        guard value > 0 else { throw CanvasError("the interval must be more than zero, not '\(text)'") }
+        return value * scale
+    }
+
+    /// The next tick strictly after `date`, for an interval counted from `anchor`.
+    public func next(after date: Date, anchor: Date) -> Date? {
+        switch self {
+        case .every(let seconds):
+            let elapsed = date.timeIntervalSince(anchor)
+            let ticks = (elapsed / seconds).rounded(.down) + 1
+            return anchor.addingTimeInterval(max(1, ticks) * seconds)
+        case .cron(let expression):
+            return expression.nextFire(after: date)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .every(let s): return "every \(s.truncatingRemainder(dividingBy: 1) == 0 ? String(Int(s)) : String(s))s"
+        case .cron(let c): return "cron '\(c.text)' (\(c.timeZone.identifier))"
+        }
+    }
+}

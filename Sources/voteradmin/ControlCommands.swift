@@ -1,0 +1,156 @@
+import ArgumentParser
+import Canvas
+import CommandSupport
+import Foundation
+import Postgres
+
+struct CancelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cancel", abstract: "Cancel a job (queued or running) or a canvas, chord or group.")
+    @OptionGroup var database: DatabaseOptions
+    @Argument(help: "A job or canvas id.") var id: Int64
+
+    func run() throws {
+        let connection = try database.connect(applicationName: "voteradmin cancel")
+        try SchemaCheck.requireCanvasSchema(on: connection)
+        let outcome = try connection.query("SELECT canvas.cancel(\(id))")[0].decodeIfPresent(String.self, 0)
+        switch outcome {
+        case nil: throw CommandFailure("no job or canvas with id \(id)")
+        case "already finished": throw CommandFailure("\(id) has already finished; nothing to cancel")
+        default: print("Cancelled \(id)")
+        }
+    }
+}
+
+struct RetryCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "retry", abstract: "Requeue a failed job (and let its failed chord go on if it then succeeds).")
+    @OptionGroup var database: DatabaseOptions
+    @Argument(help: "A job id.") var id: Int64
+
+    func run() throws {
+        let connection = try database.connect(applicationName: "voteradmin retry")
+        try SchemaCheck.requireCanvasSchema(on: connection)
+        let outcome = try connection.query("SELECT canvas.retry(\(id))")[0].decodeIfPresent(String.self, 0)
+        switch outcome {
+        case nil: throw CommandFailure("no job with id \(id)")
+        case "not failed":
+            throw CommandFailure("job \(id) has not failed; only failed or cancelled jobs can be retried")
+        default: print("Requeued \(id)")
+        }
+    }
+}
+
+struct PurgeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "purge", abstract: "Remove queued jobs.")
+    @OptionGroup var database: DatabaseOptions
+    @Option(help: "Only this queue.") var queue: String?
+    @Flag(help: "Do not ask for confirmation.") var yes = false
+
+    func run() throws {
+        let connection = try database.connect(applicationName: "voteradmin purge")
+        try SchemaCheck.requireCanvasSchema(on: connection)
+        if !yes {
+            guard isatty(STDIN_FILENO) == 1 else {
+                throw CommandFailure("purge removes queued jobs: confirm with --yes when not on a terminal")
+            }
+            let count: Int = try connection.query(
+                "SELECT count(*) FROM canvas.jobs WHERE state = 'queued' AND (\(queue)::text IS NULL OR queue = \(queue))"
+            )[0]
+            .decode(Int.self, 0)
+            FileHandle.standardError.write(
+                Data("Remove \(count) queued jobs\(queue.map { " from \($0)" } ?? "")? [y/N] ".utf8))
+            guard let answer = readLine(), answer.lowercased().hasPrefix("y") else {
+                print("Nothing removed.")
+                return
+            }
+        }
+        let n: Int = try connection.query("SELECT canvas.purge(\(queue))")[0].decode(Int.self, 0)
+        print("Purged \(n) queued jobs\(queue.map { " from \($0)" } ?? "")")
+    }
+}
+
+struct WaitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wait", abstract: "Wait for a job (and everything it started) or a canvas, with progress.")
+    @OptionGroup var database: DatabaseOptions
+    @Argument(help: "A job or canvas id.") var id: Int64
+    @Option(help: "Give up after this many seconds (exit 2).") var timeout: Double?
+
+    func run() throws {
+        let connection = try database.connect(applicationName: "voteradmin wait")
+        try SchemaCheck.requireCanvasSchema(on: connection)
+        let started = Date()
+        let progress = CanvasProgress(connection: connection)
+        if try JobStatus.fetch(id, on: connection) != nil {
+            let lineage = try Lineage.wait(for: id, on: connection, timeout: timeout ?? .infinity) {
+                progress.show($0.spawned.last)
+            }
+            progress.finish()
+            try OutcomePrinter.print(lineage.job, elapsed: nil, json: false)
+            for canvas in lineage.spawned { OutcomePrinter.print(canvas, elapsed: nil, json: false) }
+            print(String(format: "elapsed: %.3f s", Date().timeIntervalSince(started)))
+            if !lineage.isFinished { throw ExitCode(2) }
+            if !lineage.succeeded { throw ExitCode(1) }
+        } else if try CanvasStatus.fetch(id, on: connection) != nil {
+            let status = try CanvasHandle(id: id).wait(on: connection, timeout: timeout ?? .infinity) {
+                progress.show($0)
+            }
+            progress.finish()
+            OutcomePrinter.print(status, elapsed: Date().timeIntervalSince(started), json: false)
+            if status.state == .pending { throw ExitCode(2) }
+            if status.state != .succeeded { throw ExitCode(1) }
+        } else {
+            throw CommandFailure("no job or canvas with id \(id)")
+        }
+    }
+}
+
+/// Shows how far a chord or group has got while waiting: members done of total, failures,
+/// elapsed time and rate; a bar on a terminal, plain lines otherwise.
+final class CanvasProgress {
+    // Used from the waiting thread only.
+    let connection: Connection
+    let started = Date()
+    let isTerminal = isatty(STDERR_FILENO) == 1
+    var lastPrint = Date.distantPast
+    var lastLine = ""
+    var drewBar = false
+
+    init(connection: Connection) { self.connection = connection }
+
+    func show(_ canvas: CanvasStatus?) {
+        guard let canvas else { return }
+        let interval = isTerminal ? 0.1 : 1.0
+        guard Date().timeIntervalSince(lastPrint) >= interval else { return }
+        lastPrint = Date()
+        var target = canvas
+        if canvas.kind == "root", let inner = canvas.innerID,
+            let status = try? CanvasStatus.fetch(inner, on: connection)
+        {
+            target = status
+        }
+        guard target.kind != "root", target.size > 0 else { return }
+        let done = target.size - target.remaining
+        let failed = target.memberStates["failed"] ?? 0
+        let elapsed = Date().timeIntervalSince(started)
+        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let text = String(
+            format: "%@ %d: %@/%@ members done, %d failed, %.1f s, %.0f/s", target.kind, target.id,
+            formatCount(done), formatCount(target.size), failed, elapsed, rate)
+        if isTerminal {
+            let width = 24
+            let filled = Int(Double(width) * Double(done) / Double(target.size))
+            let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+            FileHandle.standardError.write(Data("\r\(bar) \(text)\u{1B}[K".utf8))
+            drewBar = true
+        } else if text != lastLine {
+            FileHandle.standardError.write(Data((text + "\n").utf8))
+        }
+        lastLine = text
+    }
+
+    func finish() {
+        if drewBar { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
