@@ -33,5 +33,7 @@ wait $pid
 echo "== voter rolls: all_in_one and the station chord (pgworker -c 8)"
 bench/voterrolls.sh 10000 100000 1000000
 "$BIN/canvas-bench" pdf 200
+echo "== beat: 1,000 schedules every second, two beat processes"
+bench/beat.sh
 echo "== pgqueuer 1.6 on the same server"
 bench/compare_pgqueuer.sh 100000
