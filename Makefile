@@ -48,6 +48,7 @@ demo: build db
 	echo "Station lists: $$(ls output/*.pdf | wc -l) PDFs in output/ (worker log: .build/demo-pgworker.log)"
 
 bench: build db
+	@DATABASE_URL="$(DB_URL)" $(BIN)/voteradmin migrate
 	@DATABASE_URL="$(DB_URL)" BIN=$(BIN) bench/run.sh
 
 format:

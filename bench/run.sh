@@ -5,6 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${BIN:-.build/release}"
 export BIN
+
+# Runs a command while one idle `pgworker -c 8` serves the database.
+with_worker() {
+    psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs, canvas.chords" -c "DELETE FROM canvas.workers"
+    "$BIN/pgworker" -c 8 --loglevel warning >/dev/null 2>&1 &
+    local pid=$!
+    sleep 1.5
+    "$@"
+    kill -TERM $pid
+    wait $pid
+}
 echo "== seed (voteradmin seed vs psql \\copy)"
 bench/seed.sh
 echo "== burn-down (100,000 canvas.noop, pgworker -c 8)"
@@ -15,21 +26,9 @@ psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs"
 psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs"
 psql "$DATABASE_URL" -qAt -c '\timing on' -c "INSERT INTO canvas.jobs (task) SELECT 'canvas.noop' FROM generate_series(1, 100000)" | sed 's/^/sql INSERT … SELECT of 100,000: /'
 echo "== latency (idle worker, LISTEN/NOTIFY)"
-psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs" -c "DELETE FROM canvas.workers"
-"$BIN/pgworker" -c 8 --loglevel warning >/dev/null 2>&1 &
-pid=$!
-sleep 1.5
-"$BIN/canvas-bench" latency 300
-kill -TERM $pid
-wait $pid
+with_worker "$BIN/canvas-bench" latency 300
 echo "== chord of 100,000 canvas.noop with a canvas.noop body (pgworker -c 8)"
-psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs, canvas.chords" -c "DELETE FROM canvas.workers"
-"$BIN/pgworker" -c 8 --loglevel warning >/dev/null 2>&1 &
-pid=$!
-sleep 1
-"$BIN/canvas-bench" chord 100000
-kill -TERM $pid
-wait $pid
+with_worker "$BIN/canvas-bench" chord 100000
 echo "== voter rolls: all_in_one and the station chord (pgworker -c 8)"
 bench/voterrolls.sh 10000 100000 1000000
 "$BIN/canvas-bench" pdf 200

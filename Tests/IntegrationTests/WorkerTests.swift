@@ -154,6 +154,18 @@ final class WorkerTests {
         #expect(w.log.contains("Hard time limit (0.5000s) exceeded for canvas.sleep[\(id)]"))
     }
 
+    @Test func pollOnlyModeWorksWithoutListen() throws {
+        let c = try database.connect()
+        let w = try WorkerProcess(
+            databaseURL: database.url, arguments: ["-c", "1", "--poll-only", "--poll-interval", "0.2"])
+        sleep(1)
+        let id = try Enqueue.job(JobRequest("canvas.add", [2, 3]), on: c)
+        #expect(try eventually(timeout: 5) { try JobStatus.fetch(id, on: c)?.result == 5 }, "\(w.log)")
+        let listening = try c.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'")
+        #expect(try listening[0].decode(Int.self, 0) == 0)
+    }
+
     @Test func retriesAreLoggedAndFailuresStored() throws {
         let c = try database.connect()
         let id = try Enqueue.job(
