@@ -36,10 +36,17 @@ final class BeatLoop: @unchecked Sendable {
     /// Fires every due tick this beat can lock; another beat skips the locked ones.
     func fireDue(_ c: Connection) throws {
         try c.withTransaction { tx in
+            for row in try tx.query("SELECT name, task, missed, canvas_id FROM canvas.fire_due_intervals(1000)") {
+                self.log(
+                    name: try row.decode(String.self, 0), task: try row.decode(String.self, 1),
+                    missed: try row.decode(Int.self, 2), root: try row.decode(Int64.self, 3))
+            }
+        }
+        try c.withTransaction { tx in
             let due = try tx.query(
                 """
                 SELECT id, name, canvas, every_seconds, cron, time_zone, enabled, last_fire_at, next_fire_at
-                FROM canvas.schedules WHERE enabled AND next_fire_at <= clock_timestamp()
+                FROM canvas.schedules WHERE enabled AND cron IS NOT NULL AND next_fire_at <= clock_timestamp()
                 ORDER BY next_fire_at LIMIT 500 FOR UPDATE SKIP LOCKED
                 """
             ).map(ScheduleStore.decode)
@@ -52,15 +59,18 @@ final class BeatLoop: @unchecked Sendable {
                         (SELECT next_fire_at FROM canvas.schedules WHERE id = \(schedule.id)), \(next), \(Int32(clamping: missed)))
                     """)[0].decodeIfPresent(Int64.self, 0)
                 guard let root else { continue }
-                if missed > 0 {
-                    logger.warning(
-                        "beat: \(schedule.name) missed \(missed) ticks while no beat was running; firing once for them")
-                }
-                let task = schedule.canvas["task"]?.stringValue ?? "canvas"
-                logger.info(
-                    "Scheduler: Sending due task \(schedule.name) (\(task))", metadata: ["canvas.id": "\(root)"])
+                self.log(
+                    name: schedule.name, task: schedule.canvas["task"]?.stringValue ?? "canvas", missed: missed,
+                    root: root)
             }
         }
+    }
+
+    func log(name: String, task: String, missed: Int, root: Int64) {
+        if missed > 0 {
+            logger.warning("beat: \(name) missed \(missed) ticks while no beat was running; firing once for them")
+        }
+        logger.info("Scheduler: Sending due task \(name) (\(task))", metadata: ["canvas.id": "\(root)"])
     }
 
     /// The next tick after now, and how many ticks between the due one and now were skipped.
