@@ -106,7 +106,8 @@ final class WorkerTests {
             try eventually(timeout: 10) {
                 try count(c, "SELECT count(*) FROM canvas.jobs WHERE started_at IS NOT NULL") >= 2
             })
-        usleep(200_000)
+        // Claimed is not started: give the dispatcher time to hand the first two to the pool.
+        usleep(600_000)
         w.signal(SIGTERM)
         #expect(w.waitForExit(timeout: 10) == 0, "\(w.log)")
         #expect(w.log.contains("Warm shutdown"))
