@@ -75,7 +75,6 @@ public enum JSONValue: Sendable, Hashable {
 }
 
 extension JSONValue {
-    public var isNull: Bool { self == .null }
     public var stringValue: String? {
         if case .string(let s) = self { return s }
         return nil

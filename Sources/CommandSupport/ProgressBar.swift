@@ -1,6 +1,7 @@
 import Foundation
 
-/// A one-line progress bar on stderr when it is a terminal; otherwise a plain line every 10%.
+/// A one-line progress bar on stderr when it is a terminal; otherwise a plain line every 10%
+/// (for totals of at least `plainLinesFrom`).
 public final class ProgressBar: @unchecked Sendable {
     // Only used from the thread doing the work it reports on.
     private let label: String
@@ -8,13 +9,17 @@ public final class ProgressBar: @unchecked Sendable {
     private let started = Date()
     private var lastDraw = Date.distantPast
     private var lastPlainDecile = -1
+    private let plainLinesFrom: Int
+    private var drew = false
 
-    public init(label: String, enabled: Bool = true) {
+    public init(label: String, enabled: Bool = true, plainLinesFrom: Int = 100_000) {
         self.label = label
         self.isTerminal = enabled && isatty(STDERR_FILENO) == 1
+        self.plainLinesFrom = plainLinesFrom
     }
 
-    public func update(done: Int, total: Int) {
+    /// - Parameter detail: more to say after the count ("3 failed, 120/s").
+    public func update(done: Int, total: Int, detail: String = "") {
         guard total > 0 else { return }
         let fraction = min(1, Double(done) / Double(total))
         if isTerminal {
@@ -28,16 +33,24 @@ public final class ProgressBar: @unchecked Sendable {
             let line = String(
                 format: "\r%@ %@ %3d%% %@/%@ %.1fs", label, bar, Int(fraction * 100), formatCount(done),
                 formatCount(total), elapsed)
-            FileHandle.standardError.write(Data(line.utf8))
-            if done >= total { FileHandle.standardError.write(Data("\n".utf8)) }
+            FileHandle.standardError.write(Data((line + (detail.isEmpty ? "" : " " + detail) + "\u{1B}[K").utf8))
+            drew = true
+            if done >= total { finish() }
         } else {
             let decile = Int(fraction * 10)
-            if decile > lastPlainDecile, total >= 100_000 {
+            if decile > lastPlainDecile, total >= plainLinesFrom {
                 lastPlainDecile = decile
+                let tail = detail.isEmpty ? "" : " " + detail
                 FileHandle.standardError.write(
-                    Data("\(label): \(decile * 10)% (\(formatCount(done))/\(formatCount(total)))\n".utf8))
+                    Data("\(label): \(decile * 10)% (\(formatCount(done))/\(formatCount(total)))\(tail)\n".utf8))
             }
         }
+    }
+
+    /// Ends the bar's line on a terminal (once).
+    public func finish() {
+        if drew { FileHandle.standardError.write(Data("\n".utf8)) }
+        drew = false
     }
 }
 

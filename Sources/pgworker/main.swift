@@ -71,7 +71,7 @@ struct PGWorker: ParsableCommand {
         if let outputDirectory { setenv("PGCANVAS_OUTPUT_DIR", outputDirectory, 1) }
         if let index = poolProcess {
             let name = "ForkPoolWorker-\(index)"
-            LoggingSystem.bootstrap { _ in CeleryStyleLogHandler(processName: name, level: level) }
+            LoggingSystem.bootstrap { [level] _ in CeleryStyleLogHandler(processName: name, level: level) }
             let url = ProcessInfo.processInfo.environment["PGCANVAS_POOL_DATABASE_URL"]
             PoolProcessMain.run(
                 index: index, registry: registry,

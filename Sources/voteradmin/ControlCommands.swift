@@ -55,7 +55,7 @@ struct PurgeCommand: ParsableCommand {
                 throw CommandFailure("purge removes queued jobs: confirm with --yes when not on a terminal")
             }
             let count: Int = try connection.query(
-                "SELECT count(*) FROM canvas.jobs WHERE state = 'queued' AND (\(queue)::text IS NULL OR queue = \(queue))"
+                "SELECT count(*) FROM canvas.jobs WHERE state = 'queued' AND (\(queue ?? "") = '' OR queue = \(queue ?? ""))"
             )[0]
             .decode(Int.self, 0)
             FileHandle.standardError.write(
@@ -65,7 +65,7 @@ struct PurgeCommand: ParsableCommand {
                 return
             }
         }
-        let n: Int = try connection.query("SELECT canvas.purge(\(queue))")[0].decode(Int.self, 0)
+        let n: Int = try connection.query("SELECT canvas.purge(nullif(\(queue ?? ""), ''))")[0].decode(Int.self, 0)
         print("Purged \(n) queued jobs\(queue.map { " from \($0)" } ?? "")")
     }
 }
@@ -87,7 +87,7 @@ struct WaitCommand: ParsableCommand {
                 progress.show($0.spawned.last)
             }
             progress.finish()
-            try OutcomePrinter.print(lineage.job, elapsed: nil, json: false)
+            OutcomePrinter.print(lineage.job, elapsed: nil, json: false)
             for canvas in lineage.spawned { OutcomePrinter.print(canvas, elapsed: nil, json: false) }
             print(String(format: "elapsed: %.3f s", Date().timeIntervalSince(started)))
             if !lineage.isFinished { throw ExitCode(2) }

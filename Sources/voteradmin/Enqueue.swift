@@ -85,7 +85,7 @@ struct EnqueueCommand: ParsableCommand {
             ]
             print(object.jsonText)
         } else {
-            try OutcomePrinter.print(lineage.job, elapsed: nil, json: false)
+            OutcomePrinter.print(lineage.job, elapsed: nil, json: false)
             for canvas in lineage.spawned { OutcomePrinter.print(canvas, elapsed: nil, json: false) }
             if AppTasks.writeLists.contains(task), lineage.succeeded, let pages = lineage.finalResult?.intValue {
                 print(String(format: "Total pages written: %d in %.3f s", pages, elapsed))

@@ -33,7 +33,7 @@ enum OutcomePrinter {
         if let elapsed { Swift.print(String(format: "elapsed: %.3f s", elapsed)) }
     }
 
-    static func print(_ status: JobStatus, elapsed: Double?, json: Bool) throws {
+    static func print(_ status: JobStatus, elapsed: Double?, json: Bool) {
         if json {
             var object: [String: JSONValue] = [
                 "id": .int(Int(status.id)), "task": .string(status.task), "state": .string(status.state.rawValue),

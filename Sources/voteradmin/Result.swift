@@ -20,7 +20,7 @@ struct ResultCommand: ParsableCommand {
         let connection = try database.connect(applicationName: "voteradmin result")
         try SchemaCheck.requireCanvasSchema(on: connection)
         if let status = try JobStatus.fetch(id, on: connection) {
-            try OutcomePrinter.print(status, elapsed: nil, json: json)
+            OutcomePrinter.print(status, elapsed: nil, json: json)
         } else if let status = try CanvasStatus.fetch(id, on: connection) {
             OutcomePrinter.print(status, elapsed: nil, json: json)
         } else {

@@ -113,7 +113,8 @@ final class ControlTests {
         let result = try voteradmin(["wait", String(handle.id)])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.contains("members done"), "\(result.stderr)")
-        #expect(result.stderr.contains("/300 members done"))
+        #expect(result.stderr.contains("/300) members done"))
+        #expect(result.stderr.contains("100% (300/300)"), "\(result.stderr)")
         #expect(result.stdout.contains("succeeded"))
         _ = worker
     }

@@ -64,15 +64,11 @@ public struct CanvasHandle: Sendable, Hashable {
     public func wait(
         on c: Connection, timeout: Double = .infinity, onPoll: ((CanvasStatus) -> Void)? = nil
     ) throws -> CanvasStatus {
-        try TaskExecution.refuseInsideTask()
-        let deadline = Date().addingTimeInterval(timeout)
-        var interval = 0.005
-        while true {
+        try pollUntilDone(timeout: timeout, onPoll: onPoll) {
             guard let status = try CanvasStatus.fetch(id, on: c) else { throw CanvasError("no canvas with id \(id)") }
-            onPoll?(status)
-            if status.state != .pending || Date() >= deadline { return status }
-            Thread.sleep(forTimeInterval: min(interval, max(0, deadline.timeIntervalSinceNow)))
-            interval = min(interval * 1.5, 0.1)
+            return status
+        } isDone: {
+            $0.state != .pending
         }
     }
 }

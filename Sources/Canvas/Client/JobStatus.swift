@@ -68,15 +68,11 @@ extension JobStatus {
         for id: Int64, on connection: Connection, timeout: Double = .infinity,
         onPoll: ((JobStatus) -> Void)? = nil
     ) throws -> JobStatus {
-        try TaskExecution.refuseInsideTask()
-        let deadline = Date().addingTimeInterval(timeout)
-        var interval = 0.005
-        while true {
+        try pollUntilDone(timeout: timeout, onPoll: onPoll) {
             guard let status = try fetch(id, on: connection) else { throw CanvasError("no job with id \(id)") }
-            onPoll?(status)
-            if status.state.isFinished || Date() >= deadline { return status }
-            Thread.sleep(forTimeInterval: min(interval, max(0, deadline.timeIntervalSinceNow)))
-            interval = min(interval * 1.5, 0.1)
+            return status
+        } isDone: {
+            $0.state.isFinished
         }
     }
 }

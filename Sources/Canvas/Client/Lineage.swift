@@ -42,15 +42,11 @@ public struct Lineage: Sendable {
     public static func wait(
         for id: Int64, on c: Connection, timeout: Double = .infinity, onPoll: ((Lineage) -> Void)? = nil
     ) throws -> Lineage {
-        try TaskExecution.refuseInsideTask()
-        let deadline = Date().addingTimeInterval(timeout)
-        var interval = 0.005
-        while true {
+        try pollUntilDone(timeout: timeout, onPoll: onPoll) {
             guard let lineage = try fetch(id, on: c) else { throw CanvasError("no job with id \(id)") }
-            onPoll?(lineage)
-            if lineage.isFinished || Date() >= deadline { return lineage }
-            Thread.sleep(forTimeInterval: min(interval, max(0, deadline.timeIntervalSinceNow)))
-            interval = min(interval * 1.5, 0.1)
+            return lineage
+        } isDone: {
+            $0.isFinished
         }
     }
 }

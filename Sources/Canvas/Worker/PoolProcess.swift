@@ -18,6 +18,8 @@ final class PoolProcess {
     var killedForTimeLimit = false
     /// Set when its job was cancelled and the supervisor killed it to stop the run.
     var killedForCancel = false
+    /// Killed on purpose and not yet reaped: it must not be given more jobs.
+    var isDying: Bool { killedForTimeLimit || killedForCancel }
     var exited = false
 
     var name: String { "ForkPoolWorker-\(index)" }

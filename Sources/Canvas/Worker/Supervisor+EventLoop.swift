@@ -50,7 +50,10 @@ extension Supervisor {
         }
         guard let job = p.job, job.id == message.outcome.jobID else { return }
         p.finishedHead(timeLimit: timeLimit(for:))
-        pacing.record(seconds: message.seconds)
+        if pacing.record(seconds: message.seconds) {
+            // Short jobs sit several to a pool process: let the broker claim that many more.
+            state.setCapacity(configuration.concurrency * pacing.depth + configuration.prefetch)
+        }
         var outcome = message.outcome
         outcome.task = job.task
         state.report(outcome)
@@ -173,18 +176,16 @@ extension Supervisor {
 
     /// Gives a pool process as many waiting jobs as the pacing allows it to hold.
     func topUp(_ p: PoolProcess) {
-        guard shutdown == .running, !p.exited, !p.killedForTimeLimit || p.inFlight.isEmpty else { return }
+        guard shutdown == .running, !p.exited, !p.isDying else { return }
         let room = pacing.depth - p.inFlight.count
         guard room > 0, waitingStart < waiting.count else { return }
         let end = min(waiting.count, waitingStart + room)
         let batch = Array(waiting[waitingStart..<end])
         waitingStart = end
-        p.killedForTimeLimit = false
         if !p.send(batch, timeLimit: timeLimit(for:)) {
             // The process is gone; poll notices its exit and the jobs are dealt with then.
             logger.warning("could not hand jobs to \(p.name); they will be retried")
         }
-        state.setCapacity(configuration.concurrency * pacing.depth + configuration.prefetch)
     }
 }
 
@@ -198,8 +199,12 @@ struct Pacing {
 
     init(maxDepth: Int) { self.maxDepth = max(1, maxDepth) }
 
-    mutating func record(seconds: Double) {
+    /// - Returns: whether the depth changed.
+    @discardableResult
+    mutating func record(seconds: Double) -> Bool {
         average = average * 0.9 + seconds * 0.1
+        let old = depth
         depth = average < 0.002 ? maxDepth : 1
+        return depth != old
     }
 }
