@@ -2,34 +2,74 @@ import Foundation
 import Logging
 import Postgres
 
-/// Applies numbered SQL migrations in order, each in its own transaction, and records each with
-/// a checksum in `public.pgcanvas_migrations`.
+/// Applies numbered SQL migrations (tables, indexes, types) in order, each in its own transaction,
+/// and records each with a checksum in `public.pgcanvas_migrations`; then, when any function file
+/// changed, drops every function of the `canvas` schema and applies all function files again in
+/// one transaction, so the functions in the database are exactly those in the files.
 ///
 /// Concurrent runs are serialised by a session advisory lock, so two `voteradmin migrate` at once
-/// apply every file exactly once. A file whose text changed after it was applied stops the run.
+/// apply every file exactly once. A numbered file whose text changed after it was applied stops
+/// the run.
 public struct Migrator: Sendable {
     /// The advisory lock key (a fixed number: "pgcanvas" spelled in ASCII, truncated).
     static let lockKey = 0x7067_6361_6e76
+    /// The schema whose functions the function files own.
+    static let functionSchema = "canvas"
+
+    /// Checksums of numbered files as they were before their functions moved to functions/*.sql.
+    /// A database that applied one of these has the same tables; its functions are replaced by
+    /// the function files, so the record is brought up to date instead of stopping the run.
+    static let superseded: [Int: Set<String>] = [
+        2: ["30db645a141a994f93d969394bc920ce"],
+        3: ["c5320bd878d2995774589a65fe6b2d74"],
+        5: ["872cba1179f6f9de4cd077edce425a36"],
+        6: ["662e74404c00f2ce246877b6453140e1"],
+    ]
 
     public var migrations: [Migration]
+    public var functions: [FunctionScript]
     public var logger: Logger
 
-    public init(migrations: [Migration], logger: Logger = Logger(label: "pgcanvas.migrate")) {
+    public init(
+        migrations: [Migration], functions: [FunctionScript] = [], logger: Logger = Logger(label: "pgcanvas.migrate")
+    ) {
         self.migrations = migrations
+        self.functions = functions
         self.logger = logger
+    }
+
+    /// The migrations and function files shipped with this package.
+    public static func bundled(logger: Logger = Logger(label: "pgcanvas.migrate")) throws -> Migrator {
+        Migrator(migrations: try Migration.bundled(), functions: try FunctionScript.bundled(), logger: logger)
+    }
+
+    /// What a run applied.
+    public struct Applied: Sendable {
+        public var migrations: [Migration]
+        /// Function files applied again because one of them changed (all of them, or none).
+        public var functionFiles: [String]
+        public var isEmpty: Bool { migrations.isEmpty && functionFiles.isEmpty }
     }
 
     public struct Status: Sendable {
         public var applied: [(migration: Migration, appliedAt: Date)]
         public var pending: [Migration]
+        /// Function files not applied in this version (all of them when any changed).
+        public var pendingFunctionFiles: [String] = []
+        /// Versions recorded with a checksum from `superseded`, and the checksum they now have.
+        var superseded: [(version: Int, checksum: String)] = []
     }
 
-    /// Applies what is pending. - Returns: the migrations it applied (empty when none were due).
+    /// Applies what is pending. - Returns: what it applied (empty when nothing was due).
     @discardableResult
-    public func migrate(_ connection: Connection) throws -> [Migration] {
+    public func migrate(_ connection: Connection) throws -> Applied {
         try withLock(connection) {
             try ensureTable(connection)
             let status = try readStatus(connection)
+            for (version, checksum) in status.superseded {
+                try connection.execute(
+                    "UPDATE public.pgcanvas_migrations SET checksum = \(checksum) WHERE version = \(version)")
+            }
             for migration in status.pending {
                 let started = Date()
                 try connection.withTransaction { tx in
@@ -47,16 +87,78 @@ public struct Migrator: Sendable {
                         "migration.ms": "\(Int(Date().timeIntervalSince(started) * 1000))",
                     ])
             }
-            return status.pending
+            let functionFiles = try applyFunctions(connection, force: !status.superseded.isEmpty)
+            return Applied(migrations: status.pending, functionFiles: functionFiles)
         }
+    }
+
+    /// Drops the schema's functions and applies every function file, when any changed.
+    private func applyFunctions(_ connection: Connection, force: Bool) throws -> [String] {
+        guard !functions.isEmpty else { return [] }
+        let stale = try functionsStale(connection)
+        guard stale || force else { return [] }
+        let started = Date()
+        try connection.withTransaction { tx in
+            // Bodies refer to each other across files; they are checked when first called.
+            try tx.execute("SET LOCAL check_function_bodies = off")
+            try tx.executeScript(
+                """
+                DO $$
+                DECLARE f regprocedure;
+                BEGIN
+                    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+                             WHERE p.pronamespace = '\(Self.functionSchema)'::regnamespace LOOP
+                        EXECUTE format('DROP FUNCTION %s CASCADE', f);
+                    END LOOP;
+                END
+                $$
+                """)
+            for script in functions { try tx.executeScript(script.sql) }
+            try tx.execute("DELETE FROM public.pgcanvas_functions")
+            try tx.execute(
+                """
+                INSERT INTO public.pgcanvas_functions (name, checksum)
+                SELECT n, md5(s) FROM unnest(\(functions.map(\.name)), \(functions.map(\.sql))) AS f(n, s)
+                """)
+        }
+        logger.info(
+            "applied function files",
+            metadata: [
+                "files": "\(functions.map(\.fileName).joined(separator: ", "))",
+                "migration.ms": "\(Int(Date().timeIntervalSince(started) * 1000))",
+            ])
+        return functions.map(\.fileName)
+    }
+
+    /// Whether the recorded function files differ from this build's.
+    private func functionsStale(_ connection: Connection) throws -> Bool {
+        try connection.query(
+            """
+            SELECT EXISTS (
+                SELECT name, checksum FROM public.pgcanvas_functions
+                EXCEPT SELECT n, md5(s) FROM unnest(\(functions.map(\.name)), \(functions.map(\.sql))) AS f(n, s)
+            ) OR EXISTS (
+                SELECT n, md5(s) FROM unnest(\(functions.map(\.name)), \(functions.map(\.sql))) AS f(n, s)
+                EXCEPT SELECT name, checksum FROM public.pgcanvas_functions
+            )
+            """)[0].decode(Bool.self, 0)
     }
 
     /// What is applied and what is pending, without changing anything.
     public func status(_ connection: Connection) throws -> Status {
         let exists: Bool = try connection.query("SELECT to_regclass('public.pgcanvas_migrations') IS NOT NULL")[0]
             .decode(Bool.self, 0)
-        if !exists { return Status(applied: [], pending: migrations) }
-        return try readStatus(connection)
+        if !exists {
+            return Status(applied: [], pending: migrations, pendingFunctionFiles: functions.map(\.fileName))
+        }
+        var status = try readStatus(connection)
+        let functionsTable: Bool = try connection.query(
+            "SELECT to_regclass('public.pgcanvas_functions') IS NOT NULL")[0].decode(Bool.self, 0)
+        if !functions.isEmpty {
+            let stale = try !functionsTable || !status.superseded.isEmpty || functionsStale(connection)
+            if stale { status.pendingFunctionFiles = functions.map(\.fileName) }
+        }
+        return status
     }
 
     private func ensureTable(_ connection: Connection) throws {
@@ -65,6 +167,11 @@ public struct Migrator: Sendable {
             CREATE TABLE IF NOT EXISTS public.pgcanvas_migrations (
                 version    integer PRIMARY KEY,
                 name       text NOT NULL,
+                checksum   text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            );
+            CREATE TABLE IF NOT EXISTS public.pgcanvas_functions (
+                name       text PRIMARY KEY,
                 checksum   text NOT NULL,
                 applied_at timestamptz NOT NULL DEFAULT now()
             )
@@ -83,6 +190,7 @@ public struct Migrator: Sendable {
             """)
         var applied: [(Migration, Date)] = []
         var appliedVersions = Set<Int>()
+        var superseded: [(version: Int, checksum: String)] = []
         for row in rows {
             let version: Int = try row.decode(Int.self, "version")
             let name: String = try row.decode(String.self, "name")
@@ -93,7 +201,9 @@ public struct Migrator: Sendable {
             }
             let recorded: String = try row.decode(String.self, "checksum")
             let current: String = try row.decode(String.self, "file_checksum")
-            if recorded != current {
+            if recorded != current, Self.superseded[version]?.contains(recorded) == true {
+                superseded.append((version, current))
+            } else if recorded != current {
                 throw MigrationError(
                     "migration \(migration.fileName) was changed after it was applied "
                         + "(checksum \(recorded) in the database, \(current) now); "
@@ -102,7 +212,9 @@ public struct Migrator: Sendable {
             applied.append((migration, try row.decode(Date.self, "applied_at")))
             appliedVersions.insert(version)
         }
-        return Status(applied: applied, pending: migrations.filter { !appliedVersions.contains($0.version) })
+        return Status(
+            applied: applied, pending: migrations.filter { !appliedVersions.contains($0.version) },
+            superseded: superseded)
     }
 
     private func withLock<T>(_ connection: Connection, _ body: () throws -> T) throws -> T {

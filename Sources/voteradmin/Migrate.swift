@@ -14,7 +14,7 @@ struct Migrate: ParsableCommand {
 
     func run() throws {
         let connection = try database.connect(applicationName: "voteradmin migrate")
-        let migrator = Migrator(migrations: try Migration.bundled())
+        let migrator = try Migrator.bundled()
         if status {
             let state = try migrator.status(connection)
             let formatter = ISO8601DateFormatter()
@@ -22,10 +22,12 @@ struct Migrate: ParsableCommand {
                 print("applied  \(migration.fileName)  \(formatter.string(from: appliedAt))")
             }
             for migration in state.pending { print("pending  \(migration.fileName)") }
+            for file in state.pendingFunctionFiles { print("pending  \(file)") }
             return
         }
         let applied = try migrator.migrate(connection)
-        for migration in applied { print("Applied \(migration.fileName)") }
+        for migration in applied.migrations { print("Applied \(migration.fileName)") }
+        for file in applied.functionFiles { print("Applied \(file)") }
         if applied.isEmpty {
             print("Nothing to migrate: all \(migrator.migrations.count) migrations are applied.")
         }

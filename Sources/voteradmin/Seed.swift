@@ -40,10 +40,11 @@ struct Seed: ParsableCommand {
 
     func run() throws {
         let connection = try database.connect(applicationName: "voteradmin seed")
-        let pending = try Migrator(migrations: try Migration.bundled()).status(connection).pending
-        guard pending.isEmpty else {
+        let status = try Migrator.bundled().status(connection)
+        guard status.pending.isEmpty, status.pendingFunctionFiles.isEmpty else {
             throw CommandFailure(
-                "the database is not migrated (\(pending.count) pending): run 'voteradmin migrate' first")
+                "the database is not migrated (\(status.pending.count + status.pendingFunctionFiles.count) pending): run 'voteradmin migrate' first"
+            )
         }
         let started = Date()
         let bar = ProgressBar(label: "seeding")

@@ -11,7 +11,7 @@ struct ServerRestartTests {
     @Test func everyJobSucceedsOnceAcrossAServerRestart() throws {
         let server = try PrivateServer()
         let config = ConnectionConfiguration(conninfo: server.url)
-        try Migrator(migrations: try Migration.bundled()).migrate(try Connection.connect(config))
+        try Migrator.bundled().migrate(try Connection.connect(config))
         let ids = try Enqueue.jobs(
             (0..<3000).map { _ in JobRequest("canvas.sleep", [0.004]) }, on: try Connection.connect(config))
         let worker = try WorkerProcess(

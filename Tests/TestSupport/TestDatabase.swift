@@ -27,7 +27,7 @@ public final class TestDatabase: @unchecked Sendable {
         try connection.executeScript("CREATE DATABASE \(quoteIdentifier(name)) TEMPLATE template0")
         configuration = admin.withDatabase(name)
         if migrated {
-            try Migrator(migrations: try Migration.bundled()).migrate(try connect())
+            try Migrator.bundled().migrate(try connect())
         }
     }
 

@@ -1,0 +1,301 @@
+-- The broker protocol: enqueue, register and heartbeat, claim, finish, release, rescue, prune.
+-- Applied again by the migrator whenever a function file changes (see Migrator); edit in place.
+-- See docs/broker.md.
+
+CREATE FUNCTION canvas.max_crashes() RETURNS integer LANGUAGE sql IMMUTABLE AS 'SELECT 3';
+
+-- One NOTIFY per inserting statement and queue (never per row): NOTIFY serialises commits.
+CREATE FUNCTION canvas.notify_new_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('canvas_jobs', q.queue)
+    FROM (SELECT DISTINCT n.queue FROM new_jobs n WHERE n.state = 'queued' AND n.run_at <= now()) q;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_notify AFTER INSERT ON canvas.jobs
+    REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION canvas.notify_new_jobs();
+
+-- SELECT canvas.enqueue('canvas.add', '[1, 2]', queue => 'default', priority => 0);
+CREATE FUNCTION canvas.enqueue(
+    task text,
+    args jsonb DEFAULT '[]',
+    queue text DEFAULT 'default',
+    priority integer DEFAULT 0,
+    run_at timestamptz DEFAULT now(),
+    max_attempts integer DEFAULT 4
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    IF task IS NULL OR task = '' THEN
+        RAISE EXCEPTION 'canvas.enqueue: task must be a task name' USING ERRCODE = '22023';
+    END IF;
+    IF args IS NULL OR jsonb_typeof(args) <> 'array' THEN
+        RAISE EXCEPTION 'canvas.enqueue: args must be a JSON array of positional arguments, not %',
+            coalesce(jsonb_typeof(args), 'NULL') USING ERRCODE = '22023';
+    END IF;
+    IF max_attempts IS NULL OR max_attempts < 1 THEN
+        RAISE EXCEPTION 'canvas.enqueue: max_attempts must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts)
+    VALUES (enqueue.task, enqueue.args, coalesce(enqueue.queue, 'default'), coalesce(enqueue.priority, 0),
+            coalesce(enqueue.run_at, now()), enqueue.max_attempts)
+    RETURNING id INTO new_id;
+    RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION canvas.register_worker(p_hostname text, p_pid integer, p_queues text[], p_concurrency integer)
+RETURNS bigint LANGUAGE sql AS $$
+    INSERT INTO canvas.workers (hostname, pid, queues, concurrency)
+    VALUES (p_hostname, p_pid, p_queues, p_concurrency) RETURNING id
+$$;
+
+-- False when the worker's row is gone: it was presumed dead and its jobs were rescued.
+CREATE FUNCTION canvas.heartbeat(p_worker bigint) RETURNS boolean LANGUAGE sql AS $$
+    WITH beat AS (UPDATE canvas.workers SET heartbeat_at = now() WHERE id = p_worker RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM beat)
+$$;
+
+CREATE FUNCTION canvas.deregister_worker(p_worker bigint) RETURNS void LANGUAGE sql AS $$
+    DELETE FROM canvas.workers WHERE id = p_worker
+$$;
+
+-- Claims up to p_limit due jobs of the given queues for a worker, in priority order.
+CREATE FUNCTION canvas.claim(p_worker bigint, p_queues text[], p_limit integer)
+RETURNS TABLE (id bigint, task text, args jsonb, attempt integer, time_limit double precision)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM canvas.workers w WHERE w.id = p_worker) THEN
+        RAISE EXCEPTION 'worker % is not registered (presumed dead and rescued)', p_worker
+            USING ERRCODE = 'PCW01';
+    END IF;
+    -- = ANY(ARRAY(…)) makes the planner run the SKIP LOCKED scan first and then fetch by id.
+    RETURN QUERY
+    UPDATE canvas.jobs j
+    SET state = 'running', worker_id = p_worker, attempt = j.attempt + 1, started_at = now()
+    WHERE j.id = ANY (ARRAY(
+        SELECT q.id FROM canvas.jobs q
+        WHERE q.state = 'queued' AND q.run_at <= now() AND q.queue = ANY (p_queues)
+        ORDER BY q.priority, q.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED))
+    RETURNING j.id, j.task, j.args, j.attempt, j.time_limit;
+END
+$$;
+
+-- Records how a batch of runs ended, in one transaction, and carries out what follows from it:
+-- the next link of a chain, a chord's counter, error callbacks, and the canvases a task spawned
+-- (committed with its success, so a task that crashes and is retried leaves no duplicate).
+--   outcome 'succeeded': result holds the task's return value, spawn a JSON array of canvases;
+--   'error' or 'timeout': retried with exponential backoff while attempts remain, else failed;
+--   'fatal': failed at once (unknown task, malformed arguments);
+--   'crashed': the pool process died; retried at once until canvas.max_crashes().
+-- The fence is (worker, attempt, not finished). It deliberately does not say state = 'running':
+-- that would let the planner drive the join from jobs_running_idx, whose entries for every job
+-- the worker already finished stay until VACUUM, making each batch slower than the last.
+-- Returns each run it recorded with the job's new state and, for a retry, the seconds until it;
+-- runs that were no longer this worker's are left out.
+CREATE FUNCTION canvas.finish(
+    p_worker bigint, p_ids bigint[], p_attempts integer[], p_outcomes text[], p_results jsonb[], p_errors text[],
+    p_spawns jsonb[]
+) RETURNS TABLE (id bigint, state text, retry_in double precision) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    done canvas.finished_run[];
+    r canvas.finished_run;
+    g record;
+    info jsonb;
+    s jsonb;
+BEGIN
+    IF p_outcomes <@ ARRAY['succeeded'] THEN
+        -- The common case, a batch of successes, is one plain UPDATE.
+        WITH u AS (
+            UPDATE canvas.jobs j SET state = 'succeeded', result = i.result, error = NULL, finished_at = now()
+            FROM unnest(p_ids, p_attempts, p_results, p_spawns) AS i(id, attempt, result, spawn)
+            WHERE j.id = i.id AND j.worker_id = p_worker AND j.attempt = i.attempt AND j.finished_at IS NULL
+            RETURNING j.id, j.chain, j.chord_id, j.position, j.on_error, j.result, j.task, i.spawn
+        )
+        SELECT array_agg(ROW(u.id, 'succeeded', NULL, u.chain, u.chord_id, u.position, u.on_error, u.result,
+                             u.task, NULL, u.spawn)::canvas.finished_run)
+        INTO done FROM u;
+    ELSE
+        WITH input AS (
+            SELECT * FROM unnest(p_ids, p_attempts, p_outcomes, p_results, p_errors, p_spawns)
+                AS i(id, attempt, outcome, result, error, spawn)
+        ), decided AS (
+            SELECT j.id, i.attempt, i.outcome, i.result, i.error, i.spawn,
+                CASE
+                    WHEN i.outcome = 'succeeded' THEN 'succeeded'
+                    WHEN i.outcome IN ('error', 'timeout') AND j.attempt - j.crashes < j.max_attempts THEN 'retry'
+                    WHEN i.outcome = 'crashed' AND j.crashes + 1 < canvas.max_crashes() THEN 'requeue'
+                    ELSE 'failed'
+                END AS verdict,
+                j.retry_backoff * power(2, greatest(j.attempt - j.crashes - 1, 0)) AS backoff
+            FROM canvas.jobs j JOIN input i ON i.id = j.id
+            WHERE j.worker_id = p_worker AND j.attempt = i.attempt AND j.finished_at IS NULL
+        ), updated AS (
+            -- The fence is repeated here so that a row changed since `decided` read it is rechecked.
+            UPDATE canvas.jobs j SET
+                state = CASE d.verdict WHEN 'succeeded' THEN 'succeeded' WHEN 'failed' THEN 'failed' ELSE 'queued' END,
+                result = CASE WHEN d.verdict = 'succeeded' THEN d.result ELSE j.result END,
+                error = CASE
+                    WHEN d.verdict = 'succeeded' THEN NULL
+                    WHEN d.outcome = 'crashed' AND d.verdict = 'failed' THEN
+                        format('the pool process died %s times running this job (%s); not retrying it again',
+                               j.crashes + 1, d.error)
+                    ELSE d.error END,
+                crashes = j.crashes + (d.outcome = 'crashed')::integer,
+                run_at = CASE d.verdict
+                    WHEN 'retry' THEN now() + least(d.backoff, 3600) * (0.9 + random() * 0.2) * interval '1 second'
+                    WHEN 'requeue' THEN now()
+                    ELSE j.run_at END,
+                worker_id = CASE WHEN d.verdict IN ('retry', 'requeue') THEN NULL ELSE j.worker_id END,
+                finished_at = CASE WHEN d.verdict IN ('succeeded', 'failed') THEN now() ELSE NULL END
+            FROM decided d
+            WHERE j.id = d.id AND j.worker_id = p_worker AND j.attempt = d.attempt AND j.finished_at IS NULL
+            RETURNING j.id, j.state, j.queue, j.run_at, j.chain, j.chord_id, j.position, j.on_error, j.result,
+                      j.task, j.error, d.spawn
+        ), woken AS (
+            SELECT pg_notify('canvas_jobs', u.queue) FROM updated u
+            WHERE u.state = 'queued' AND u.run_at <= now() GROUP BY u.queue
+        )
+        SELECT array_agg(ROW(u.id, u.state, CASE WHEN u.state = 'queued'
+                                 THEN extract(epoch FROM u.run_at - now())::double precision END,
+                             u.chain, u.chord_id, u.position, u.on_error, u.result, u.task, u.error,
+                             u.spawn)::canvas.finished_run)
+        INTO done FROM updated u LEFT JOIN (SELECT count(*) FROM woken) w ON true;
+    END IF;
+
+    IF done IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- Follow-ups, only for runs that have any: plain jobs cost nothing more.
+    IF EXISTS (SELECT 1 FROM unnest(done) d
+               WHERE d.chain IS NOT NULL OR d.chord_id IS NOT NULL OR d.spawn IS NOT NULL
+                  OR (d.state = 'failed' AND d.on_error IS NOT NULL)) THEN
+        -- Spawned canvases first: one that is malformed fails its task instead of the batch.
+        FOR i IN 1 .. cardinality(done) LOOP
+            r := done[i];
+            CONTINUE WHEN r.state <> 'succeeded' OR r.spawn IS NULL OR jsonb_array_length(r.spawn) = 0;
+            BEGIN
+                FOR s IN SELECT value FROM jsonb_array_elements(r.spawn) LOOP
+                    PERFORM canvas.enqueue_canvas(s, r.id);
+                END LOOP;
+            EXCEPTION WHEN invalid_parameter_value THEN
+                UPDATE canvas.jobs SET state = 'failed', result = NULL,
+                    error = 'the task spawned an invalid canvas: ' || SQLERRM
+                WHERE canvas.jobs.id = r.id;
+                done[i].state := 'failed';
+                done[i].error := 'the task spawned an invalid canvas: ' || SQLERRM;
+            END;
+        END LOOP;
+
+        FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'succeeded' AND d.chain IS NOT NULL LOOP
+            PERFORM canvas.expand(r.chain->0, r.chain - 0, r.chord_id, r.position, r.on_error,
+                                  jsonb_build_array(r.result), r.id);
+        END LOOP;
+
+        -- One counter update per chord per batch, in id order so concurrent batches cannot deadlock.
+        FOR g IN SELECT d.chord_id AS chord_id, count(*)::integer AS k FROM unnest(done) d
+                 WHERE d.state = 'succeeded' AND d.chain IS NULL AND d.chord_id IS NOT NULL
+                 GROUP BY d.chord_id ORDER BY d.chord_id LOOP
+            PERFORM canvas.report_success(g.chord_id, g.k);
+        END LOOP;
+
+        FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'failed' ORDER BY d.chord_id, d.id LOOP
+            info := jsonb_build_object('id', r.id, 'task', r.task, 'error', r.error);
+            IF r.on_error IS NOT NULL THEN
+                PERFORM canvas.insert_signature(r.on_error, NULL, NULL, NULL, NULL, jsonb_build_array(info), r.id);
+            END IF;
+            IF r.chord_id IS NOT NULL THEN
+                PERFORM canvas.fail_chord(r.chord_id, info);
+            END IF;
+        END LOOP;
+    END IF;
+
+    RETURN QUERY SELECT d.id, d.state, d.retry_in FROM unnest(done) d;
+END
+$$;
+
+CREATE FUNCTION canvas.finish_and_claim(
+    p_worker bigint, p_ids bigint[], p_attempts integer[], p_outcomes text[], p_results jsonb[], p_errors text[],
+    p_spawns jsonb[], p_queues text[], p_limit integer
+) RETURNS TABLE (
+    kind text, id bigint, state text, retry_in double precision, task text, args jsonb, attempt integer,
+    time_limit double precision
+) LANGUAGE plpgsql AS $$
+BEGIN
+    IF cardinality(p_ids) > 0 THEN
+        RETURN QUERY SELECT 'finished'::text, f.id, f.state, f.retry_in, NULL::text, NULL::jsonb, NULL::integer,
+                            NULL::double precision
+                     FROM canvas.finish(p_worker, p_ids, p_attempts, p_outcomes, p_results, p_errors, p_spawns) f;
+    END IF;
+    IF p_limit > 0 THEN
+        RETURN QUERY SELECT 'claimed'::text, c.id, NULL::text, NULL::double precision, c.task, c.args, c.attempt,
+                            c.time_limit
+                     FROM canvas.claim(p_worker, p_queues, p_limit) c;
+    END IF;
+END
+$$;
+
+-- Hands jobs back to the queue without counting the run (prefetched jobs at warm shutdown,
+-- running jobs at cold shutdown). Fenced like finish.
+CREATE FUNCTION canvas.release(p_worker bigint, p_ids bigint[], p_attempts integer[])
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    WITH released AS (
+        UPDATE canvas.jobs j SET state = 'queued', attempt = j.attempt - 1, worker_id = NULL,
+            started_at = NULL, run_at = now()
+        FROM unnest(p_ids, p_attempts) AS i(id, attempt)
+        WHERE j.id = i.id AND j.attempt = i.attempt AND j.worker_id = p_worker AND j.state = 'running'
+        RETURNING j.queue
+    ), counted AS (
+        SELECT queue, count(*) AS c FROM released GROUP BY queue
+    )
+    SELECT coalesce(sum(c), 0), count(pg_notify('canvas_jobs', queue)) INTO n FROM counted;
+    RETURN n;
+END
+$$;
+
+-- Requeues the running jobs of workers whose heartbeat is older than p_timeout (or whose row is
+-- gone), and removes those workers. Decided by the owner's heartbeat, never by how long a job has
+-- run: a long job is never taken from a worker that is alive.
+CREATE FUNCTION canvas.rescue(p_timeout interval)
+RETURNS TABLE (job_id bigint, new_state text) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH dead AS (
+        DELETE FROM canvas.workers w WHERE w.heartbeat_at < now() - p_timeout RETURNING w.id
+    ), orphaned AS (
+        SELECT j.id FROM canvas.jobs j
+        WHERE j.state = 'running'
+          AND NOT EXISTS (
+              SELECT 1 FROM canvas.workers w
+              WHERE w.id = j.worker_id AND w.heartbeat_at >= now() - p_timeout)
+        FOR UPDATE OF j SKIP LOCKED
+    ), rescued AS (
+        UPDATE canvas.jobs j SET
+            state = CASE WHEN j.crashes + 1 < canvas.max_crashes() THEN 'queued' ELSE 'failed' END,
+            crashes = j.crashes + 1,
+            error = CASE WHEN j.crashes + 1 < canvas.max_crashes() THEN j.error
+                ELSE format('its worker died %s times while running it; not retrying it again', j.crashes + 1) END,
+            finished_at = CASE WHEN j.crashes + 1 < canvas.max_crashes() THEN NULL ELSE now() END,
+            run_at = now(),
+            worker_id = NULL
+        FROM orphaned o WHERE j.id = o.id
+        RETURNING j.id, j.state, j.queue
+    ), woken AS (
+        SELECT pg_notify('canvas_jobs', r.queue) FROM rescued r WHERE r.state = 'queued' GROUP BY r.queue
+    )
+    SELECT r.id, r.state FROM rescued r
+    LEFT JOIN (SELECT count(*) FROM woken) w ON true
+    LEFT JOIN (SELECT count(*) FROM dead) d ON true;
+END
+$$;
