@@ -55,7 +55,7 @@ struct PurgeCommand: ParsableCommand {
                 throw CommandFailure("purge removes queued jobs: confirm with --yes when not on a terminal")
             }
             let count: Int = try connection.query(
-                "SELECT count(*) FROM canvas.jobs WHERE state = 'queued' AND (\(queue ?? "") = '' OR queue = \(queue ?? ""))"
+                "SELECT count(*) FROM canvas.jobs WHERE state IN ('scheduled', 'queued') AND (\(queue ?? "") = '' OR queue = \(queue ?? ""))"
             )[0]
             .decode(Int.self, 0)
             FileHandle.standardError.write(

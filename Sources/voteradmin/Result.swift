@@ -39,7 +39,7 @@ struct StatusCommand: ParsableCommand {
         let connection = try database.connect(applicationName: "voteradmin status")
         try SchemaCheck.requireCanvasSchema(on: connection)
         let report = try QueueReport.fetch(on: connection)
-        let states = ["queued", "running", "succeeded", "failed", "cancelled"]
+        let states = ["scheduled", "queued", "running", "succeeded", "failed", "cancelled"]
         print(
             "QUEUE".padding(toLength: 16, withPad: " ", startingAt: 0)
                 + states.map { $0.padding(toLength: 11, withPad: " ", startingAt: 0) }.joined())

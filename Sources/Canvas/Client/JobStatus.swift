@@ -4,7 +4,8 @@ import Postgres
 /// A job as `voteradmin result` shows it.
 public struct JobStatus: Sendable {
     public enum State: String, Sendable {
-        case queued, running, succeeded, failed, cancelled
+        /// `scheduled`: waiting for its countdown, eta or retry backoff; `queued`: ready to run.
+        case scheduled, queued, running, succeeded, failed, cancelled
         public var isFinished: Bool { self == .succeeded || self == .failed || self == .cancelled }
     }
 

@@ -30,7 +30,7 @@ public struct Lineage: Sendable {
             SELECT (SELECT coalesce(array_agg(c.id ORDER BY c.id), '{}') FROM canvas.chords c
                     WHERE c.kind = 'root' AND c.parent_id IN (SELECT id FROM d)),
                    (SELECT count(*) FROM canvas.jobs j WHERE j.id IN (SELECT id FROM d)
-                    AND j.id <> \(id) AND j.state IN ('queued', 'running'))
+                    AND j.id <> \(id) AND j.state IN ('scheduled', 'queued', 'running'))
             """)
         let roots: [Int64] = try rows[0].decode([Int64].self, 0)
         return Lineage(

@@ -176,7 +176,7 @@ final class BrokerLoop: @unchecked Sendable {
         for r in recorded {
             guard let o = byID[r.jobID], o.kind != .succeeded else { continue }
             let error = o.error ?? o.kind.rawValue
-            if r.state == "queued" {
+            if r.state == "queued" || r.state == "scheduled" {
                 logger.warning(
                     "Task \(o.task)[\(r.jobID)] retry: Retry in \(formatSeconds(max(0, r.retryIn ?? 0)))s: \(error)")
             } else if r.state == "failed" {

@@ -62,7 +62,41 @@ CREATE FUNCTION canvas.deregister_worker(p_worker bigint) RETURNS void LANGUAGE 
     DELETE FROM canvas.workers WHERE id = p_worker
 $$;
 
--- Claims up to p_limit due jobs of the given queues for a worker, in priority order.
+-- Any insert of a job that is not due yet makes it 'scheduled', whichever client wrote it, so the
+-- claim index never holds it. The WHEN clause keeps plain inserts free of a function call.
+CREATE FUNCTION canvas.schedule_future_job() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.state := 'scheduled';
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER jobs_schedule_future BEFORE INSERT ON canvas.jobs
+    FOR EACH ROW WHEN (NEW.state = 'queued' AND NEW.run_at > now()) EXECUTE FUNCTION canvas.schedule_future_job();
+
+-- Makes scheduled jobs that are due runnable, a bounded batch at a time, and wakes their queues.
+-- Cheap when nothing is due: one probe of jobs_scheduled_idx.
+CREATE FUNCTION canvas.promote_due(p_limit integer DEFAULT 1000) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    WITH due AS (
+        SELECT s.id FROM canvas.jobs s
+        WHERE s.state = 'scheduled' AND s.run_at <= now()
+        ORDER BY s.run_at LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), promoted AS (
+        UPDATE canvas.jobs j SET state = 'queued' FROM due WHERE j.id = due.id RETURNING j.queue
+    ), queues AS (
+        SELECT queue, count(*) AS c FROM promoted GROUP BY queue
+    )
+    SELECT coalesce(sum(c), 0), count(pg_notify('canvas_jobs', queue)) INTO n FROM queues;
+    RETURN n;
+END
+$$;
+
+-- Claims up to p_limit runnable jobs of the given queues for a worker, in priority order. Each
+-- queue is read through jobs_queued_idx on its own, so another queue's backlog is never scanned.
 CREATE FUNCTION canvas.claim(p_worker bigint, p_queues text[], p_limit integer)
 RETURNS TABLE (id bigint, task text, args jsonb, attempt integer, time_limit double precision)
 LANGUAGE plpgsql AS $$
@@ -72,16 +106,21 @@ BEGIN
         RAISE EXCEPTION 'worker % is not registered (presumed dead and rescued)', p_worker
             USING ERRCODE = 'PCW01';
     END IF;
-    -- = ANY(ARRAY(…)) makes the planner run the SKIP LOCKED scan first and then fetch by id.
+    PERFORM canvas.promote_due();
+    -- = ANY(ARRAY(…)) makes the planner run the SKIP LOCKED scans first and then fetch by id.
+    -- With several queues each may lock up to p_limit rows; those not taken are unlocked at commit.
     RETURN QUERY
     UPDATE canvas.jobs j
     SET state = 'running', worker_id = p_worker, attempt = j.attempt + 1, started_at = now()
     WHERE j.id = ANY (ARRAY(
-        SELECT q.id FROM canvas.jobs q
-        WHERE q.state = 'queued' AND q.run_at <= now() AND q.queue = ANY (p_queues)
-        ORDER BY q.priority, q.id
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED))
+        SELECT c.id FROM unnest(p_queues) AS q(name), LATERAL (
+            SELECT x.id, x.priority FROM canvas.jobs x
+            WHERE x.state = 'queued' AND x.queue = q.name
+            ORDER BY x.priority, x.id
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED) c
+        ORDER BY c.priority, c.id
+        LIMIT p_limit))
     RETURNING j.id, j.task, j.args, j.attempt, j.time_limit;
 END
 $$;
@@ -139,7 +178,8 @@ BEGIN
         ), updated AS (
             -- The fence is repeated here so that a row changed since `decided` read it is rechecked.
             UPDATE canvas.jobs j SET
-                state = CASE d.verdict WHEN 'succeeded' THEN 'succeeded' WHEN 'failed' THEN 'failed' ELSE 'queued' END,
+                state = CASE d.verdict WHEN 'succeeded' THEN 'succeeded' WHEN 'failed' THEN 'failed'
+                    WHEN 'retry' THEN 'scheduled' ELSE 'queued' END,
                 result = CASE WHEN d.verdict = 'succeeded' THEN d.result ELSE j.result END,
                 error = CASE
                     WHEN d.verdict = 'succeeded' THEN NULL
@@ -162,7 +202,7 @@ BEGIN
             SELECT pg_notify('canvas_jobs', u.queue) FROM updated u
             WHERE u.state = 'queued' AND u.run_at <= now() GROUP BY u.queue
         )
-        SELECT array_agg(ROW(u.id, u.state, CASE WHEN u.state = 'queued'
+        SELECT array_agg(ROW(u.id, u.state, CASE WHEN u.state IN ('queued', 'scheduled')
                                  THEN extract(epoch FROM u.run_at - now())::double precision END,
                              u.chain, u.chord_id, u.position, u.on_error, u.result, u.task, u.error,
                              u.spawn)::canvas.finished_run)

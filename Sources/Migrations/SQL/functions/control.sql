@@ -37,7 +37,7 @@ BEGIN
     FROM (SELECT DISTINCT worker_id FROM canvas.jobs
           WHERE chord_id = p_id AND state = 'running' AND worker_id IS NOT NULL) w;
     UPDATE canvas.jobs SET state = 'cancelled', finished_at = now(), error = 'cancelled'
-    WHERE chord_id = p_id AND state IN ('queued', 'running');
+    WHERE chord_id = p_id AND state IN ('scheduled', 'queued', 'running');
     FOR inner_id IN SELECT id FROM canvas.chords WHERE (context->>'chord_id')::bigint = p_id AND state = 'pending' LOOP
         PERFORM canvas.cancel(inner_id);
     END LOOP;
@@ -78,12 +78,12 @@ BEGIN
 END
 $$;
 
--- Removes queued jobs (of one queue, or all). Returns how many.
+-- Removes queued and scheduled jobs (of one queue, or all). Returns how many.
 CREATE FUNCTION canvas.purge(p_queue text DEFAULT NULL) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
 BEGIN
-    DELETE FROM canvas.jobs WHERE state = 'queued' AND (p_queue IS NULL OR queue = p_queue);
+    DELETE FROM canvas.jobs WHERE state IN ('scheduled', 'queued') AND (p_queue IS NULL OR queue = p_queue);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
