@@ -20,6 +20,11 @@ public final class Connection: @unchecked Sendable {
         var values = [
             configuration.conninfo, configuration.applicationName, "-c TimeZone=UTC -c DateStyle=ISO",
         ]
+        if let timeout = configuration.connectTimeout {
+            // Before dbname, whose expanded conninfo overrides it when it sets one of its own.
+            keys.insert("connect_timeout", at: 0)
+            values.insert(String(max(1, timeout)), at: 0)
+        }
         if let db = configuration.overrideDatabase {
             keys.append("dbname")
             values.append(db)

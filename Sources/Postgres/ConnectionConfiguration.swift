@@ -7,6 +7,9 @@ public struct ConnectionConfiguration: Sendable {
     public var conninfo: String
     /// Shown in `pg_stat_activity.application_name`.
     public var applicationName: String
+    /// Seconds to wait for the server while connecting, unless the conninfo sets
+    /// `connect_timeout` itself (nil: libpq's default, which waits as long as the network does).
+    public var connectTimeout: Int?
 
     public init(conninfo: String, applicationName: String = "pgcanvas") {
         self.conninfo = conninfo

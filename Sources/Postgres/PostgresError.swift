@@ -45,6 +45,15 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
     /// True when retrying on a fresh connection might succeed.
     public var isConnectionProblem: Bool { code == .connectionFailed || code == .connectionLost }
 
+    /// True when the server refused the statement because of the values it carried (a data
+    /// exception, a violated constraint, a program limit, an exception raised by a function):
+    /// sending the same statement again fails the same way. Locks, shutdowns, missing schema and
+    /// resources are not: they pass.
+    public var isRefusedForItsData: Bool {
+        guard code == .server, let sqlState else { return false }
+        return ["22", "23", "54", "P0", "2F", "39"].contains(String(sqlState.prefix(2)))
+    }
+
     public var description: String {
         if let sqlState { return "\(message) (SQLSTATE \(sqlState))" }
         return message

@@ -44,6 +44,11 @@ struct PGWorker: ParsableCommand {
     @Option(name: .customLong("heartbeat-interval"), help: "Seconds between heartbeats.")
     var heartbeatInterval: Double = 2
 
+    @Option(
+        name: .customLong("shutdown-timeout"),
+        help: "Seconds the first SIGTERM may take (running jobs, unsent results) before a cold shutdown.")
+    var shutdownTimeout: Double = 30
+
     @Option(name: .customLong("prune-after"), help: "Seconds after which finished jobs are deleted (0: never).")
     var pruneAfter: Double = 86_400
 
@@ -89,6 +94,7 @@ struct PGWorker: ParsableCommand {
         config.pollOnly = pollOnly
         config.rescueAfter = rescueAfter
         config.heartbeatInterval = heartbeatInterval
+        config.shutdownTimeout = shutdownTimeout
         config.pruneAfter = pruneAfter > 0 ? pruneAfter : nil
         config.logLevel = level
         config.beat = beat

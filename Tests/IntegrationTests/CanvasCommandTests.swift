@@ -67,7 +67,7 @@ final class CanvasCommandTests {
     @Test(arguments: [
         (
             #"{"chord": [{"task": "canvas.add"}], "body": {"args": [1]}}"#,
-            #"voteradmin: error: chord.body: missing "task""#
+            #"voteradmin: error: body: missing "task""#
         ),
         (#"{"group": [{"task": "no.such"}]}"#, "voteradmin: error: canvas.group[0].task: unknown task 'no.such'"),
         (#"{"chain": [1, 2"#, "voteradmin: error: the canvas is not valid JSON"),

@@ -17,16 +17,46 @@ final class CanvasSQLTests {
     }
 
     @Test(arguments: [
-        (#"{"chord": [{"task": "canvas.add"}], "body": {"args": [1]}}"#, #"chord.body: missing "task""#),
-        (#"{"chain": []}"#, "chain.chain: expected a non-empty array"),
-        (#"{"group": [{"task": "canvas.add"}, {"task": 5}]}"#, "group.group[1].task: expected a task name"),
-        (#"{"chord": [{"task": "canvas.add"}]}"#, #"chord: a chord needs a "body""#),
-        (#"{"task": "canvas.add", "args": {"a": 1}}"#, "canvas.args: expected a JSON array"),
-        (#"{"starmap": "canvas.add", "args": [[1], 2]}"#, "starmap.args[1]: expected an argument list"),
-        (#"{"task": "canvas.add", "on_error": {"args": []}}"#, #"canvas.on_error: expected a signature with "task""#),
-        (#"{"task": "canvas.add", "options": {"countdown": -1}}"#, "canvas.options.countdown"),
-        (#"{"task": "a", "group": []}"#, "group: give only one of"),
+        (#"{"chord": [{"task": "canvas.add"}], "body": {"args": [1]}}"#, #"body: missing "task""#),
+        (#"{"chain": []}"#, "chain: expected a non-empty array"),
+        (#"{"group": [{"task": "canvas.add"}, {"task": 5}]}"#, "group[1].task: expected a task name"),
+        (#"{"chord": [{"task": "canvas.add"}]}"#, #"canvas: a chord needs a "body""#),
+        (#"{"task": "canvas.add", "args": {"a": 1}}"#, "args: expected a JSON array"),
+        (#"{"starmap": "canvas.add", "args": [[1], 2]}"#, "args[1]: expected an argument list"),
+        (#"{"task": "canvas.add", "on_error": {"args": []}}"#, #"on_error: expected a signature with "task""#),
+        (#"{"task": "canvas.add", "options": {"countdown": -1}}"#, "options.countdown: expected seconds from 0"),
+        (#"{"task": "a", "group": []}"#, "canvas: give only one of"),
         (#"[1, 2]"#, "canvas: expected an object"),
+        // Keys a canvas does not know are refused by name, never dropped.
+        (#"{"task": "canvas.add", "kwargs": {"a": 1}}"#, #"canvas: unknown key "kwargs" for a signature"#),
+        (#"{"chain": [{"task": "a"}, {"task": "b", "link": []}]}"#, #"chain[1]: unknown key "link""#),
+        (#"{"task": "canvas.add", "options": {"expires": 10}}"#, #"options: unknown option "expires""#),
+        (#"{"group": [], "options": {"queue": "q"}}"#, #"canvas: unknown key "options" for a group"#),
+        // The same rules as every client's, with the same messages.
+        (
+            #"{"chain": [{"task": "a"}, {"task": "b", "options": {"time_limit": 0}}]}"#,
+            "chain[1].options.time_limit: expected seconds, more than 0 and at most 31536000"
+        ),
+        (
+            #"{"task": "a", "options": {"priority": 3000000000}}"#,
+            "options.priority: expected an integer from -32768 to 32767"
+        ),
+        (#"{"task": "a", "options": {"priority": 1.5}}"#, "options.priority: expected an integer"),
+        (#"{"task": "a", "options": {"countdown": 1e300}}"#, "options.countdown: expected seconds from 0 to 315360000"),
+        (
+            #"{"task": "a", "options": {"max_retries": 1001}}"#,
+            "options.max_retries: expected an integer from 0 to 1000"
+        ),
+        (
+            #"{"task": "a", "options": {"retry_backoff": -1}}"#,
+            "options.retry_backoff: expected seconds from 0 to 86400"
+        ),
+        (#"{"task": "a", "options": {"eta": "2026-01-01T00:00:00"}}"#, "options.eta: expected a time"),
+        (#"{"task": "a", "options": {"eta": "9999-01-01T00:00:00Z"}}"#, "options.eta: expected a time within 10 years"),
+        (#"{"task": "a", "options": {"queue": ""}}"#, "options.queue: expected a queue name"),
+        (#"{"task": "line\nbreak"}"#, "task: expected a task name (1 to 200 characters, no control characters)"),
+        (#"{"group": [{"task": "a"}, {"task": "tab\there"}]}"#, "group[1].task: expected a task name"),
+        (#"{"starmap": "x\u0007", "args": []}"#, "starmap: expected a task name"),
     ])
     func malformedCanvasesSayWhereAndEnqueueNothing(canvas: String, message: String) throws {
         let c = try database.connect()
@@ -107,7 +137,9 @@ final class CanvasSQLTests {
             }, on: c)
         #expect(Set(recorded.map(\.jobID)) == [bad, good])
         #expect(try JobStatus.fetch(bad, on: c)?.state == .failed)
-        #expect(try JobStatus.fetch(bad, on: c)?.error?.contains("invalid canvas") == true)
+        #expect(
+            try JobStatus.fetch(bad, on: c)?.error?.contains(
+                "spawned a canvas that could not be enqueued: chain: expected a non-empty array") == true)
         #expect(try JobStatus.fetch(good, on: c)?.state == .succeeded)
     }
 

@@ -48,12 +48,18 @@ public struct Broker: Sendable {
     /// `canvas.cancel` notifies here, with the id of the worker holding a cancelled running job.
     public static let cancelChannel = "canvas_cancel"
 
+    /// - Parameters:
+    ///   - heartbeatInterval: seconds between this worker's heartbeats.
+    ///   - rescueAfter: seconds of silence after which other workers presume it dead and rescue its jobs.
     public static func registerWorker(
-        hostname: String, pid: Int32, queues: [String], concurrency: Int, on c: Connection
+        hostname: String, pid: Int32, queues: [String], concurrency: Int, heartbeatInterval: Double = 2,
+        rescueAfter: Double = 15, on c: Connection
     ) throws -> Int64 {
         try c.query(
-            "SELECT canvas.register_worker(\(hostname), \(pid), \(queues), \(Int32(clamping: concurrency)))")[0]
-            .decode(Int64.self, 0)
+            """
+            SELECT canvas.register_worker(\(hostname), \(pid), \(queues), \(Int32(clamping: concurrency)),
+                                          \(heartbeatInterval), \(rescueAfter))
+            """)[0].decode(Int64.self, 0)
     }
 
     /// - Returns: false when the worker's row is gone (it was presumed dead and rescued).
@@ -132,6 +138,23 @@ public struct Broker: Sendable {
         return (recorded, claimed)
     }
 
+    /// Fails one run whose outcome `finish` could not record, and its canvas, naming the cause.
+    /// - Returns: false when the run was no longer this worker's.
+    @discardableResult
+    public static func failUnrecordable(worker: Int64, _ outcome: Outcome, cause: String, on c: Connection) throws
+        -> Bool
+    {
+        try c.query(
+            """
+            SELECT canvas.fail_unrecordable(\(worker), \(outcome.jobID), \(Int32(clamping: outcome.attempt)), \(cause))
+            """)[0].decodeIfPresent(String.self, 0) != nil
+    }
+
+    /// The most bytes a job's arguments or result may take (`pgcanvas.max_payload_bytes`).
+    public static func maxPayloadBytes(on c: Connection) throws -> Int {
+        try c.query("SELECT canvas.max_payload_bytes()")[0].decode(Int.self, 0)
+    }
+
     /// Hands jobs back without counting the run. - Returns: how many were handed back.
     @discardableResult
     public static func release(worker: Int64, _ jobs: [(id: Int64, attempt: Int)], on c: Connection) throws -> Int {
@@ -141,10 +164,10 @@ public struct Broker: Sendable {
             .decode(Int.self, 0)
     }
 
-    /// Requeues the jobs of workers silent for longer than `timeout` seconds.
+    /// Requeues the jobs of workers silent for longer than the rescue-after each registered with.
     /// - Returns: (job id, new state) for each rescued job.
-    public static func rescue(timeout: Double, on c: Connection) throws -> [(Int64, String)] {
-        try c.query("SELECT job_id, new_state FROM canvas.rescue(\(timeout) * interval '1 second')").map {
+    public static func rescue(on c: Connection) throws -> [(Int64, String)] {
+        try c.query("SELECT job_id, new_state FROM canvas.rescue()").map {
             (try $0.decode(Int64.self, 0), try $0.decode(String.self, 1))
         }
     }

@@ -12,6 +12,8 @@ final class BrokerLoop: @unchecked Sendable {
     let reregister: (Connection) throws -> Int64
     private let db: ReconnectingConnection
     private var stop = false
+    /// `pgcanvas.max_payload_bytes`, read on every connect: larger results fail their job.
+    private var maxPayloadBytes = Int.max
 
     init(
         configuration: WorkerConfiguration, state: SharedState, logger: Logger,
@@ -22,11 +24,12 @@ final class BrokerLoop: @unchecked Sendable {
         self.logger = logger
         self.reregister = reregister
         self.db = ReconnectingConnection(configuration.database, logger: logger)
-        db.onConnect = { [configuration, state, logger] c in
+        db.onConnect = { [unowned self, configuration, state, logger] c in
             if !configuration.pollOnly {
                 try c.listen(Broker.channel)
                 try c.listen(Broker.cancelChannel)
             }
+            self.maxPayloadBytes = try Broker.maxPayloadBytes(on: c)
             try Self.reconcile(c, state: state, logger: logger)
         }
     }
@@ -67,6 +70,7 @@ final class BrokerLoop: @unchecked Sendable {
         var lastClaimFull = true
         var lastPoll = Date.distantPast
         while true {
+            state.brokerLoopTicked()
             let stopping = stop
             do {
                 let c = try db.get()
@@ -116,6 +120,9 @@ final class BrokerLoop: @unchecked Sendable {
                 notified = true
                 if stop && !state.hasOutgoing { break }
             } catch {
+                // Locks, a missing schema, a shutting-down server: sending the batch again (it is
+                // fenced) is right. Statements refused for their data never reach here (exchange
+                // isolates them).
                 logger.error("broker call failed", metadata: ["error": "\(error)"])
                 db.failed(error, shouldStop: { stop })
             }
@@ -132,8 +139,10 @@ final class BrokerLoop: @unchecked Sendable {
 
     /// Hands back, finishes and claims in as few round trips as possible. - Returns: jobs claimed.
     private func exchange(
-        _ c: Connection, _ outcomes: [Outcome], _ releases: [(id: Int64, attempt: Int)], claim limit: Int
+        _ c: Connection, _ taken: [Outcome], _ releases: [(id: Int64, attempt: Int)], claim limit: Int
     ) throws -> Int {
+        // Ascending ids: the job rows are locked in the order every other path locks them.
+        let outcomes = taken.map(boundedResult).sorted { $0.jobID < $1.jobID }
         do {
             if !releases.isEmpty {
                 let n = try Broker.release(worker: state.workerID, releases, on: c)
@@ -144,10 +153,22 @@ final class BrokerLoop: @unchecked Sendable {
             state.restoreOutgoing(outcomes, releases)
             throw error
         }
-        let result: (recorded: [Broker.Recorded], claimed: [ClaimedJob])
+        var result: (recorded: [Broker.Recorded], claimed: [ClaimedJob])
         do {
             result = try Broker.finishAndClaim(
                 worker: state.workerID, outcomes, queues: configuration.queues, limit: limit, on: c)
+        } catch let error as PostgresError where error.isRefusedForItsData && !outcomes.isEmpty {
+            // One outcome's follow-ups cannot be recorded: find it, fail it alone, record the rest.
+            do {
+                result.recorded = try recordIsolating(c, outcomes[...])
+            } catch {
+                state.restoreOutgoing(outcomes, [])
+                throw error
+            }
+            state.settled(outcomes.map(\.jobID))
+            result.claimed =
+                limit > 0
+                ? try Broker.claim(worker: state.workerID, queues: configuration.queues, limit: limit, on: c) : []
         } catch {
             // finish is fenced, so sending the same batch again cannot apply twice.
             state.restoreOutgoing(outcomes, [])
@@ -163,6 +184,45 @@ final class BrokerLoop: @unchecked Sendable {
             }
         }
         return result.claimed.count
+    }
+
+    /// Records outcomes in ever smaller batches until the one whose recording fails is alone, and
+    /// fails that one with the cause. Each call commits on its own; finish is fenced, so a run
+    /// recorded before a connection broke is not recorded twice when the batch is sent again.
+    private func recordIsolating(_ c: Connection, _ outcomes: ArraySlice<Outcome>) throws -> [Broker.Recorded] {
+        do {
+            return try Broker.finish(worker: state.workerID, Array(outcomes), on: c)
+        } catch let error as PostgresError where error.isRefusedForItsData {
+            guard outcomes.count == 1, let outcome = outcomes.first else {
+                let middle = outcomes.startIndex + outcomes.count / 2
+                return try recordIsolating(c, outcomes[..<middle]) + recordIsolating(c, outcomes[middle...])
+            }
+            logger.error("Task \(outcome.task)[\(outcome.jobID)] failed: its outcome could not be recorded: \(error)")
+            do {
+                guard try Broker.failUnrecordable(worker: state.workerID, outcome, cause: "\(error)", on: c) else {
+                    return []
+                }
+            } catch let second as PostgresError where second.isRefusedForItsData {
+                // Nothing more can be written for this run: its job stays running under this worker
+                // until an operator cancels it or the worker restarts (then it is rescued).
+                logger.critical(
+                    "cannot record that a job failed", metadata: ["job.id": "\(outcome.jobID)", "error": "\(second)"])
+                return []
+            }
+            return [Broker.Recorded(jobID: outcome.jobID, state: "failed", retryIn: nil)]
+        }
+    }
+
+    /// A result larger than `pgcanvas.max_payload_bytes` fails its job instead of the batch.
+    private func boundedResult(_ outcome: Outcome) -> Outcome {
+        guard let text = outcome.resultText, text.utf8.count > maxPayloadBytes else { return outcome }
+        var failed = outcome
+        failed.kind = .fatal
+        failed.resultText = nil
+        failed.spawnText = nil
+        failed.error =
+            "the result is too large (\(text.utf8.count) bytes; the limit is \(maxPayloadBytes), pgcanvas.max_payload_bytes)"
+        return failed
     }
 
     private func logRecorded(_ outcomes: [Outcome], _ recorded: [Broker.Recorded]) {

@@ -31,7 +31,14 @@ final class Maintenance: @unchecked Sendable {
         while !stop {
             do {
                 let c = try db.get()
-                if try !Broker.heartbeat(worker: state.workerID, on: c) {
+                // A stuck broker loop would hold its jobs forever while this thread beats on:
+                // beat only for a worker whose loops are going round, so a stuck one is rescued.
+                let silence = state.loopSilence
+                if silence > configuration.rescueAfter / 2 {
+                    logger.error(
+                        "a worker loop is stuck; not sending heartbeats, so other workers will rescue its jobs",
+                        metadata: ["silent_s": "\(Int(silence))"])
+                } else if try !Broker.heartbeat(worker: state.workerID, on: c) {
                     logger.error("this worker was presumed dead and its jobs were rescued; registering again")
                     state.workerID = try reregister(c)
                 }
@@ -39,7 +46,7 @@ final class Maintenance: @unchecked Sendable {
                 // away for all of them): rescue only once this one has been connected long enough
                 // for the others to have beaten again.
                 if Date().timeIntervalSince(db.connectedSince) >= configuration.rescueAfter {
-                    for (job, newState) in try Broker.rescue(timeout: configuration.rescueAfter, on: c) {
+                    for (job, newState) in try Broker.rescue(on: c) {
                         if newState == "failed" {
                             logger.error("Job \(job) failed: its worker died too many times while running it")
                         } else {

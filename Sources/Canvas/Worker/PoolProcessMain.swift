@@ -90,6 +90,14 @@ public enum PoolProcessMain {
             return WireFormat.resultLine(
                 id: job.id, attempt: job.attempt, kind: error.retryable ? .error : .fatal, seconds: elapsed(),
                 result: nil, error: error.message)
+        } catch let error as PostgresError where error.isConnectionProblem {
+            // The database went away under the task (a restart, a failover): not the task's fault.
+            // Retried at once without spending an attempt, bounded like crashes; the next job
+            // connects again.
+            let message = "the task lost its database connection: \(error)"
+            logger.warning("Task \(label) will be retried: \(message)")
+            return WireFormat.resultLine(
+                id: job.id, attempt: job.attempt, kind: .crashed, seconds: elapsed(), result: nil, error: message)
         } catch {
             let message = "\(error)"
             logger.error("Task \(label) raised unexpected: \(message)")

@@ -17,6 +17,10 @@ final class SharedState: @unchecked Sendable {
     /// Jobs cancelled in the database while this worker holds them: to be stopped.
     private var cancelled: Set<Int64> = []
     private var capacity: Int
+    /// When the broker loop and the supervisor's event loop last went round (uptime, ns): the
+    /// heartbeat vouches for them, not only for the thread that sends it.
+    private var brokerTick = DispatchTime.now().uptimeNanoseconds
+    private var mainTick = DispatchTime.now().uptimeNanoseconds
 
     let mainWake: (read: Int32, write: Int32)
     let brokerWake: (read: Int32, write: Int32)
@@ -54,6 +58,15 @@ final class SharedState: @unchecked Sendable {
     var fatalError: String? {
         get { locked { _fatalError } }
         set { locked { _fatalError = newValue } }
+    }
+
+    func brokerLoopTicked() { locked { brokerTick = DispatchTime.now().uptimeNanoseconds } }
+    func eventLoopTicked() { locked { mainTick = DispatchTime.now().uptimeNanoseconds } }
+
+    /// Seconds since the slower of the two loops last went round.
+    var loopSilence: Double {
+        let oldest = locked { min(brokerTick, mainTick) }
+        return Double(DispatchTime.now().uptimeNanoseconds &- oldest) / 1e9
     }
 
     // MARK: broker thread side

@@ -5,6 +5,7 @@ extension Supervisor {
     /// Dispatches until shutdown is complete: every pool process idle (warm) or killed (cold).
     func eventLoop() {
         while true {
+            state.eventLoopTicked()
             let now = Date()
             let nextDeadline = pool.compactMap(\.deadline).min()
             let timeout = max(0, min(1.0, nextDeadline.map { $0.timeIntervalSince(now) } ?? 1.0))
@@ -17,6 +18,12 @@ extension Supervisor {
             if let fatal = state.fatalError {
                 logger.critical("\(fatal)")
                 shutdown = .cold
+            }
+            if shutdown == .warm, let deadline = shutdownDeadline, Date() >= deadline {
+                logger.warning(
+                    "worker: warm shutdown took longer than \(formatSeconds(configuration.shutdownTimeout))s; shutting down cold"
+                )
+                shutDownCold()
             }
             if shutdown != .running, pool.allSatisfy({ $0.inFlight.isEmpty }) { return }
         }
@@ -100,6 +107,7 @@ extension Supervisor {
             switch shutdown {
             case .running:
                 shutdown = .warm
+                shutdownDeadline = Date().addingTimeInterval(configuration.shutdownTimeout)
                 logger.warning("worker: Warm shutdown (MainProcess)")
                 state.stopClaiming()
                 let unstarted = Array(waiting[waitingStart...]) + state.takeInbox()
@@ -107,17 +115,27 @@ extension Supervisor {
                 waitingStart = 0
                 state.handBack(unstarted)
             case .warm, .cold:
-                shutdown = .cold
                 logger.warning("worker: Cold shutdown (MainProcess)")
-                state.stopClaiming()
-                state.handBack(state.takeInbox())
-                let busy = pool.filter { !$0.inFlight.isEmpty && !$0.exited }
-                for p in busy { p.kill() }
-                for p in busy {
-                    state.handBack(p.takeInFlight())
-                    _ = p.reap()
-                }
+                shutDownCold()
+                // A second signal also means: do not wait for the database on the way out.
+                shutdownDeadline = Date()
             }
+        }
+    }
+
+    /// Kills the pool processes that are running jobs and hands every job back.
+    func shutDownCold() {
+        shutdown = .cold
+        if shutdownDeadline == nil { shutdownDeadline = Date().addingTimeInterval(configuration.shutdownTimeout) }
+        state.stopClaiming()
+        state.handBack(Array(waiting[waitingStart...]) + state.takeInbox())
+        waiting.removeAll()
+        waitingStart = 0
+        let busy = pool.filter { !$0.inFlight.isEmpty && !$0.exited }
+        for p in busy { p.kill() }
+        for p in busy {
+            state.handBack(p.takeInFlight())
+            _ = p.reap()
         }
     }
 

@@ -14,6 +14,8 @@ public final class Supervisor {
     var waitingStart = 0
     var state: SharedState!
     var shutdown: Shutdown = .running
+    /// When the warm shutdown runs out of time (set by the first signal).
+    var shutdownDeadline: Date?
     var pacing: Pacing
 
     enum Shutdown { case running, warm, cold }
@@ -32,7 +34,8 @@ public final class Supervisor {
         let register: (Connection) throws -> Int64 = { [configuration] c in
             try Broker.registerWorker(
                 hostname: configuration.hostname, pid: getpid(), queues: configuration.queues,
-                concurrency: configuration.concurrency, on: c)
+                concurrency: configuration.concurrency, heartbeatInterval: configuration.heartbeatInterval,
+                rescueAfter: configuration.rescueAfter, on: c)
         }
         let workerID: Int64
         do {
@@ -67,13 +70,28 @@ public final class Supervisor {
 
         eventLoop()
 
-        // Every run has ended and been reported: let the broker thread send the rest and stop.
+        // Every run has ended: let the broker thread send what is left and stop, within the bound
+        // (PostgreSQL may be unreachable). A further signal stops the wait at once.
         beat?.requestStop()
         broker.requestStop()
-        while !state.brokerStopped { _ = pollOnce(timeout: 0.1) }
+        while !state.brokerStopped {
+            if let deadline = shutdownDeadline, Date() >= deadline {
+                logger.warning("worker: outcomes not sent within the shutdown bound; their jobs will be rescued")
+                break
+            }
+            state.eventLoopTicked()
+            _ = pollOnce(timeout: 0.1)
+            if !Signals.take().isEmpty {
+                logger.warning("worker: Cold shutdown (MainProcess)")
+                break
+            }
+        }
         maintenance.requestStop()
-        for p in pool where !p.exited { p.closeAndReap(wait: true) }
-        try? Broker.deregister(worker: state.workerID, on: try Connection.connect(configuration.database))
+        for p in pool where !p.exited { p.closeAndReap(wait: false) }
+        // Its row gone, anything it still held is rescued by the next worker that looks.
+        var quick = configuration.database
+        quick.connectTimeout = 2
+        try? Broker.deregister(worker: state.workerID, on: try Connection.connect(quick))
         logger.info("worker: stopped", metadata: ["worker.id": "\(state.workerID)"])
         return 0
     }

@@ -24,6 +24,9 @@ public struct WorkerConfiguration: Sendable {
     public var heartbeatInterval: Double = 2
     /// A worker whose heartbeat is older than this is presumed dead and its jobs are rescued.
     public var rescueAfter: Double = 15
+    /// Seconds a warm shutdown (the first SIGTERM) may take, running jobs and unsent outcomes
+    /// included; then the worker shuts down cold and exits. What it could not report is rescued.
+    public var shutdownTimeout: Double = 30
     /// Finished jobs older than this are pruned (nil: never).
     public var pruneAfter: Double? = 86_400
     public var logLevel: Logger.Level = .info
@@ -43,6 +46,9 @@ public struct WorkerConfiguration: Sendable {
         if prefetch < 0 { throw CanvasError("--prefetch must be 0 or more") }
         if let timeLimit, timeLimit <= 0 { throw CanvasError("--time-limit must be more than 0 seconds") }
         if pollInterval <= 0 { throw CanvasError("--poll-interval must be more than 0 seconds") }
+        if !(shutdownTimeout > 0 && shutdownTimeout <= 86_400) {
+            throw CanvasError("--shutdown-timeout must be more than 0 seconds and at most 86400")
+        }
         if rescueAfter <= heartbeatInterval * 2 {
             throw CanvasError("--rescue-after must be more than twice the heartbeat interval (\(heartbeatInterval) s)")
         }

@@ -17,6 +17,7 @@ CREATE TRIGGER jobs_notify AFTER INSERT ON canvas.jobs
     REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION canvas.notify_new_jobs();
 
 -- SELECT canvas.enqueue('canvas.add', '[1, 2]', queue => 'default', priority => 0);
+-- Checked by the same rules as a canvas's signatures (canvas.validate_canvas).
 CREATE FUNCTION canvas.enqueue(
     task text,
     args jsonb DEFAULT '[]',
@@ -28,28 +29,36 @@ CREATE FUNCTION canvas.enqueue(
 DECLARE
     new_id bigint;
 BEGIN
-    IF task IS NULL OR task = '' THEN
-        RAISE EXCEPTION 'canvas.enqueue: task must be a task name' USING ERRCODE = '22023';
-    END IF;
     IF args IS NULL OR jsonb_typeof(args) <> 'array' THEN
-        RAISE EXCEPTION 'canvas.enqueue: args must be a JSON array of positional arguments, not %',
+        RAISE EXCEPTION 'args: expected a JSON array of positional arguments, not %',
             coalesce(jsonb_typeof(args), 'NULL') USING ERRCODE = '22023';
     END IF;
-    IF max_attempts IS NULL OR max_attempts < 1 THEN
-        RAISE EXCEPTION 'canvas.enqueue: max_attempts must be at least 1' USING ERRCODE = '22023';
+    IF max_attempts IS NULL OR max_attempts NOT BETWEEN 1 AND 1001 THEN
+        RAISE EXCEPTION 'max_attempts: expected an integer from 1 to 1001' USING ERRCODE = '22023';
     END IF;
+    IF run_at IS NULL OR run_at > now() + interval '10 years' OR NOT isfinite(run_at) THEN
+        RAISE EXCEPTION 'run_at: expected a time within 10 years' USING ERRCODE = '22023';
+    END IF;
+    PERFORM canvas.validate_canvas(
+        jsonb_build_object('task', to_jsonb(enqueue.task), 'args', args,
+                           'options', jsonb_build_object('queue', to_jsonb(coalesce(enqueue.queue, 'default')),
+                                                         'priority', coalesce(enqueue.priority, 0))), '');
     INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts)
     VALUES (enqueue.task, enqueue.args, coalesce(enqueue.queue, 'default'), coalesce(enqueue.priority, 0),
-            coalesce(enqueue.run_at, now()), enqueue.max_attempts)
+            enqueue.run_at, enqueue.max_attempts)
     RETURNING id INTO new_id;
     RETURN new_id;
 END
 $$;
 
-CREATE FUNCTION canvas.register_worker(p_hostname text, p_pid integer, p_queues text[], p_concurrency integer)
-RETURNS bigint LANGUAGE sql AS $$
-    INSERT INTO canvas.workers (hostname, pid, queues, concurrency)
-    VALUES (p_hostname, p_pid, p_queues, p_concurrency) RETURNING id
+-- A worker states its own heartbeat interval and how long a silence means it is dead: others
+-- rescue its jobs by those terms, never by their own.
+CREATE FUNCTION canvas.register_worker(
+    p_hostname text, p_pid integer, p_queues text[], p_concurrency integer, p_heartbeat_interval double precision,
+    p_rescue_after double precision
+) RETURNS bigint LANGUAGE sql AS $$
+    INSERT INTO canvas.workers (hostname, pid, queues, concurrency, heartbeat_interval, rescue_after)
+    VALUES (p_hostname, p_pid, p_queues, p_concurrency, p_heartbeat_interval, p_rescue_after) RETURNING id
 $$;
 
 -- False when the worker's row is gone: it was presumed dead and its jobs were rescued.
@@ -130,11 +139,16 @@ $$;
 -- (committed with its success, so a task that crashes and is retried leaves no duplicate).
 --   outcome 'succeeded': result holds the task's return value, spawn a JSON array of canvases;
 --   'error' or 'timeout': retried with exponential backoff while attempts remain, else failed;
---   'fatal': failed at once (unknown task, malformed arguments);
---   'crashed': the pool process died; retried at once until canvas.max_crashes().
+--   'fatal': failed at once (unknown task, malformed arguments, a result too large);
+--   'crashed': the pool process died, or lost its database connection; retried at once, without
+--   spending an attempt, until canvas.max_crashes().
 -- The fence is (worker, attempt, not finished). It deliberately does not say state = 'running':
 -- that would let the planner drive the join from jobs_running_idx, whose entries for every job
 -- the worker already finished stay until VACUUM, making each batch slower than the last.
+-- Lock order: the job rows (the worker sends ids in ascending order), then the canvases' roots.
+-- A statement error here fails the whole batch; the worker then records the runs in smaller
+-- batches until it finds the run whose follow-ups cannot be recorded, and fails that run alone
+-- with canvas.fail_unrecordable.
 -- Returns each run it recorded with the job's new state and, for a retry, the seconds until it;
 -- runs that were no longer this worker's are left out.
 CREATE FUNCTION canvas.finish(
@@ -146,7 +160,6 @@ DECLARE
     done canvas.finished_run[];
     r canvas.finished_run;
     g record;
-    info jsonb;
     s jsonb;
 BEGIN
     IF p_outcomes <@ ARRAY['succeeded'] THEN
@@ -172,14 +185,16 @@ BEGIN
                     WHEN i.outcome = 'crashed' AND j.crashes + 1 < canvas.max_crashes() THEN 'requeue'
                     ELSE 'failed'
                 END AS verdict,
-                j.retry_backoff * power(2, greatest(j.attempt - j.crashes - 1, 0)) AS backoff
+                least(j.retry_backoff * power(2, least(greatest(j.attempt - j.crashes - 1, 0), 30)), 3600)
+                    * (0.9 + random() * 0.2) AS backoff
             FROM canvas.jobs j JOIN input i ON i.id = j.id
             WHERE j.worker_id = p_worker AND j.attempt = i.attempt AND j.finished_at IS NULL
         ), updated AS (
             -- The fence is repeated here so that a row changed since `decided` read it is rechecked.
             UPDATE canvas.jobs j SET
                 state = CASE d.verdict WHEN 'succeeded' THEN 'succeeded' WHEN 'failed' THEN 'failed'
-                    WHEN 'retry' THEN 'scheduled' ELSE 'queued' END,
+                    WHEN 'retry' THEN CASE WHEN d.backoff > 0 THEN 'scheduled' ELSE 'queued' END
+                    ELSE 'queued' END,
                 result = CASE WHEN d.verdict = 'succeeded' THEN d.result ELSE j.result END,
                 error = CASE
                     WHEN d.verdict = 'succeeded' THEN NULL
@@ -189,7 +204,7 @@ BEGIN
                     ELSE d.error END,
                 crashes = j.crashes + (d.outcome = 'crashed')::integer,
                 run_at = CASE d.verdict
-                    WHEN 'retry' THEN now() + least(d.backoff, 3600) * (0.9 + random() * 0.2) * interval '1 second'
+                    WHEN 'retry' THEN now() + d.backoff * interval '1 second'
                     WHEN 'requeue' THEN now()
                     ELSE j.run_at END,
                 worker_id = CASE WHEN d.verdict IN ('retry', 'requeue') THEN NULL ELSE j.worker_id END,
@@ -199,8 +214,7 @@ BEGIN
             RETURNING j.id, j.state, j.queue, j.run_at, j.chain, j.chord_id, j.position, j.on_error, j.result,
                       j.task, j.error, d.spawn
         ), woken AS (
-            SELECT pg_notify('canvas_jobs', u.queue) FROM updated u
-            WHERE u.state = 'queued' AND u.run_at <= now() GROUP BY u.queue
+            SELECT pg_notify('canvas_jobs', u.queue) FROM updated u WHERE u.state = 'queued' GROUP BY u.queue
         )
         SELECT array_agg(ROW(u.id, u.state, CASE WHEN u.state IN ('queued', 'scheduled')
                                  THEN extract(epoch FROM u.run_at - now())::double precision END,
@@ -217,7 +231,10 @@ BEGIN
     IF EXISTS (SELECT 1 FROM unnest(done) d
                WHERE d.chain IS NOT NULL OR d.chord_id IS NOT NULL OR d.spawn IS NOT NULL
                   OR (d.state = 'failed' AND d.on_error IS NOT NULL)) THEN
-        -- Spawned canvases first: one that is malformed fails its task instead of the batch.
+        PERFORM canvas.lock_roots(ARRAY(SELECT DISTINCT d.chord_id FROM unnest(done) d WHERE d.chord_id IS NOT NULL));
+
+        -- Spawned canvases first: one that cannot be enqueued fails its task, with the reason,
+        -- instead of the batch.
         FOR i IN 1 .. cardinality(done) LOOP
             r := done[i];
             CONTINUE WHEN r.state <> 'succeeded' OR r.spawn IS NULL OR jsonb_array_length(r.spawn) = 0;
@@ -225,39 +242,67 @@ BEGIN
                 FOR s IN SELECT value FROM jsonb_array_elements(r.spawn) LOOP
                     PERFORM canvas.enqueue_canvas(s, r.id);
                 END LOOP;
-            EXCEPTION WHEN invalid_parameter_value THEN
-                UPDATE canvas.jobs SET state = 'failed', result = NULL,
-                    error = 'the task spawned an invalid canvas: ' || SQLERRM
-                WHERE canvas.jobs.id = r.id;
+            EXCEPTION WHEN OTHERS THEN
                 done[i].state := 'failed';
-                done[i].error := 'the task spawned an invalid canvas: ' || SQLERRM;
+                done[i].error := 'the task spawned a canvas that could not be enqueued: ' || SQLERRM;
+                UPDATE canvas.jobs SET state = 'failed', result = NULL, error = done[i].error
+                WHERE canvas.jobs.id = r.id;
             END;
         END LOOP;
 
+        -- The links still to run carry their own error callbacks: nothing is inherited here.
         FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'succeeded' AND d.chain IS NOT NULL LOOP
-            PERFORM canvas.expand(r.chain->0, r.chain - 0, r.chord_id, r.position, r.on_error,
+            PERFORM canvas.expand(r.chain->0, r.chain - 0, r.chord_id, r.position, NULL,
                                   jsonb_build_array(r.result), r.id);
         END LOOP;
 
-        -- One counter update per chord per batch, in id order so concurrent batches cannot deadlock.
+        -- One counter update per chord per batch.
         FOR g IN SELECT d.chord_id AS chord_id, count(*)::integer AS k FROM unnest(done) d
                  WHERE d.state = 'succeeded' AND d.chain IS NULL AND d.chord_id IS NOT NULL
                  GROUP BY d.chord_id ORDER BY d.chord_id LOOP
             PERFORM canvas.report_success(g.chord_id, g.k);
         END LOOP;
 
-        FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'failed' ORDER BY d.chord_id, d.id LOOP
-            info := jsonb_build_object('id', r.id, 'task', r.task, 'error', r.error);
-            IF r.on_error IS NOT NULL THEN
-                PERFORM canvas.insert_signature(r.on_error, NULL, NULL, NULL, NULL, jsonb_build_array(info), r.id);
-            END IF;
-            IF r.chord_id IS NOT NULL THEN
-                PERFORM canvas.fail_chord(r.chord_id, info);
-            END IF;
+        FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'failed' ORDER BY d.id LOOP
+            PERFORM canvas.job_failed(r.id, r.task, r.error, r.chord_id, r.on_error);
         END LOOP;
     END IF;
 
     RETURN QUERY SELECT d.id, d.state, d.retry_in FROM unnest(done) d;
+END
+$$;
+
+-- A run whose outcome could not be recorded (canvas.finish raised for it alone): the job fails
+-- with the cause, and so does its canvas, with its error callbacks. If even those cannot be
+-- enqueued, the job and the chords above it are failed without them, so nothing stays pending.
+-- Fenced like finish. Returns the job's new state, or NULL when the run was no longer ours.
+CREATE FUNCTION canvas.fail_unrecordable(p_worker bigint, p_id bigint, p_attempt integer, p_cause text)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    j canvas.jobs;
+    message text := 'its outcome could not be recorded: ' || p_cause;
+    c bigint;
+BEGIN
+    SELECT * INTO j FROM canvas.jobs
+    WHERE id = p_id AND worker_id = p_worker AND attempt = p_attempt AND finished_at IS NULL FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    PERFORM canvas.lock_roots(ARRAY[j.chord_id]);
+    BEGIN
+        UPDATE canvas.jobs SET state = 'failed', result = NULL, error = message, finished_at = now() WHERE id = p_id;
+        PERFORM canvas.job_failed(j.id, j.task, message, j.chord_id, j.on_error);
+    EXCEPTION WHEN OTHERS THEN
+        message := message || '; its error callbacks could not be enqueued either: ' || SQLERRM;
+        UPDATE canvas.jobs SET state = 'failed', result = NULL, error = message, finished_at = now() WHERE id = p_id;
+        c := j.chord_id;
+        WHILE c IS NOT NULL LOOP
+            UPDATE canvas.chords SET state = 'failed', error = message, finished_at = now()
+            WHERE id = c AND state = 'pending' RETURNING (context->>'chord_id')::bigint INTO c;
+            EXIT WHEN NOT FOUND;
+        END LOOP;
+    END;
+    RETURN 'failed';
 END
 $$;
 
@@ -303,24 +348,30 @@ BEGIN
 END
 $$;
 
--- Requeues the running jobs of workers whose heartbeat is older than p_timeout (or whose row is
--- gone), and removes those workers. Decided by the owner's heartbeat, never by how long a job has
--- run: a long job is never taken from a worker that is alive.
-CREATE FUNCTION canvas.rescue(p_timeout interval)
+-- Requeues the running jobs of workers that stopped heartbeating (or whose row is gone), and
+-- removes those workers. Each worker is judged by the rescue_after it registered with, never by
+-- the rescuer's settings, and never by how long a job has run: a long job is never taken from a
+-- worker that is alive. A job whose workers died under it canvas.max_crashes() times fails for
+-- good, with its error callbacks and its canvas.
+CREATE FUNCTION canvas.rescue()
 RETURNS TABLE (job_id bigint, new_state text) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+    rescued canvas.jobs[];
+    j canvas.jobs;
 BEGIN
-    RETURN QUERY
     WITH dead AS (
-        DELETE FROM canvas.workers w WHERE w.heartbeat_at < now() - p_timeout RETURNING w.id
+        DELETE FROM canvas.workers w WHERE w.heartbeat_at < now() - w.rescue_after * interval '1 second'
+        RETURNING w.id
     ), orphaned AS (
         SELECT j.id FROM canvas.jobs j
         WHERE j.state = 'running'
           AND NOT EXISTS (
               SELECT 1 FROM canvas.workers w
-              WHERE w.id = j.worker_id AND w.heartbeat_at >= now() - p_timeout)
+              WHERE w.id = j.worker_id AND w.heartbeat_at >= now() - w.rescue_after * interval '1 second')
+        ORDER BY j.id
         FOR UPDATE OF j SKIP LOCKED
-    ), rescued AS (
+    ), updated AS (
         UPDATE canvas.jobs j SET
             state = CASE WHEN j.crashes + 1 < canvas.max_crashes() THEN 'queued' ELSE 'failed' END,
             crashes = j.crashes + 1,
@@ -330,12 +381,23 @@ BEGIN
             run_at = now(),
             worker_id = NULL
         FROM orphaned o WHERE j.id = o.id
-        RETURNING j.id, j.state, j.queue
+        RETURNING j.*
     ), woken AS (
-        SELECT pg_notify('canvas_jobs', r.queue) FROM rescued r WHERE r.state = 'queued' GROUP BY r.queue
+        SELECT pg_notify('canvas_jobs', u.queue) FROM updated u WHERE u.state = 'queued' GROUP BY u.queue
     )
-    SELECT r.id, r.state FROM rescued r
+    SELECT array_agg(u ORDER BY u.id) INTO rescued FROM updated u
     LEFT JOIN (SELECT count(*) FROM woken) w ON true
     LEFT JOIN (SELECT count(*) FROM dead) d ON true;
+    IF rescued IS NULL THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(rescued) u WHERE u.state = 'failed') THEN
+        PERFORM canvas.lock_roots(ARRAY(SELECT DISTINCT u.chord_id FROM unnest(rescued) u
+                                        WHERE u.state = 'failed' AND u.chord_id IS NOT NULL));
+        FOR j IN SELECT * FROM unnest(rescued) u WHERE u.state = 'failed' LOOP
+            PERFORM canvas.job_failed(j.id, j.task, j.error, j.chord_id, j.on_error);
+        END LOOP;
+    END IF;
+    RETURN QUERY SELECT u.id, u.state FROM unnest(rescued) u;
 END
 $$;

@@ -5,108 +5,242 @@
 -- `remaining` counter. Each member job carries the chord's id and its position. The transaction
 -- that finishes a member decrements the counter; the one that takes it to zero enqueues the body
 -- with the members' results in header order. It happens once, whatever crashes and retries do.
+--
+-- Error callbacks are lists. A job's `on_error` holds every callback to run if it fails for good:
+-- its own and those it inherits (its chain's, its chord's for a body). A chord's holds those to
+-- run if its header fails: its own, its body's own, and those it inherits. The links still to run
+-- in a chain carry their full lists with them, so nothing leaks from one link to the next.
+--
+-- Lock order (docs/broker.md): job rows first, in ascending id order; then the roots of the
+-- canvases concerned, in ascending id order (canvas.lock_roots); only then any chord row. Every
+-- change to a canvas's chords holds its root's lock, so two transactions never wait on each other
+-- inside one canvas.
 
--- Checks a canvas's shape and raises with the path of the first problem ("chord.body: missing
--- \"task\""), before anything is inserted.
-CREATE FUNCTION canvas.validate_canvas(c jsonb, path text) RETURNS void LANGUAGE plpgsql AS $$
+-- The most bytes a job's arguments or result, or a chord's gathered results, may take. Set it
+-- per database or role: ALTER DATABASE … SET pgcanvas.max_payload_bytes = '1048576'.
+CREATE FUNCTION canvas.max_payload_bytes() RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting('pgcanvas.max_payload_bytes', true), '')::bigint, 8388608)
+$$;
+
+-- A list of error callbacks from a stored or declared value: one signature, a list, or nothing.
+CREATE FUNCTION canvas.as_list(v jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE jsonb_typeof(v) WHEN 'array' THEN v WHEN 'object' THEN jsonb_build_array(v) ELSE '[]'::jsonb END
+$$;
+
+-- Where a problem is, for messages: '' at the top, else 'chain[1].' and so on.
+CREATE FUNCTION canvas.path_name(p text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(nullif(rtrim(p, '.'), ''), 'canvas')
+$$;
+
+-- The one rule for task and queue names: 1 to 200 characters, no control characters.
+CREATE FUNCTION canvas.is_name(v jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_typeof(v) = 'string' AND char_length(v #>> '{}') BETWEEN 1 AND 200
+       AND (v #>> '{}') !~ '[\u0001-\u001f\u007f-\u009f]'
+$$;
+
+-- Checks a signature's options against the rules every client shares (Swift's Validation.swift
+-- states the same bounds and messages).
+CREATE FUNCTION canvas.validate_options(o jsonb, p text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    keys int;
-    i int;
+    k text;
+    n numeric;
 BEGIN
-    IF c IS NULL OR jsonb_typeof(c) <> 'object' THEN
-        RAISE EXCEPTION '%: expected an object with "task", "group", "chain", "chord" or "starmap"', path
+    IF jsonb_typeof(o) <> 'object' THEN
+        RAISE EXCEPTION '%options: expected an object', p USING ERRCODE = '22023';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(o) LOOP
+        IF k NOT IN ('queue', 'priority', 'countdown', 'eta', 'max_retries', 'retry_backoff', 'time_limit',
+                     'immutable') THEN
+            RAISE EXCEPTION '%options: unknown option "%"', p, k USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
+    IF o ? 'queue' AND NOT canvas.is_name(o->'queue') THEN
+        RAISE EXCEPTION '%options.queue: expected a queue name (1 to 200 characters, no control characters)', p
             USING ERRCODE = '22023';
     END IF;
-    keys := (c ? 'task')::int + (c ? 'group')::int + (c ? 'chain')::int + (c ? 'chord')::int + (c ? 'starmap')::int;
-    IF keys = 0 THEN
-        RAISE EXCEPTION '%: missing "task" (or "group", "chain", "chord", "starmap")', path USING ERRCODE = '22023';
-    ELSIF keys > 1 THEN
-        RAISE EXCEPTION '%: give only one of "task", "group", "chain", "chord", "starmap"', path USING ERRCODE = '22023';
+    IF o ? 'priority' AND (jsonb_typeof(o->'priority') <> 'number' OR (o->>'priority')::numeric NOT BETWEEN -32768 AND 32767
+                           OR (o->>'priority')::numeric <> trunc((o->>'priority')::numeric)) THEN
+        RAISE EXCEPTION '%options.priority: expected an integer from -32768 to 32767', p USING ERRCODE = '22023';
     END IF;
-    IF c ? 'on_error' THEN
-        IF jsonb_typeof(c->'on_error') <> 'object' OR NOT (c->'on_error') ? 'task' THEN
-            RAISE EXCEPTION '%.on_error: expected a signature with "task"', path USING ERRCODE = '22023';
-        END IF;
-        PERFORM canvas.validate_canvas(c->'on_error', path || '.on_error');
+    IF o ? 'max_retries' AND (jsonb_typeof(o->'max_retries') <> 'number'
+                              OR (o->>'max_retries')::numeric NOT BETWEEN 0 AND 1000
+                              OR (o->>'max_retries')::numeric <> trunc((o->>'max_retries')::numeric)) THEN
+        RAISE EXCEPTION '%options.max_retries: expected an integer from 0 to 1000', p USING ERRCODE = '22023';
     END IF;
-    IF c ? 'options' AND jsonb_typeof(c->'options') <> 'object' THEN
-        RAISE EXCEPTION '%.options: expected an object', path USING ERRCODE = '22023';
+    IF o ? 'countdown' AND (jsonb_typeof(o->'countdown') <> 'number'
+                            OR (o->>'countdown')::numeric NOT BETWEEN 0 AND 315360000) THEN
+        RAISE EXCEPTION '%options.countdown: expected seconds from 0 to 315360000', p USING ERRCODE = '22023';
     END IF;
-    IF c ? 'options' THEN
-        IF (c->'options') ? 'queue' AND (jsonb_typeof(c->'options'->'queue') <> 'string' OR c->'options'->>'queue' = '') THEN
-            RAISE EXCEPTION '%.options.queue: expected a queue name', path USING ERRCODE = '22023';
+    IF o ? 'eta' THEN
+        IF jsonb_typeof(o->'eta') <> 'string' OR (o->>'eta') !~ '^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d(:?\d\d)?)$' THEN
+            RAISE EXCEPTION '%options.eta: expected a time (ISO 8601, with a time zone) within 10 years', p
+                USING ERRCODE = '22023';
         END IF;
-        IF (c->'options') ? 'priority' AND jsonb_typeof(c->'options'->'priority') <> 'number' THEN
-            RAISE EXCEPTION '%.options.priority: expected a number', path USING ERRCODE = '22023';
-        END IF;
-        IF (c->'options') ? 'countdown' AND (jsonb_typeof(c->'options'->'countdown') <> 'number'
-            OR (c->'options'->>'countdown')::float8 < 0) THEN
-            RAISE EXCEPTION '%.options.countdown: expected seconds, 0 or more', path USING ERRCODE = '22023';
-        END IF;
-        IF (c->'options') ? 'max_retries' AND (jsonb_typeof(c->'options'->'max_retries') <> 'number'
-            OR (c->'options'->>'max_retries')::float8 < 0) THEN
-            RAISE EXCEPTION '%.options.max_retries: expected a count, 0 or more', path USING ERRCODE = '22023';
-        END IF;
-        IF (c->'options') ? 'immutable' AND jsonb_typeof(c->'options'->'immutable') <> 'boolean' THEN
-            RAISE EXCEPTION '%.options.immutable: expected true or false', path USING ERRCODE = '22023';
-        END IF;
-    END IF;
-    IF c ? 'task' THEN
-        IF jsonb_typeof(c->'task') <> 'string' OR c->>'task' = '' THEN
-            RAISE EXCEPTION '%.task: expected a task name', path USING ERRCODE = '22023';
-        END IF;
-        IF c ? 'args' AND jsonb_typeof(c->'args') <> 'array' THEN
-            RAISE EXCEPTION '%.args: expected a JSON array', path USING ERRCODE = '22023';
-        END IF;
-    ELSIF c ? 'starmap' THEN
-        IF jsonb_typeof(c->'starmap') <> 'string' OR c->>'starmap' = '' THEN
-            RAISE EXCEPTION '%.starmap: expected a task name', path USING ERRCODE = '22023';
-        END IF;
-        IF NOT c ? 'args' OR jsonb_typeof(c->'args') <> 'array' THEN
-            RAISE EXCEPTION '%.args: expected an array of argument lists', path USING ERRCODE = '22023';
-        END IF;
-        FOR i IN 0 .. jsonb_array_length(c->'args') - 1 LOOP
-            IF jsonb_typeof(c->'args'->i) <> 'array' THEN
-                RAISE EXCEPTION '%.args[%]: expected an argument list (a JSON array)', path, i USING ERRCODE = '22023';
-            END IF;
-        END LOOP;
-    ELSIF c ? 'chain' THEN
-        IF jsonb_typeof(c->'chain') <> 'array' OR jsonb_array_length(c->'chain') = 0 THEN
-            RAISE EXCEPTION '%.chain: expected a non-empty array of canvases', path USING ERRCODE = '22023';
-        END IF;
-        FOR i IN 0 .. jsonb_array_length(c->'chain') - 1 LOOP
-            PERFORM canvas.validate_canvas(c->'chain'->i, format('%s.chain[%s]', path, i));
-        END LOOP;
-    ELSE
-        DECLARE
-            members jsonb := coalesce(c->'group', c->'chord');
-            name text := CASE WHEN c ? 'group' THEN 'group' ELSE 'chord' END;
         BEGIN
-            IF jsonb_typeof(members) <> 'array' THEN
-                RAISE EXCEPTION '%.%: expected an array of canvases', path, name USING ERRCODE = '22023';
+            IF (o->>'eta')::timestamptz > now() + interval '10 years' THEN
+                RAISE EXCEPTION USING ERRCODE = '22008';
             END IF;
-            -- Plain signatures are checked in one pass; only nested canvases recurse.
-            IF EXISTS (SELECT 1 FROM jsonb_array_elements(members) m
-                       WHERE jsonb_typeof(m) <> 'object' OR NOT (m ? 'task') OR m ? 'on_error' OR m ? 'options'
-                          OR jsonb_typeof(m->'task') <> 'string' OR m->>'task' = ''
-                          OR (m ? 'args' AND jsonb_typeof(m->'args') <> 'array')) THEN
-                FOR i IN 0 .. jsonb_array_length(members) - 1 LOOP
-                    PERFORM canvas.validate_canvas(members->i, format('%s.%s[%s]', path, name, i));
-                END LOOP;
-            END IF;
-            IF name = 'chord' THEN
-                IF NOT c ? 'body' THEN
-                    RAISE EXCEPTION '%: a chord needs a "body"', path USING ERRCODE = '22023';
-                END IF;
-                PERFORM canvas.validate_canvas(c->'body', path || '.body');
-            END IF;
+        EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
+            RAISE EXCEPTION '%options.eta: expected a time within 10 years', p USING ERRCODE = '22023';
         END;
+    END IF;
+    IF o ? 'time_limit' AND (jsonb_typeof(o->'time_limit') <> 'number'
+                             OR (o->>'time_limit')::numeric <= 0 OR (o->>'time_limit')::numeric > 31536000) THEN
+        RAISE EXCEPTION '%options.time_limit: expected seconds, more than 0 and at most 31536000', p
+            USING ERRCODE = '22023';
+    END IF;
+    IF o ? 'retry_backoff' AND (jsonb_typeof(o->'retry_backoff') <> 'number'
+                                OR (o->>'retry_backoff')::numeric NOT BETWEEN 0 AND 86400) THEN
+        RAISE EXCEPTION '%options.retry_backoff: expected seconds from 0 to 86400', p USING ERRCODE = '22023';
+    END IF;
+    IF o ? 'immutable' AND jsonb_typeof(o->'immutable') <> 'boolean' THEN
+        RAISE EXCEPTION '%options.immutable: expected true or false', p USING ERRCODE = '22023';
     END IF;
 END
 $$;
 
+-- Checks a canvas's shape and values and raises with the path of the first problem
+-- ("chain[1].options.time_limit: …"), before anything is inserted. `p` is '' at the top.
+CREATE FUNCTION canvas.validate_canvas(c jsonb, p text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    kind text;
+    allowed text[];
+    k text;
+    i int;
+    members jsonb;
+    lim bigint := canvas.max_payload_bytes();
+BEGIN
+    IF c IS NULL OR jsonb_typeof(c) <> 'object' THEN
+        RAISE EXCEPTION '%: expected an object with "task", "group", "chain", "chord" or "starmap"', canvas.path_name(p)
+            USING ERRCODE = '22023';
+    END IF;
+    IF (c ? 'task')::int + (c ? 'group')::int + (c ? 'chain')::int + (c ? 'chord')::int + (c ? 'starmap')::int > 1 THEN
+        RAISE EXCEPTION '%: give only one of "task", "group", "chain", "chord", "starmap"', canvas.path_name(p)
+            USING ERRCODE = '22023';
+    END IF;
+    kind := CASE WHEN c ? 'task' THEN 'task' WHEN c ? 'group' THEN 'group' WHEN c ? 'chain' THEN 'chain'
+                 WHEN c ? 'chord' THEN 'chord' WHEN c ? 'starmap' THEN 'starmap' END;
+    IF kind IS NULL THEN
+        RAISE EXCEPTION '%: missing "task" (or "group", "chain", "chord", "starmap")', canvas.path_name(p)
+            USING ERRCODE = '22023';
+    END IF;
+    allowed := CASE kind
+        WHEN 'task' THEN ARRAY['task', 'args', 'options', 'on_error']
+        WHEN 'starmap' THEN ARRAY['starmap', 'args', 'options', 'on_error']
+        WHEN 'chord' THEN ARRAY['chord', 'body', 'on_error']
+        ELSE ARRAY[kind, 'on_error'] END;
+    FOR k IN SELECT jsonb_object_keys(c) LOOP
+        IF k <> ALL (allowed) THEN
+            RAISE EXCEPTION '%: unknown key "%" for a %', canvas.path_name(p), k,
+                CASE kind WHEN 'task' THEN 'signature' ELSE kind END USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
+    IF c ? 'on_error' THEN
+        IF jsonb_typeof(c->'on_error') = 'object' THEN
+            IF NOT (c->'on_error') ? 'task' THEN
+                RAISE EXCEPTION '%on_error: expected a signature with "task"', p USING ERRCODE = '22023';
+            END IF;
+            PERFORM canvas.validate_canvas(c->'on_error', p || 'on_error.');
+        ELSIF jsonb_typeof(c->'on_error') = 'array' THEN
+            FOR i IN 0 .. jsonb_array_length(c->'on_error') - 1 LOOP
+                IF jsonb_typeof(c->'on_error'->i) <> 'object' OR NOT (c->'on_error'->i) ? 'task' THEN
+                    RAISE EXCEPTION '%on_error[%]: expected a signature with "task"', p, i USING ERRCODE = '22023';
+                END IF;
+                PERFORM canvas.validate_canvas(c->'on_error'->i, format('%son_error[%s].', p, i));
+            END LOOP;
+        ELSE
+            RAISE EXCEPTION '%on_error: expected a signature with "task", or a list of them', p
+                USING ERRCODE = '22023';
+        END IF;
+    END IF;
+    IF c ? 'options' THEN
+        PERFORM canvas.validate_options(c->'options', p);
+    END IF;
+
+    IF kind = 'task' THEN
+        IF NOT canvas.is_name(c->'task') THEN
+            RAISE EXCEPTION '%task: expected a task name (1 to 200 characters, no control characters)', p
+                USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'args' AND jsonb_typeof(c->'args') <> 'array' THEN
+            RAISE EXCEPTION '%args: expected a JSON array', p USING ERRCODE = '22023';
+        END IF;
+        IF c ? 'args' AND pg_column_size(c->'args') > lim THEN
+            RAISE EXCEPTION '%args: too large (% bytes; the limit is %, pgcanvas.max_payload_bytes)', p,
+                pg_column_size(c->'args'), lim USING ERRCODE = '22023';
+        END IF;
+    ELSIF kind = 'starmap' THEN
+        IF NOT canvas.is_name(c->'starmap') THEN
+            RAISE EXCEPTION '%starmap: expected a task name (1 to 200 characters, no control characters)', p
+                USING ERRCODE = '22023';
+        END IF;
+        IF NOT c ? 'args' OR jsonb_typeof(c->'args') <> 'array' THEN
+            RAISE EXCEPTION '%args: expected an array of argument lists', p USING ERRCODE = '22023';
+        END IF;
+        FOR i IN 0 .. jsonb_array_length(c->'args') - 1 LOOP
+            IF jsonb_typeof(c->'args'->i) <> 'array' THEN
+                RAISE EXCEPTION '%args[%]: expected an argument list (a JSON array)', p, i USING ERRCODE = '22023';
+            END IF;
+        END LOOP;
+        IF pg_column_size(c->'args') > lim THEN
+            RAISE EXCEPTION '%args: too large (% bytes; the limit is %, pgcanvas.max_payload_bytes)', p,
+                pg_column_size(c->'args'), lim USING ERRCODE = '22023';
+        END IF;
+    ELSIF kind = 'chain' THEN
+        IF jsonb_typeof(c->'chain') <> 'array' OR jsonb_array_length(c->'chain') = 0 THEN
+            RAISE EXCEPTION '%chain: expected a non-empty array of canvases', p USING ERRCODE = '22023';
+        END IF;
+        FOR i IN 0 .. jsonb_array_length(c->'chain') - 1 LOOP
+            PERFORM canvas.validate_canvas(c->'chain'->i, format('%schain[%s].', p, i));
+        END LOOP;
+    ELSE
+        members := c->kind;
+        IF jsonb_typeof(members) <> 'array' THEN
+            RAISE EXCEPTION '%: expected an array of canvases', p || kind USING ERRCODE = '22023';
+        END IF;
+        -- Plain signatures (a task name and arguments) are checked in one pass; a member with
+        -- anything more is checked on its own, which also finds the first problem's path.
+        IF EXISTS (SELECT 1 FROM jsonb_array_elements(members) m
+                   WHERE jsonb_typeof(m) <> 'object' OR (m - 'task' - 'args') <> '{}'::jsonb
+                      OR NOT canvas.is_name(m->'task')
+                      OR (m ? 'args' AND (jsonb_typeof(m->'args') <> 'array' OR pg_column_size(m->'args') > lim))) THEN
+            FOR i IN 0 .. jsonb_array_length(members) - 1 LOOP
+                PERFORM canvas.validate_canvas(members->i, format('%s%s[%s].', p, kind, i));
+            END LOOP;
+        END IF;
+        IF kind = 'chord' THEN
+            IF NOT c ? 'body' THEN
+                RAISE EXCEPTION '%: a chord needs a "body"', canvas.path_name(p) USING ERRCODE = '22023';
+            END IF;
+            PERFORM canvas.validate_canvas(c->'body', p || 'body.');
+        END IF;
+    END IF;
+END
+$$;
+
+-- The roots of the canvases these chords belong to, locked in ascending id order. Every change to
+-- a canvas's chords happens under its root's lock, after any job rows (see the top of this file).
+CREATE FUNCTION canvas.lock_roots(p_chords bigint[]) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_chords IS NULL OR cardinality(p_chords) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM canvas.chords r
+    WHERE r.id IN (
+        WITH RECURSIVE up(id, slot) AS (
+            SELECT c.id, (c.context->>'chord_id')::bigint FROM canvas.chords c WHERE c.id = ANY (p_chords)
+            UNION
+            SELECT c.id, (c.context->>'chord_id')::bigint FROM canvas.chords c JOIN up ON c.id = up.slot
+        )
+        SELECT up.id FROM up WHERE up.slot IS NULL)
+    ORDER BY r.id
+    FOR NO KEY UPDATE;
+END
+$$;
+
 -- Inserts one signature as a job. p_prepend (a JSON array) goes before its args unless the
--- signature is immutable: that is how a chain passes each result on.
+-- signature is immutable: that is how a chain passes each result on. p_on_error: the error
+-- callbacks it inherits, run after its own.
 CREATE FUNCTION canvas.insert_signature(
     s jsonb, p_chain jsonb, p_chord bigint, p_position integer, p_on_error jsonb, p_prepend jsonb, p_parent bigint
 ) RETURNS bigint LANGUAGE sql AS $$
@@ -118,18 +252,20 @@ CREATE FUNCTION canvas.insert_signature(
              THEN p_prepend || coalesce(s->'args', '[]') ELSE coalesce(s->'args', '[]') END,
         coalesce(s->'options'->>'queue', 'default'),
         coalesce((s->'options'->>'priority')::numeric::integer, 0),
-        now() + coalesce((s->'options'->>'countdown')::float8, 0) * interval '1 second',
+        coalesce((s->'options'->>'eta')::timestamptz,
+                 now() + coalesce((s->'options'->>'countdown')::float8, 0) * interval '1 second'),
         coalesce((s->'options'->>'max_retries')::numeric::integer, 3) + 1,
         coalesce((s->'options'->>'retry_backoff')::float8, 1),
         (s->'options'->>'time_limit')::float8,
-        nullif(p_chain, '[]'::jsonb), p_chord, p_position, coalesce(s->'on_error', p_on_error), p_parent)
+        nullif(p_chain, '[]'::jsonb), p_chord, p_position,
+        nullif(canvas.as_list(s->'on_error') || canvas.as_list(p_on_error), '[]'::jsonb), p_parent)
     RETURNING id
 $$;
 
 -- Expands a (validated) canvas into jobs and chord rows. The context says what happens after it:
--- p_chain, links to run next with its result; p_chord/p_position, the slot it reports to;
--- p_on_error, the error callback it inherits; p_prepend, arguments to put first.
--- Returns the id of the job or chord row that stands for it.
+-- p_chain, links to run next with its result (each carrying its own error callbacks);
+-- p_chord/p_position, the slot it reports to; p_on_error, the error callbacks it inherits;
+-- p_prepend, arguments to put first. Returns the id of the job or chord row that stands for it.
 CREATE FUNCTION canvas.expand(
     c jsonb, p_chain jsonb, p_chord bigint, p_position integer, p_on_error jsonb, p_prepend jsonb, p_parent bigint
 ) RETURNS bigint LANGUAGE plpgsql AS $$
@@ -137,19 +273,26 @@ DECLARE
     members jsonb;
     n integer;
     chord_id bigint;
-    i integer;
+    inherited jsonb;
+    links jsonb;
 BEGIN
     IF c ? 'task' THEN
         RETURN canvas.insert_signature(c, p_chain, p_chord, p_position, p_on_error, p_prepend, p_parent);
     ELSIF c ? 'starmap' THEN
+        -- Immutable: its argument lists are its own; a previous link's result is not one of them.
         RETURN canvas.insert_signature(
             jsonb_build_object('task', 'canvas.starmap', 'args', jsonb_build_array(c->'starmap', c->'args'),
-                               'options', coalesce(c->'options', '{}'), 'on_error', c->'on_error')
-                - CASE WHEN c ? 'on_error' THEN '' ELSE 'on_error' END,
+                               'options', coalesce(c->'options', '{}') || '{"immutable": true}',
+                               'on_error', canvas.as_list(c->'on_error')),
             p_chain, p_chord, p_position, p_on_error, p_prepend, p_parent);
     ELSIF c ? 'chain' THEN
-        RETURN canvas.expand(c->'chain'->0, ((c->'chain') - 0) || coalesce(p_chain, '[]'), p_chord, p_position,
-                             coalesce(c->'on_error', p_on_error), p_prepend, p_parent);
+        -- Every link runs the chain's callbacks after its own; the links still to run carry theirs.
+        inherited := canvas.as_list(c->'on_error') || canvas.as_list(p_on_error);
+        SELECT coalesce(jsonb_agg(l.link || jsonb_build_object('on_error', canvas.as_list(l.link->'on_error') || inherited)
+                                  ORDER BY l.k), '[]')
+        INTO links FROM jsonb_array_elements((c->'chain') - 0) WITH ORDINALITY AS l(link, k);
+        RETURN canvas.expand(c->'chain'->0, links || coalesce(p_chain, '[]'), p_chord, p_position, inherited,
+                             p_prepend, p_parent);
     END IF;
 
     members := coalesce(c->'group', c->'chord');
@@ -157,27 +300,33 @@ BEGIN
     IF c ? 'group' AND coalesce(jsonb_array_length(p_chain), 0) > 0 THEN
         -- A group followed by more links is a chord whose body is the rest of the chain (Celery
         -- upgrades it the same way).
-        RETURN canvas.expand(jsonb_build_object('chord', members, 'body', jsonb_build_object('chain', p_chain))
-                                 || CASE WHEN c ? 'on_error' THEN jsonb_build_object('on_error', c->'on_error') ELSE '{}' END,
+        RETURN canvas.expand(jsonb_build_object('chord', members, 'body', jsonb_build_object('chain', p_chain),
+                                                'on_error', canvas.as_list(c->'on_error')),
                              NULL, p_chord, p_position, p_on_error, p_prepend, p_parent);
     ELSIF c ? 'group' AND p_chord IS NOT NULL THEN
         -- A group inside a chord or group reports its list of results through an identity body.
-        RETURN canvas.expand(jsonb_build_object('chord', members, 'body', '{"task": "canvas.identity"}'::jsonb)
-                                 || CASE WHEN c ? 'on_error' THEN jsonb_build_object('on_error', c->'on_error') ELSE '{}' END,
+        RETURN canvas.expand(jsonb_build_object('chord', members, 'body', '{"task": "canvas.identity"}'::jsonb,
+                                                'on_error', canvas.as_list(c->'on_error')),
                              NULL, p_chord, p_position, p_on_error, p_prepend, p_parent);
     END IF;
 
+    -- A chord fails when its header does: then its own callbacks, its body's own (the body will
+    -- never run) and the inherited ones run. Its body, once it runs, inherits the chord's own and
+    -- the inherited ones.
+    inherited := canvas.as_list(c->'on_error') || canvas.as_list(p_on_error);
     INSERT INTO canvas.chords (kind, size, remaining, body, context, on_error, parent_id)
     VALUES (CASE WHEN c ? 'chord' THEN 'chord' ELSE 'group' END, n, n, c->'body',
             jsonb_strip_nulls(jsonb_build_object('chain', nullif(p_chain, '[]'::jsonb), 'chord_id', p_chord,
-                                                 'position', p_position, 'on_error', p_on_error)),
-            c->'on_error', p_parent)
+                                                 'position', p_position,
+                                                 'body_on_error', nullif(inherited, '[]'::jsonb))),
+            nullif(canvas.as_list(c->'on_error') || canvas.as_list(c->'body'->'on_error') || canvas.as_list(p_on_error),
+                   '[]'::jsonb),
+            p_parent)
     RETURNING id INTO chord_id;
 
     IF n = 0 THEN
         PERFORM canvas.complete_chord(chord_id);
-    ELSIF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(members) m
-                      WHERE NOT (m ? 'task') OR m ? 'on_error') THEN
+    ELSIF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(members) m WHERE NOT (m ? 'task') OR m ? 'on_error') THEN
         -- Every member a plain signature: one INSERT for all of them, however many.
         INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit,
                                  chord_id, position, parent_id)
@@ -186,7 +335,8 @@ BEGIN
                     THEN p_prepend || coalesce(m->'args', '[]') ELSE coalesce(m->'args', '[]') END,
                coalesce(m->'options'->>'queue', 'default'),
                coalesce((m->'options'->>'priority')::numeric::integer, 0),
-               now() + coalesce((m->'options'->>'countdown')::float8, 0) * interval '1 second',
+               coalesce((m->'options'->>'eta')::timestamptz,
+                        now() + coalesce((m->'options'->>'countdown')::float8, 0) * interval '1 second'),
                coalesce((m->'options'->>'max_retries')::numeric::integer, 3) + 1,
                coalesce((m->'options'->>'retry_backoff')::float8, 1),
                (m->'options'->>'time_limit')::float8,
@@ -204,22 +354,31 @@ $$;
 
 -- Runs when a chord's counter reaches zero (or at once for an empty header): enqueues the body
 -- with the results in header order, or, for a group or root, stores the list and reports it on.
+-- Results too large to hand on fail the chord instead.
 CREATE FUNCTION canvas.complete_chord(p_chord bigint) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     ch canvas.chords;
     results jsonb;
     new_body bigint;
+    lim bigint := canvas.max_payload_bytes();
 BEGIN
-    UPDATE canvas.chords SET state = 'succeeded', finished_at = now()
-    WHERE id = p_chord AND state = 'pending' RETURNING * INTO ch;
+    SELECT * INTO ch FROM canvas.chords WHERE id = p_chord AND state = 'pending';
     IF NOT FOUND THEN
         RETURN;  -- failed or cancelled meanwhile: the body never runs
     END IF;
     SELECT coalesce(jsonb_agg(j.result ORDER BY j.position), '[]') INTO results
     FROM canvas.jobs j WHERE j.chord_id = p_chord AND j.chain IS NULL AND j.state = 'succeeded';
+    IF pg_column_size(results) > lim THEN
+        PERFORM canvas.fail_chord(p_chord, jsonb_build_object(
+            'id', p_chord, 'task', ch.kind,
+            'error', format('the %s''s gathered results take %s bytes; the limit is %s (pgcanvas.max_payload_bytes)',
+                            ch.kind, pg_column_size(results), lim)));
+        RETURN;
+    END IF;
+    UPDATE canvas.chords SET state = 'succeeded', finished_at = now() WHERE id = p_chord;
     IF ch.body IS NOT NULL THEN
         new_body := canvas.expand(ch.body, ch.context->'chain', (ch.context->>'chord_id')::bigint,
-                                 (ch.context->>'position')::integer, ch.context->'on_error',
+                                 (ch.context->>'position')::integer, ch.context->'body_on_error',
                                  jsonb_build_array(results), ch.parent_id);
         UPDATE canvas.chords SET body_id = new_body WHERE id = p_chord;
     ELSE
@@ -232,39 +391,63 @@ BEGIN
 END
 $$;
 
--- Counts `k` members of a chord as done; the call that reaches zero completes it.
+-- Counts `k` members of a chord as done; the call that reaches zero completes it. Successes are
+-- counted even while the chord is failed, so an operator's retry of the member that failed it
+-- can still complete it.
 CREATE FUNCTION canvas.report_success(p_chord bigint, k integer) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     left_over integer;
+    st text;
 BEGIN
-    UPDATE canvas.chords SET remaining = remaining - k WHERE id = p_chord AND state = 'pending'
-    RETURNING remaining INTO left_over;
-    IF left_over = 0 THEN
+    UPDATE canvas.chords SET remaining = remaining - k WHERE id = p_chord RETURNING remaining, state INTO left_over, st;
+    IF left_over = 0 AND st = 'pending' THEN
         PERFORM canvas.complete_chord(p_chord);
     END IF;
 END
 $$;
 
--- A member failed for good: the chord fails once, its error callback runs once, the body never
--- runs, and the failure travels up to whatever the chord reports to.
-CREATE FUNCTION canvas.fail_chord(p_chord bigint, info jsonb) RETURNS void LANGUAGE plpgsql AS $$
+-- Runs the error callbacks in `callbacks` (a list), each with `info` as its argument.
+CREATE FUNCTION canvas.run_errbacks(callbacks jsonb, info jsonb, p_parent bigint) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    s jsonb;
+BEGIN
+    FOR s IN SELECT value FROM jsonb_array_elements(canvas.as_list(callbacks)) LOOP
+        PERFORM canvas.insert_signature(s, NULL, NULL, NULL, NULL, jsonb_build_array(info), p_parent);
+    END LOOP;
+END
+$$;
+
+-- A member failed for good (or the chord was cancelled, p_state 'cancelled'): the chord ends once,
+-- its error callbacks run once, the body never runs, and the failure travels up to whatever the
+-- chord reports to. Callers hold the canvas's root lock.
+CREATE FUNCTION canvas.fail_chord(p_chord bigint, info jsonb, p_state text DEFAULT 'failed') RETURNS void
+LANGUAGE plpgsql AS $$
 DECLARE
     ch canvas.chords;
 BEGIN
-    UPDATE canvas.chords SET state = 'failed', error = info->>'error', finished_at = now()
+    UPDATE canvas.chords SET state = p_state, error = info->>'error', finished_at = now()
     WHERE id = p_chord AND state = 'pending' RETURNING * INTO ch;
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    IF ch.on_error IS NOT NULL THEN
-        PERFORM canvas.insert_signature(ch.on_error, NULL, NULL, NULL, NULL, jsonb_build_array(info), ch.parent_id);
-    END IF;
-    IF ch.context ? 'on_error' AND ch.context->'on_error' IS DISTINCT FROM ch.on_error THEN
-        PERFORM canvas.insert_signature(ch.context->'on_error', NULL, NULL, NULL, NULL, jsonb_build_array(info),
-                                        ch.parent_id);
-    END IF;
+    PERFORM canvas.run_errbacks(ch.on_error, info, ch.parent_id);
     IF ch.context ? 'chord_id' THEN
         PERFORM canvas.fail_chord((ch.context->>'chord_id')::bigint, info);
+    END IF;
+END
+$$;
+
+-- What follows a job's failing for good (an error past its retries, a crash past the limit, a
+-- rescue past the limit, a cancel, a purge): its error callbacks run, and its canvas fails.
+-- Callers hold the job's row and its canvas's root lock.
+CREATE FUNCTION canvas.job_failed(p_id bigint, p_task text, p_error text, p_chord bigint, p_on_error jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    info jsonb := jsonb_build_object('id', p_id, 'task', p_task, 'error', p_error);
+BEGIN
+    PERFORM canvas.run_errbacks(p_on_error, info, p_id);
+    IF p_chord IS NOT NULL THEN
+        PERFORM canvas.fail_chord(p_chord, info);
     END IF;
 END
 $$;
@@ -277,9 +460,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     root bigint;
 BEGIN
-    PERFORM canvas.validate_canvas(c, CASE
-        WHEN c ? 'group' THEN 'group' WHEN c ? 'chain' THEN 'chain' WHEN c ? 'chord' THEN 'chord'
-        WHEN c ? 'starmap' THEN 'starmap' ELSE 'canvas' END);
+    PERFORM canvas.validate_canvas(c, '');
     INSERT INTO canvas.chords (kind, size, remaining, parent_id) VALUES ('root', 1, 1, p_parent) RETURNING id INTO root;
     PERFORM canvas.expand(c, NULL, root, 0, NULL, NULL, p_parent);
     RETURN root;

@@ -1,60 +1,72 @@
--- Control of running work: cancel, retry, purge.
+-- Control of running work: cancel, retry, purge. Each follows the lock order of canvas.sql: job
+-- rows in ascending id order, then the canvases' roots, then chords.
 
--- Cancelling. A queued job ends `cancelled` at once. A running one ends `cancelled` at once too,
--- which fences off whatever its run reports later, and its worker is told (NOTIFY
--- canvas_cancel, payload the worker id) to kill the pool process running it. Cancelling a chord,
--- group or root cancels it (its body never runs) and everything pending inside it.
+-- Cancelling a job: a scheduled or queued job ends `cancelled` at once. A running one ends
+-- `cancelled` at once too, which fences off whatever its run reports later, and its worker is told
+-- (NOTIFY canvas_cancel, payload the worker id) to kill the pool process running it. Its error
+-- callbacks run and its canvas fails, as for any job that fails for good.
+-- Cancelling a chord, group or root cancels it (its body never runs) and everything pending inside
+-- it; its own error callbacks run once, with the error "cancelled", and whatever contains it fails.
 -- Returns what happened: 'cancelled', 'already finished', or NULL for an unknown id.
 CREATE FUNCTION canvas.cancel(p_id bigint) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     j canvas.jobs;
-    inner_id bigint;
+    inside bigint[];
+    ch canvas.chords;
 BEGIN
     SELECT * INTO j FROM canvas.jobs WHERE id = p_id FOR UPDATE;
     IF FOUND THEN
         IF j.state IN ('succeeded', 'failed', 'cancelled') THEN
             RETURN 'already finished';
         END IF;
-        UPDATE canvas.jobs SET state = 'cancelled', finished_at = now(), error = 'cancelled'
-        WHERE id = p_id;
+        PERFORM canvas.lock_roots(ARRAY[j.chord_id]);
+        UPDATE canvas.jobs SET state = 'cancelled', finished_at = now(), error = 'cancelled' WHERE id = p_id;
         IF j.state = 'running' THEN
             PERFORM pg_notify('canvas_cancel', j.worker_id::text);
         END IF;
-        IF j.chord_id IS NOT NULL THEN
-            PERFORM canvas.fail_chord(j.chord_id, jsonb_build_object('id', j.id, 'task', j.task, 'error', 'cancelled'));
-        END IF;
+        PERFORM canvas.job_failed(j.id, j.task, 'cancelled', j.chord_id, j.on_error);
         RETURN 'cancelled';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM canvas.chords WHERE id = p_id) THEN
         RETURN NULL;
     END IF;
-    UPDATE canvas.chords SET state = 'cancelled', finished_at = now(), error = 'cancelled'
-    WHERE id = p_id AND state = 'pending';
-    IF NOT FOUND THEN
+    -- The chord and every chord inside it, found through their slots.
+    WITH RECURSIVE down(id) AS (
+        SELECT p_id
+        UNION
+        SELECT c.id FROM canvas.chords c JOIN down ON (c.context->>'chord_id')::bigint = down.id
+        WHERE c.context ? 'chord_id'
+    )
+    SELECT array_agg(id) INTO inside FROM down;
+    PERFORM 1 FROM canvas.jobs WHERE chord_id = ANY (inside) AND state IN ('scheduled', 'queued', 'running')
+    ORDER BY id FOR UPDATE;
+    PERFORM canvas.lock_roots(ARRAY[p_id]);
+    SELECT * INTO ch FROM canvas.chords WHERE id = p_id;
+    IF ch.state <> 'pending' THEN
         RETURN 'already finished';
     END IF;
     PERFORM pg_notify('canvas_cancel', w.worker_id::text)
     FROM (SELECT DISTINCT worker_id FROM canvas.jobs
-          WHERE chord_id = p_id AND state = 'running' AND worker_id IS NOT NULL) w;
+          WHERE chord_id = ANY (inside) AND state = 'running' AND worker_id IS NOT NULL) w;
     UPDATE canvas.jobs SET state = 'cancelled', finished_at = now(), error = 'cancelled'
-    WHERE chord_id = p_id AND state IN ('scheduled', 'queued', 'running');
-    FOR inner_id IN SELECT id FROM canvas.chords WHERE (context->>'chord_id')::bigint = p_id AND state = 'pending' LOOP
-        PERFORM canvas.cancel(inner_id);
-    END LOOP;
-    -- Whatever this chord reports to can no longer complete either.
-    PERFORM canvas.fail_chord((context->>'chord_id')::bigint, jsonb_build_object('id', p_id, 'error', 'cancelled'))
-    FROM canvas.chords WHERE id = p_id AND context ? 'chord_id';
+    WHERE chord_id = ANY (inside) AND state IN ('scheduled', 'queued', 'running');
+    UPDATE canvas.chords SET state = 'cancelled', finished_at = now(), error = 'cancelled'
+    WHERE id = ANY (inside) AND id <> p_id AND state = 'pending';
+    PERFORM canvas.fail_chord(p_id, jsonb_build_object('id', p_id, 'task', ch.kind, 'error', 'cancelled'), 'cancelled');
     RETURN 'cancelled';
 END
 $$;
 
 -- Requeues a failed (or cancelled) job with one more attempt. If it was what failed its chord,
--- the chord (and what contains it) goes back to pending, so a success lets the body run.
+-- the chord (and what contains it) goes back to pending; members that succeeded meanwhile were
+-- counted, so this member's success lets the body run. A canvas reopened this way that fails
+-- again runs its error callbacks again (docs/canvas.md).
 -- Returns 'requeued', 'not failed', or NULL for an unknown id.
 CREATE FUNCTION canvas.retry(p_id bigint) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     j canvas.jobs;
     c bigint;
+    below bigint;
 BEGIN
     SELECT * INTO j FROM canvas.jobs WHERE id = p_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -62,29 +74,51 @@ BEGIN
     ELSIF j.state NOT IN ('failed', 'cancelled') THEN
         RETURN 'not failed';
     END IF;
+    PERFORM canvas.lock_roots(ARRAY[j.chord_id]);
     UPDATE canvas.jobs SET state = 'queued', run_at = now(), finished_at = NULL, worker_id = NULL,
         max_attempts = greatest(max_attempts, attempt - crashes + 1), crashes = 0
     WHERE id = p_id;
     c := j.chord_id;
     WHILE c IS NOT NULL LOOP
-        -- Only while no other member of that chord has failed for good.
-        EXIT WHEN EXISTS (SELECT 1 FROM canvas.jobs m WHERE m.chord_id = c AND m.id <> p_id AND m.state IN ('failed', 'cancelled'));
+        -- Only while nothing else inside that chord has failed for good.
+        EXIT WHEN EXISTS (SELECT 1 FROM canvas.jobs m
+                          WHERE m.chord_id = c AND m.id <> p_id AND m.state IN ('failed', 'cancelled'))
+               OR EXISTS (SELECT 1 FROM canvas.chords s
+                          WHERE (s.context->>'chord_id')::bigint = c AND s.context ? 'chord_id'
+                            AND s.id IS DISTINCT FROM below AND s.state IN ('failed', 'cancelled'));
         UPDATE canvas.chords SET state = 'pending', error = NULL, finished_at = NULL
         WHERE id = c AND state IN ('failed', 'cancelled');
         EXIT WHEN NOT FOUND;
+        below := c;
         SELECT (context->>'chord_id')::bigint INTO c FROM canvas.chords WHERE id = c;
     END LOOP;
     RETURN 'requeued';
 END
 $$;
 
--- Removes queued and scheduled jobs (of one queue, or all). Returns how many.
+-- Removes scheduled and queued jobs (of one queue, or all). A removed member of a canvas fails
+-- it, with its error callbacks, as a job failing for good would ("purged").
+-- Returns how many it removed.
 CREATE FUNCTION canvas.purge(p_queue text DEFAULT NULL) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
-    n integer;
+    gone canvas.jobs[];
+    j canvas.jobs;
 BEGIN
-    DELETE FROM canvas.jobs WHERE state IN ('scheduled', 'queued') AND (p_queue IS NULL OR queue = p_queue);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    WITH picked AS (
+        SELECT id FROM canvas.jobs
+        WHERE state IN ('scheduled', 'queued') AND (p_queue IS NULL OR queue = p_queue)
+        ORDER BY id FOR UPDATE
+    ), deleted AS (
+        DELETE FROM canvas.jobs x USING picked WHERE x.id = picked.id RETURNING x.*
+    )
+    SELECT array_agg(d::canvas.jobs) INTO gone FROM deleted d;
+    IF gone IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM canvas.lock_roots(ARRAY(SELECT DISTINCT g.chord_id FROM unnest(gone) g WHERE g.chord_id IS NOT NULL));
+    FOR j IN SELECT * FROM unnest(gone) g WHERE g.chord_id IS NOT NULL OR g.on_error IS NOT NULL ORDER BY g.id LOOP
+        PERFORM canvas.job_failed(j.id, j.task, 'purged', j.chord_id, j.on_error);
+    END LOOP;
+    RETURN cardinality(gone);
 END
 $$;
