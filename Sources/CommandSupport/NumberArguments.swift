@@ -20,3 +20,13 @@ public func parseID(_ texts: [String], what: String) throws -> Int64 {
 public func requireSeconds(_ value: Double?, option: String) throws {
     if let value, !(value >= 0) { throw ValidationError("\(option): expected seconds, 0 or more, not \(value)") }
 }
+
+/// An option's transform that parses a number and, when the text is not one of type `T` (too many
+/// digits for an Int, a word), adds the rule it must meet to ArgumentParser's one-line error.
+/// - Parameter rule: the message of the rule the value is checked against later, in validate().
+public func number<T: LosslessStringConvertible>(_ rule: String) -> @Sendable (String) throws -> T {
+    { text in
+        guard let value = T(text) else { throw ValidationError(rule) }
+        return value
+    }
+}

@@ -24,26 +24,35 @@ struct EnqueueCommand: ParsableCommand {
 
     // `.unconditional` so that "--priority -5" is a value, not an unknown flag; every number is
     // then checked by JobRules in validate().
-    @Option(parsing: .unconditional, help: "Lower runs first (-32768 to 32767).")
+    @Option(
+        parsing: .unconditional, help: "Lower runs first (-32768 to 32767; default: 0).",
+        transform: number(JobRules.Message.priority))
     var priority: Int = 0
 
-    @Option(parsing: .unconditional, help: "Seconds to wait before the job may start.")
+    @Option(
+        parsing: .unconditional, help: "Seconds to wait before the job may start.",
+        transform: number(JobRules.Message.countdown))
     var countdown: Double?
 
     @Option(help: "The earliest time the job may start, ISO 8601 with a zone, e.g. 2026-12-01T09:00:00Z.")
     var eta: String?
 
-    @Option(name: .customLong("max-retries"), parsing: .unconditional, help: "Retries after an error (0 to 1000).")
+    @Option(
+        name: .customLong("max-retries"), parsing: .unconditional,
+        help: "Retries after an error (0 to 1000; default: 3).",
+        transform: number(JobRules.Message.maxRetries))
     var maxRetries: Int = 3
 
     @Option(
         name: .customLong("retry-backoff"), parsing: .unconditional,
-        help: "Seconds before the first retry, doubled for each further one.")
+        help: "Seconds before the first retry, doubled for each further one (default: 1).",
+        transform: number(JobRules.Message.retryBackoff))
     var retryBackoff: Double = 1
 
     @Option(
         name: .customLong("time-limit"), parsing: .unconditional,
-        help: "Seconds a run may take before it is killed (default: the worker's --time-limit).")
+        help: "Seconds a run may take before it is killed (default: the worker's --time-limit).",
+        transform: number(JobRules.Message.timeLimit))
     var timeLimit: Double?
 
     @Flag(help: "Wait until the job has finished and print its outcome; exit 0 only if it succeeded.")

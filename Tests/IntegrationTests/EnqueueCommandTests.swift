@@ -73,7 +73,16 @@ final class EnqueueCommandTests {
         (["--max-retries", "9223372036854775807"], "options.max_retries: expected an integer from 0 to 1000"),
         (["--max-retries", "1001"], "options.max_retries: expected an integer from 0 to 1000"),
         (["--max-retries", "-1"], "options.max_retries: expected an integer from 0 to 1000"),
-        (["--max-retries", "99999999999999999999"], "The value '99999999999999999999' is invalid for '--max-retries"),
+        (
+            ["--max-retries", "99999999999999999999"],
+            "The value '99999999999999999999' is invalid for '--max-retries <max-retries>': "
+                + "options.max_retries: expected an integer from 0 to 1000"
+        ),
+        (
+            ["--priority", "1e3"],
+            "The value '1e3' is invalid for '--priority <priority>': "
+                + "options.priority: expected an integer from -32768 to 32767"
+        ),
         (["--priority", "32768"], "options.priority: expected an integer from -32768 to 32767"),
         (["--priority", "-32769"], "options.priority: expected an integer from -32768 to 32767"),
         (["--priority", "3000000000"], "options.priority: expected an integer from -32768 to 32767"),
@@ -132,6 +141,25 @@ final class EnqueueCommandTests {
         #expect(result.status == 64)
         #expect(result.stderrLines.count == 1)
         #expect(result.stderr.hasPrefix("voteradmin: error: --priority applies to a task, not to --canvas"))
+        #expect(try jobCount() == 0)
+    }
+
+    /// A canvas file is parsed by the same JSON parser: an out-of-range number is named, not
+    /// enqueued as a float or a null. (Exit 1, as for every other bad canvas today.)
+    @Test(arguments: [
+        (#"{"task": "canvas.add", "args": [1, 99999999999999999999]}"#, "the integer 99999999999999999999"),
+        (#"{"task": "canvas.add", "args": [1e400, 2]}"#, "the number 1e400 is too large"),
+        (#"{"task": "canvas.add", "options": {"countdown": -1e999}}"#, "the number -1e999 is too large"),
+    ])
+    func aCanvasWithAnOutOfRangeNumberIsRefused(canvas: String, message: String) throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("edges-\(UUID().uuidString).json")
+        try Data(canvas.utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let result = try voteradmin(["enqueue", "--canvas", file.path])
+        #expect(result.status == 1)
+        #expect(result.stderrLines.count == 1, "\(result.stderr)")
+        #expect(result.stderr.hasPrefix("voteradmin: error: the canvas is not valid JSON: invalid JSON at byte "))
+        #expect(result.stderr.contains(message), "\(result.stderr)")
         #expect(try jobCount() == 0)
     }
 
