@@ -190,8 +190,27 @@ struct JSONParser {
             guard digits() > 0 else { throw fail("expected exponent digits") }
         }
         let text = String(decoding: bytes[start..<i], as: UTF8.self)
-        if isInteger, let v = Int(text) { return .int(v) }
-        guard let d = Double(text) else { throw fail("bad number") }
+        // Out-of-range numbers are refused rather than changed: an integer beyond 64 bits would
+        // otherwise lose digits as a Double, and 1e400 would become infinity, written back as null.
+        if isInteger {
+            guard let v = Int(text) else {
+                throw JSONParseError(
+                    offset: start,
+                    reason: "the integer \(Self.shown(text)) is out of range (integers must fit in 64 bits, "
+                        + "\(Int.min) to \(Int.max))")
+            }
+            return .int(v)
+        }
+        guard let d = Double(text), d.isFinite else {
+            throw JSONParseError(
+                offset: start, reason: "the number \(Self.shown(text)) is too large (beyond a 64-bit floating point)")
+        }
         return .double(d)
+    }
+
+    /// A number as written, shortened so that a 10,000-digit literal still makes a one-line message.
+    static func shown(_ text: String) -> String {
+        text.count <= 40
+            ? text : String(text.prefix(20)) + "…" + String(text.suffix(10)) + " (\(text.count) characters)"
     }
 }

@@ -11,13 +11,16 @@ public enum JSONValue: Sendable, Hashable {
     case array([JSONValue])
     case object([String: JSONValue])
 
-    /// Parses JSON text. - Throws: `JSONParseError` naming the offset of the first problem.
+    /// Parses JSON text. An integer beyond 64 bits or a number beyond a Double (`1e400`) is an
+    /// error naming the number, never a silently rounded float or a null.
+    /// - Throws: `JSONParseError` naming the offset of the first problem.
     public init(parsing text: String) throws {
         var parser = JSONParser(Array(text.utf8))
         self = try parser.parseDocument()
     }
 
-    /// Compact JSON text.
+    /// Compact JSON text. JSON has no infinity or NaN: such a Double is written as `null`, which is
+    /// why enqueueing refuses arguments holding one (`JobRules.checkFinite`).
     public var jsonText: String {
         var out = ""
         write(to: &out)

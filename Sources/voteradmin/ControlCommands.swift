@@ -8,7 +8,12 @@ struct CancelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cancel", abstract: "Cancel a job (queued or running) or a canvas, chord or group.")
     @OptionGroup var database: DatabaseOptions
-    @Argument(help: "A job or canvas id.") var id: Int64
+    // Raw text, so that a negative or oversized id gets a clear message (see parseID).
+    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("A job or canvas id.", valueName: "id"))
+    var idText: [String] = []
+    var id: Int64 { (try? parseID(idText, what: "job or canvas id")) ?? 0 }
+
+    func validate() throws { _ = try parseID(idText, what: "job or canvas id") }
 
     func run() throws {
         let connection = try database.connect(applicationName: "voteradmin cancel")
@@ -26,7 +31,11 @@ struct RetryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "retry", abstract: "Requeue a failed job (and let its failed chord go on if it then succeeds).")
     @OptionGroup var database: DatabaseOptions
-    @Argument(help: "A job id.") var id: Int64
+    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("A job id.", valueName: "id"))
+    var idText: [String] = []
+    var id: Int64 { (try? parseID(idText, what: "job id")) ?? 0 }
+
+    func validate() throws { _ = try parseID(idText, what: "job id") }
 
     func run() throws {
         let connection = try database.connect(applicationName: "voteradmin retry")
@@ -46,6 +55,10 @@ struct PurgeCommand: ParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @Option(help: "Only this queue.") var queue: String?
     @Flag(help: "Do not ask for confirmation.") var yes = false
+
+    func validate() throws {
+        if let queue, !JobRules.isName(queue) { throw ValidationError("--queue: \(JobRules.Message.queueName)") }
+    }
 
     func run() throws {
         let connection = try database.connect(applicationName: "voteradmin purge")
@@ -74,8 +87,15 @@ struct WaitCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wait", abstract: "Wait for a job (and everything it started) or a canvas, with progress.")
     @OptionGroup var database: DatabaseOptions
-    @Argument(help: "A job or canvas id.") var id: Int64
-    @Option(help: "Give up after this many seconds (exit 2).") var timeout: Double?
+    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("A job or canvas id.", valueName: "id"))
+    var idText: [String] = []
+    var id: Int64 { (try? parseID(idText, what: "job or canvas id")) ?? 0 }
+    @Option(parsing: .unconditional, help: "Give up after this many seconds (exit 2).") var timeout: Double?
+
+    func validate() throws {
+        _ = try parseID(idText, what: "job or canvas id")
+        try requireSeconds(timeout, option: "--timeout")
+    }
 
     func run() throws {
         let connection = try database.connect(applicationName: "voteradmin wait")

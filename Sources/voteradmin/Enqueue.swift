@@ -22,19 +22,43 @@ struct EnqueueCommand: ParsableCommand {
     @Option(help: "The queue to put the job in.")
     var queue: String = "default"
 
-    @Option(help: "Lower runs first.")
+    // `.unconditional` so that "--priority -5" is a value, not an unknown flag; every number is
+    // then checked by JobRules in validate().
+    @Option(
+        parsing: .unconditional, help: "Lower runs first (-32768 to 32767; default: 0).",
+        transform: number(JobRules.Message.priority))
     var priority: Int = 0
 
-    @Option(help: "Seconds to wait before the job may start.")
+    @Option(
+        parsing: .unconditional, help: "Seconds to wait before the job may start.",
+        transform: number(JobRules.Message.countdown))
     var countdown: Double?
 
-    @Option(name: .customLong("max-retries"), help: "Retries after an error.")
+    @Option(help: "The earliest time the job may start, ISO 8601 with a zone, e.g. 2026-12-01T09:00:00Z.")
+    var eta: String?
+
+    @Option(
+        name: .customLong("max-retries"), parsing: .unconditional,
+        help: "Retries after an error (0 to 1000; default: 3).",
+        transform: number(JobRules.Message.maxRetries))
     var maxRetries: Int = 3
+
+    @Option(
+        name: .customLong("retry-backoff"), parsing: .unconditional,
+        help: "Seconds before the first retry, doubled for each further one (default: 1).",
+        transform: number(JobRules.Message.retryBackoff))
+    var retryBackoff: Double = 1
+
+    @Option(
+        name: .customLong("time-limit"), parsing: .unconditional,
+        help: "Seconds a run may take before it is killed (default: the worker's --time-limit).",
+        transform: number(JobRules.Message.timeLimit))
+    var timeLimit: Double?
 
     @Flag(help: "Wait until the job has finished and print its outcome; exit 0 only if it succeeded.")
     var wait = false
 
-    @Option(help: "With --wait: give up after this many seconds (exit 2).")
+    @Option(parsing: .unconditional, help: "With --wait: give up after this many seconds (exit 2).")
     var timeout: Double?
 
     @Flag(help: "Print the outcome as one JSON object.")
@@ -44,15 +68,68 @@ struct EnqueueCommand: ParsableCommand {
         guard (task == nil) != (canvas == nil) else {
             throw ValidationError("give either a task name or --canvas FILE, not both or neither")
         }
-        guard (try? JSONValue(parsing: args))?.arrayValue != nil else {
+        if canvas != nil, let ignored = jobOnlyFlagsGiven.first {
+            // A canvas carries its own args and options; dropping the flag silently would enqueue
+            // something other than what was asked for.
+            throw ValidationError("\(ignored) applies to a task, not to --canvas (give it in the canvas's JSON)")
+        }
+        let parsedArgs: JSONValue
+        do {
+            parsedArgs = try JSONValue(parsing: args)
+        } catch {
+            throw ValidationError("--args is not valid JSON: \(error)")
+        }
+        guard parsedArgs.arrayValue != nil else {
             throw ValidationError("--args must be a JSON array of positional arguments, like '[1, 2]', not \(args)")
         }
-        if let task, !AppTasks.registry().names.contains(task) {
-            throw ValidationError("unknown task '\(task)' (see 'voteradmin tasks')")
+        if let task {
+            guard JobRules.isName(task) else { throw ValidationError(JobRules.Message.task) }
+            guard AppTasks.registry().names.contains(task) else {
+                throw ValidationError("unknown task '\(task)' (see 'voteradmin tasks')")
+            }
         }
-        if let countdown, countdown < 0 { throw ValidationError("--countdown must be 0 or more seconds") }
-        if maxRetries < 0 { throw ValidationError("--max-retries must be 0 or more") }
-        if queue.isEmpty { throw ValidationError("--queue must not be empty") }
+        do {
+            try options().validate()
+        } catch let error as CanvasError {
+            throw ValidationError(error.description)
+        }
+        try requireSeconds(timeout, option: "--timeout")
+    }
+
+    /// Flags that set a single job's args or options, when given with a value other than the default.
+    var jobOnlyFlagsGiven: [String] {
+        var given: [String] = []
+        if args != "[]" { given.append("--args") }
+        if queue != "default" { given.append("--queue") }
+        if priority != 0 { given.append("--priority") }
+        if countdown != nil { given.append("--countdown") }
+        if eta != nil { given.append("--eta") }
+        if maxRetries != 3 { given.append("--max-retries") }
+        if retryBackoff != 1 { given.append("--retry-backoff") }
+        if timeLimit != nil { given.append("--time-limit") }
+        return given
+    }
+
+    /// The job's options from the flags; the eta text is checked by `validate()` before `run()`.
+    func options() throws -> JobOptions {
+        var etaDate: Date?
+        if let eta {
+            guard let date = Self.parseTime(eta) else {
+                throw ValidationError(
+                    "--eta: expected an ISO 8601 time with a zone, like 2026-12-01T09:00:00Z, not \(eta)")
+            }
+            etaDate = date
+        }
+        return JobOptions(
+            queue: queue, priority: priority, countdown: countdown, eta: etaDate, maxRetries: maxRetries,
+            retryBackoff: retryBackoff, timeLimit: timeLimit)
+    }
+
+    static func parseTime(_ text: String) -> Date? {
+        let plain = ISO8601DateFormatter()
+        let fractional = ISO8601DateFormatter()
+        fractional.formatOptions.insert(.withFractionalSeconds)
+        return plain.date(from: text) ?? fractional.date(from: text)
     }
 
     func run() throws {
@@ -61,9 +138,8 @@ struct EnqueueCommand: ParsableCommand {
         let connection = try database.connect(applicationName: "voteradmin enqueue")
         try SchemaCheck.requireCanvasSchema(on: connection)
         let arguments = try JSONValue(parsing: args).arrayValue ?? []
-        let options = JobOptions(queue: queue, priority: priority, countdown: countdown, maxRetries: maxRetries)
         let started = Date()
-        let id = try Enqueue.job(JobRequest(task, arguments, options: options), on: connection)
+        let id = try Enqueue.job(JobRequest(task, arguments, options: try options()), on: connection)
         guard wait || json else {
             print(id)
             return

@@ -10,8 +10,11 @@ struct ResultCommand: ParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
 
-    @Argument(help: "The job id.")
-    var id: Int64
+    @Argument(parsing: .allUnrecognized, help: ArgumentHelp("The job or canvas id.", valueName: "id"))
+    var idText: [String] = []
+    var id: Int64 { (try? parseID(idText, what: "job or canvas id")) ?? 0 }
+
+    func validate() throws { _ = try parseID(idText, what: "job or canvas id") }
 
     @Flag(help: "Print as one JSON object.")
     var json = false

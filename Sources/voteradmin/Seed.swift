@@ -19,7 +19,7 @@ struct Seed: ParsableCommand {
 
     var count: Int { Int(countText.first ?? "") ?? 0 }
 
-    @Option(name: .customLong("random-seed"), help: "Make the data reproducible.")
+    @Option(name: .customLong("random-seed"), parsing: .unconditional, help: "Make the data reproducible.")
     var randomSeed: UInt64?
 
     func validate() throws {
@@ -28,10 +28,14 @@ struct Seed: ParsableCommand {
                 countText.isEmpty
                     ? "missing the voter count" : "expected one voter count, got \(countText.joined(separator: " "))")
         }
-        guard Int(countText[0]) != nil else {
+        let text = countText[0]
+        let digits = text.hasPrefix("-") ? text.dropFirst() : Substring(text)
+        // A whole number too long for Int is out of range, not "not a number".
+        guard Int(text) != nil || (!digits.isEmpty && digits.allSatisfy(\.isASCII) && digits.allSatisfy(\.isNumber))
+        else {
             throw ValidationError("the voter count must be a whole number, not '\(countText[0])'")
         }
-        guard (1...Seeder.maxVoters).contains(count) else {
+        guard let count = Int(text), (1...Seeder.maxVoters).contains(count) else {
             throw ValidationError(
                 "the voter count must be between 1 and \(formatCount(Seeder.maxVoters)) (voter ids have 8 digits), not \(countText[0])"
             )

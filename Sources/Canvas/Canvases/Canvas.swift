@@ -1,3 +1,5 @@
+import Foundation
+
 /// How one signature should run; nil leaves the default (queue "default", priority 0, …).
 public struct SignatureOptions: Sendable, Hashable {
     public var queue: String?
@@ -124,4 +126,58 @@ public func starmap(_ task: String, _ argumentLists: [[JSONValue]], options: Sig
     -> Canvas
 {
     .starmap(task: task, argumentLists: argumentLists, options: options, onError: nil)
+}
+
+extension Canvas {
+    /// Checks every task name and option in the canvas against `JobRules`, as
+    /// `canvas.validate_canvas` does, and that every argument can be written as JSON (an infinite
+    /// Double would otherwise become `null`).
+    /// - Throws: `CanvasError` naming where the problem is: "chain[1].options.priority: expected …".
+    public func validate() throws {
+        try validate(at: "", now: Date())
+    }
+
+    func validate(at path: String, now: Date) throws {
+        switch self {
+        case .signature(let s): try s.validate(at: path, now: now)
+        case .group(let members, let e), .chain(let members, let e):
+            let key = if case .group = self { "group" } else { "chain" }
+            for (i, m) in members.enumerated() { try m.validate(at: "\(path)\(key)[\(i)].", now: now) }
+            try e?.validate(at: path + "on_error.", now: now)
+        case .chord(let header, let body, let e):
+            for (i, m) in header.enumerated() { try m.validate(at: "\(path)chord[\(i)].", now: now) }
+            try body.validate(at: path + "body.", now: now)
+            try e?.validate(at: path + "on_error.", now: now)
+        case .starmap(let task, let lists, let options, let e):
+            if !JobRules.isName(task) { throw CanvasError("\(path)starmap: \(JobRules.Message.taskName)") }
+            try options.validate(at: path, now: now)
+            for (i, list) in lists.enumerated() {
+                for (j, arg) in list.enumerated() { try JobRules.checkFinite(arg, at: "\(path)args[\(i)][\(j)]") }
+            }
+            try e?.validate(at: path + "on_error.", now: now)
+        }
+    }
+}
+
+extension Signature {
+    func validate(at path: String, now: Date) throws {
+        if !JobRules.isName(task) { throw CanvasError(path + JobRules.Message.task) }
+        try options.validate(at: path, now: now)
+        for (i, arg) in args.enumerated() { try JobRules.checkFinite(arg, at: "\(path)args[\(i)]") }
+        try onError?.validate(at: path + "on_error.", now: now)
+    }
+}
+
+extension SignatureOptions {
+    /// The defaults stand in for options left out, so the rules live in `JobOptions.validate` only.
+    func validate(at path: String, now: Date) throws {
+        let options = JobOptions(
+            queue: queue ?? "default", priority: priority ?? 0, countdown: countdown, maxRetries: maxRetries ?? 3,
+            retryBackoff: retryBackoff ?? 1, timeLimit: timeLimit)
+        do {
+            try options.validate(now: now)
+        } catch let error as CanvasError {
+            throw CanvasError(path + error.description)
+        }
+    }
 }

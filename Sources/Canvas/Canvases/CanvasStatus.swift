@@ -77,7 +77,8 @@ extension Canvas {
     /// Enqueues the whole canvas in one statement, however large, through `canvas.enqueue_canvas`.
     /// - Throws: `CanvasError` naming where a malformed canvas is wrong; nothing is enqueued then.
     public func enqueue(on c: Connection) throws -> CanvasHandle {
-        try Canvas.enqueue(json: json, on: c)
+        try validate()
+        return try Canvas.enqueue(json: json, on: c)
     }
 
     /// Enqueues a canvas given in its JSON form.

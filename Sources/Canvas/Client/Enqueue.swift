@@ -12,12 +12,19 @@ public enum Enqueue {
     /// Enqueues many jobs in one statement and one round trip, however many there are.
     /// The insert trigger sends one NOTIFY per queue for the whole statement.
     /// - Returns: the new ids, in the order of `requests`.
+    /// - Throws: `CanvasError` if any request breaks `JobRules` ("job 3: options.priority: …", where 3
+    ///   is its index in `requests`); nothing is enqueued then.
     public static func jobs(_ requests: [JobRequest], on connection: Connection) throws -> [Int64] {
         guard !requests.isEmpty else { return [] }
-        for request in requests {
-            if request.task.isEmpty { throw CanvasError("a job needs a task name") }
-            try request.options.validate()
+        let now = Date()
+        for (i, request) in requests.enumerated() {
+            do {
+                try request.validate(now: now)
+            } catch let error as CanvasError where requests.count > 1 {
+                throw CanvasError("job \(i): \(error.description)")
+            }
         }
+        // JobRules bound priority and max_retries well inside Int32, so these conversions are exact.
         let args = requests.map { PostgresJSON(text: JSONValue.array($0.args).jsonText) }
         let rows: Rows
         if let options = requests.first?.options, requests.allSatisfy({ $0.options == options }) {
@@ -25,9 +32,9 @@ public enum Enqueue {
             rows = try connection.query(
                 """
                 INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit)
-                SELECT t, a, \(options.queue), \(Int32(clamping: options.priority)),
+                SELECT t, a, \(options.queue), \(Int32(options.priority)),
                        coalesce(\(options.eta), now() + coalesce(\(options.countdown), 0) * interval '1 second'),
-                       \(Int32(clamping: options.maxRetries + 1)), \(options.retryBackoff), \(options.timeLimit)
+                       \(Int32(options.maxRetries + 1)), \(options.retryBackoff), \(options.timeLimit)
                 FROM unnest(\(requests.map(\.task)), \(args)) WITH ORDINALITY AS r(t, a, n)
                 ORDER BY n
                 RETURNING id
@@ -38,9 +45,9 @@ public enum Enqueue {
                 INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit)
                 SELECT t, a, q, p, coalesce(eta, now() + coalesce(cd, 0) * interval '1 second'), m, rb, tl
                 FROM unnest(\(requests.map(\.task)), \(args),
-                            \(requests.map(\.options.queue)), \(requests.map { Int32(clamping: $0.options.priority) }),
+                            \(requests.map(\.options.queue)), \(requests.map { Int32($0.options.priority) }),
                             \(requests.map(\.options.eta)), \(requests.map(\.options.countdown)),
-                            \(requests.map { Int32(clamping: $0.options.maxRetries + 1) }),
+                            \(requests.map { Int32($0.options.maxRetries + 1) }),
                             \(requests.map(\.options.retryBackoff)), \(requests.map(\.options.timeLimit)))
                      WITH ORDINALITY AS r(t, a, q, p, eta, cd, m, rb, tl, n)
                 ORDER BY n

@@ -29,19 +29,18 @@ public struct JobOptions: Sendable, Hashable {
         self.timeLimit = timeLimit
     }
 
-    /// - Throws: `CanvasError` for values the broker would refuse.
-    public func validate() throws {
-        if queue.isEmpty { throw CanvasError("the queue name must not be empty") }
-        if maxRetries < 0 { throw CanvasError("max retries must be 0 or more, not \(maxRetries)") }
-        if let countdown, countdown < 0 || !countdown.isFinite {
-            throw CanvasError("countdown must be 0 or more seconds, not \(countdown)")
-        }
-        if retryBackoff < 0 || !retryBackoff.isFinite {
-            throw CanvasError("retry backoff must be 0 or more seconds, not \(retryBackoff)")
-        }
-        if let timeLimit, timeLimit <= 0 || !timeLimit.isFinite {
-            throw CanvasError("the time limit must be more than 0 seconds, not \(timeLimit)")
-        }
+    /// Checks every option against `JobRules`, the same rules `canvas.enqueue` applies.
+    /// - Parameter now: the clock an eta is measured from.
+    /// - Throws: `CanvasError` with the rule's message, like
+    ///   "options.priority: expected an integer from -32768 to 32767".
+    public func validate(now: Date = Date()) throws {
+        if !JobRules.isName(queue) { throw CanvasError(JobRules.Message.queue) }
+        if !JobRules.isPriority(priority) { throw CanvasError(JobRules.Message.priority) }
+        if !JobRules.isMaxRetries(maxRetries) { throw CanvasError(JobRules.Message.maxRetries) }
+        if let countdown, !JobRules.isCountdown(countdown) { throw CanvasError(JobRules.Message.countdown) }
+        if let eta, !JobRules.isEta(eta, now: now) { throw CanvasError(JobRules.Message.eta) }
+        if let timeLimit, !JobRules.isTimeLimit(timeLimit) { throw CanvasError(JobRules.Message.timeLimit) }
+        if !JobRules.isRetryBackoff(retryBackoff) { throw CanvasError(JobRules.Message.retryBackoff) }
     }
 }
 
@@ -55,6 +54,14 @@ public struct JobRequest: Sendable, Hashable {
         self.task = task
         self.args = args
         self.options = options
+    }
+
+    /// Checks the task name, the options and that every argument can be written as JSON.
+    /// - Throws: `CanvasError` with the message of the first rule broken.
+    public func validate(now: Date = Date()) throws {
+        if !JobRules.isName(task) { throw CanvasError(JobRules.Message.task) }
+        try options.validate(now: now)
+        for (i, arg) in args.enumerated() { try JobRules.checkFinite(arg, at: "args[\(i)]") }
     }
 }
 

@@ -28,6 +28,7 @@ public struct QueueReport: Sendable {
     public var failures: [Failure]
 
     public static func fetch(on c: Connection, failures limit: Int = 5) throws -> QueueReport {
+        guard limit >= 0 else { throw CanvasError("the number of failures to show must be 0 or more, not \(limit)") }
         var byQueue: [String: [String: Int]] = [:]
         for row in try c.query("SELECT queue, state, count(*) FROM canvas.jobs GROUP BY 1, 2 ORDER BY 1, 2") {
             byQueue[try row.decode(String.self, 0), default: [:]][try row.decode(String.self, 1)] = try row.decode(
@@ -50,7 +51,7 @@ public struct QueueReport: Sendable {
         let failures = try c.query(
             """
             SELECT id, task, coalesce(error, ''), finished_at FROM canvas.jobs
-            WHERE state = 'failed' ORDER BY finished_at DESC LIMIT \(Int32(clamping: limit))
+            WHERE state = 'failed' ORDER BY finished_at DESC LIMIT \(Int64(limit))
             """
         ).map { row in
             Failure(
