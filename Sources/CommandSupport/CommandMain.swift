@@ -10,7 +10,8 @@ public func runCommandLine<Command: ParsableCommand>(_ type: Command.Type, name:
         try command.run()
         exit(0)
     } catch {
-        let code = type.exitCode(for: error)
+        var code = type.exitCode(for: error)
+        if let failure = error as? CommandFailure { code = ExitCode(failure.exitCode) }
         if code == .success {
             print(type.fullMessage(for: error))
             exit(0)
@@ -32,8 +33,10 @@ func oneLineMessage(_ text: String) -> String {
     return message.trimmingCharacters(in: .whitespaces)
 }
 
-/// A failure of the program's own domain (not a usage mistake): exit status 1.
+/// A failure of the program's own domain: exit status 1, or 64 (`usage`) for input the command
+/// refuses (a malformed canvas file, say) that argument parsing could not catch.
 public struct CommandFailure: Error, CustomStringConvertible {
+    public static let usage: Int32 = 64
     public var description: String
     public var exitCode: Int32
     public init(_ description: String, exitCode: Int32 = 1) {

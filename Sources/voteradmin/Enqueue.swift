@@ -189,11 +189,13 @@ extension EnqueueCommand {
         do {
             canvasJSON = try JSONValue(parsing: text)
         } catch {
-            throw CommandFailure("the canvas is not valid JSON: \(error)")
+            throw CommandFailure("the canvas is not valid JSON: \(error)", exitCode: CommandFailure.usage)
         }
         let known = Set(AppTasks.registry().names)
         if let unknown = CanvasTaskNames.find(in: canvasJSON).first(where: { !known.contains($0.task) }) {
-            throw CommandFailure("\(unknown.path): unknown task '\(unknown.task)' (see 'voteradmin tasks')")
+            throw CommandFailure(
+                "\(unknown.path): unknown task '\(unknown.task)' (see 'voteradmin tasks')",
+                exitCode: CommandFailure.usage)
         }
         let connection = try database.connect(applicationName: "voteradmin enqueue")
         try SchemaCheck.requireCanvasSchema(on: connection)
@@ -202,7 +204,7 @@ extension EnqueueCommand {
         do {
             handle = try Canvas.enqueue(json: canvasJSON, on: connection)
         } catch let error as CanvasError {
-            throw CommandFailure(error.description)
+            throw CommandFailure(error.description, exitCode: CommandFailure.usage)
         }
         guard wait || json else {
             print(handle.id)

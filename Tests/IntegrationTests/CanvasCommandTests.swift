@@ -69,12 +69,12 @@ final class CanvasCommandTests {
             #"{"chord": [{"task": "canvas.add"}], "body": {"args": [1]}}"#,
             #"voteradmin: error: body: missing "task""#
         ),
-        (#"{"group": [{"task": "no.such"}]}"#, "voteradmin: error: canvas.group[0].task: unknown task 'no.such'"),
+        (#"{"group": [{"task": "no.such"}]}"#, "voteradmin: error: group[0].task: unknown task 'no.such'"),
         (#"{"chain": [1, 2"#, "voteradmin: error: the canvas is not valid JSON"),
     ])
     func badCanvasesAreOneLineAndEnqueueNothing(canvas: String, message: String) throws {
         let result = try voteradmin(["enqueue", "--canvas", try file(canvas)])
-        #expect(result.status == 1)
+        #expect(result.status == 64)
         #expect(result.stderrLines.count == 1, "\(result.stderr)")
         #expect(result.stderr.hasPrefix(message), "\(result.stderr)")
         #expect(try database.connect().query("SELECT count(*) FROM canvas.jobs")[0].decode(Int.self, 0) == 0)

@@ -156,7 +156,7 @@ final class EnqueueCommandTests {
         try Data(canvas.utf8).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
         let result = try voteradmin(["enqueue", "--canvas", file.path])
-        #expect(result.status == 1)
+        #expect(result.status == 64)
         #expect(result.stderrLines.count == 1, "\(result.stderr)")
         #expect(result.stderr.hasPrefix("voteradmin: error: the canvas is not valid JSON: invalid JSON at byte "))
         #expect(result.stderr.contains(message), "\(result.stderr)")

@@ -36,7 +36,7 @@ BEGIN
     IF max_attempts IS NULL OR max_attempts NOT BETWEEN 1 AND 1001 THEN
         RAISE EXCEPTION 'max_attempts: expected an integer from 1 to 1001' USING ERRCODE = '22023';
     END IF;
-    IF run_at IS NULL OR run_at > now() + interval '10 years' OR NOT isfinite(run_at) THEN
+    IF run_at IS NULL OR run_at > now() + interval '315360000 seconds' OR NOT isfinite(run_at) THEN
         RAISE EXCEPTION 'run_at: expected a time within 10 years' USING ERRCODE = '22023';
     END IF;
     PERFORM canvas.validate_canvas(

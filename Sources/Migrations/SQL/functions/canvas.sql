@@ -77,7 +77,7 @@ BEGIN
                 USING ERRCODE = '22023';
         END IF;
         BEGIN
-            IF (o->>'eta')::timestamptz > now() + interval '10 years' THEN
+            IF (o->>'eta')::timestamptz > now() + interval '315360000 seconds' THEN
                 RAISE EXCEPTION USING ERRCODE = '22008';
             END IF;
         EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
