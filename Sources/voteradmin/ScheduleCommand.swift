@@ -85,9 +85,14 @@ struct ScheduleCommand: ParsableCommand {
             let f = ISO8601DateFormatter()
             for s in schedules {
                 let what = s.canvas["task"]?.stringValue ?? "canvas"
-                print(
+                var line =
                     "\(s.name)  \(s.enabled ? "enabled " : "disabled")  \(s.rule)  \(what)  last \(s.lastFireAt.map(f.string(from:)) ?? "never")  next \(f.string(from: s.nextFireAt))"
-                )
+                if let error = s.lastError {
+                    // One line per schedule: the message may hold newlines (a task's own text).
+                    let at = s.lastErrorAt.map(f.string(from:)) ?? "?"
+                    line += "  error \(at): \(error.split(whereSeparator: \.isNewline).joined(separator: " "))"
+                }
+                print(line)
             }
         }
     }

@@ -52,7 +52,9 @@ import Testing
         #expect(try ScheduleRule.parseInterval("2h") == 7200)
         #expect(try ScheduleRule.parseInterval("1d") == 86_400)
         #expect(try ScheduleRule.parseInterval("0.5") == 0.5)
-        for bad in ["0s", "-5m", "abc", "", "5x"] {
+        #expect(try ScheduleRule.parseInterval("0.01s") == 0.01)
+        #expect(try ScheduleRule.parseInterval("3650d") == 315_360_000)
+        for bad in ["0s", "-5m", "abc", "", "5x", "1e20s", "0.001s", "3651d", "nan", "inf"] {
             #expect(throws: CanvasError.self) { try ScheduleRule.parseInterval(bad) }
         }
     }
@@ -61,5 +63,16 @@ import Testing
         let anchor = utc("2026-01-01T00:00:00Z")
         let rule = ScheduleRule.every(30)
         #expect(rule.next(after: anchor.addingTimeInterval(95), anchor: anchor) == anchor.addingTimeInterval(120))
+    }
+
+    @Test(arguments: ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 31 FEB *"])
+    func expressionsThatNeverFireAreRefused(text: String) {
+        #expect(throws: CanvasError.self) { try CronExpression(text) }
+    }
+
+    @Test func aLeapDayFires() throws {
+        #expect(
+            try CronExpression("0 0 29 2 *").nextFire(after: utc("2026-03-01T00:00:00Z")) == utc("2028-02-29T00:00:00Z")
+        )
     }
 }

@@ -38,6 +38,20 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
         weekdays = Set(rawWeekdays.map { $0 % 7 })
         daysRestricted = fields[2] != "*"
         weekdaysRestricted = fields[4] != "*"
+        // Every day and month pairing that exists comes round within four years (29 February),
+        // so an expression that has no time in the next five never fires ("0 0 30 2 *").
+        guard nextFire(after: Date()) != nil else {
+            throw CanvasError("invalid cron expression '\(text)': it never fires (no such day)")
+        }
+    }
+
+    /// An expression that matches nothing, for a stored text that cannot be read (inserted past
+    /// `voteradmin schedule add`), so that listing schedules still shows it.
+    init(unreadable text: String, timeZone: TimeZone) {
+        self.text = text
+        self.timeZone = timeZone
+        (minutes, hours, days, months, weekdays) = ([], [], [], [], [])
+        (daysRestricted, weekdaysRestricted) = (false, false)
     }
 
     static func parse(

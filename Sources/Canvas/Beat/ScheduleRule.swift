@@ -5,7 +5,12 @@ public enum ScheduleRule: Sendable, Hashable, CustomStringConvertible {
     case every(Double)
     case cron(CronExpression)
 
-    /// "30s", "5m", "2h", "1d" or a plain number of seconds. - Throws: for zero, negative or unreadable.
+    /// The intervals a schedule may have: 0.01 s to 3,650 days (as `canvas.schedules` checks), so
+    /// that a beat is not asked to fire faster than it can, and no next time overflows a timestamp.
+    public static let intervalRange: ClosedRange<Double> = 0.01...315_360_000
+
+    /// "30s", "5m", "2h", "1d" or a plain number of seconds.
+    /// - Throws: for an unreadable value or one outside `intervalRange`.
     public static func parseInterval(_ text: String) throws -> Double {
         let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
         var number = Substring(text.trimmingCharacters(in: .whitespaces))
@@ -18,7 +23,11 @@ public enum ScheduleRule: Sendable, Hashable, CustomStringConvertible {
             throw CanvasError("invalid interval '\(text)': use a number with s, m, h or d, like 30s or 5m")
         }
         guard value > 0 else { throw CanvasError("the interval must be more than zero, not '\(text)'") }
-        return value * scale
+        let seconds = value * scale
+        guard intervalRange.contains(seconds) else {
+            throw CanvasError("the interval '\(text)' is out of range: use 0.01s to 3650d")
+        }
+        return seconds
     }
 
     /// The next tick strictly after `date`, for an interval counted from `anchor`.

@@ -10,6 +10,9 @@ public struct Schedule: Sendable {
     public var enabled: Bool
     public var lastFireAt: Date?
     public var nextFireAt: Date
+    /// Why the latest firing failed, and when; cleared by the next firing that succeeds.
+    public var lastError: String? = nil
+    public var lastErrorAt: Date? = nil
 }
 
 /// Adding, listing and changing schedules (`voteradmin schedule …`).
@@ -18,7 +21,9 @@ public enum ScheduleStore {
     @discardableResult
     public static func add(name: String, canvas: JSONValue, rule: ScheduleRule, on c: Connection) throws -> Schedule {
         guard !name.isEmpty else { throw CanvasError("a schedule needs a name") }
-        let now = Date()
+        // The database's clock, which the beats fire by: a host minutes off must not delay or
+        // skip the first tick.
+        let now = try databaseNow(c)
         guard let first = rule.next(after: now, anchor: now) else {
             throw CanvasError("the cron expression '\(rule)' never fires")
         }
@@ -53,7 +58,8 @@ public enum ScheduleStore {
     public static func list(on c: Connection) throws -> [Schedule] {
         try c.query(
             """
-            SELECT id, name, canvas, every_seconds, cron, time_zone, enabled, last_fire_at, next_fire_at
+            SELECT id, name, canvas, every_seconds, cron, time_zone, enabled, last_fire_at, next_fire_at,
+                   last_error, last_error_at
             FROM canvas.schedules ORDER BY name
             """
         ).map(decode)
@@ -65,13 +71,22 @@ public enum ScheduleStore {
             rule = .every(every)
         } else {
             let zone = TimeZone(identifier: try row.decode(String.self, 5)) ?? TimeZone(identifier: "UTC")!
-            rule = .cron(try CronExpression(try row.decode(String.self, 4), timeZone: zone))
+            let text = try row.decode(String.self, 4)
+            // The beat records why an unreadable one does not fire; listing must still show it.
+            rule = .cron(
+                (try? CronExpression(text, timeZone: zone)) ?? CronExpression(unreadable: text, timeZone: zone))
         }
         return Schedule(
             id: try row.decode(Int64.self, 0), name: try row.decode(String.self, 1),
             canvas: try JSONValue(parsing: try row.decode(PostgresJSON.self, 2).text), rule: rule,
             enabled: try row.decode(Bool.self, 6), lastFireAt: try row.decodeIfPresent(Date.self, 7),
-            nextFireAt: try row.decode(Date.self, 8))
+            nextFireAt: try row.decode(Date.self, 8),
+            lastError: try row.decodeIfPresent(String.self, 9),
+            lastErrorAt: try row.decodeIfPresent(Date.self, 10))
+    }
+
+    static func databaseNow(_ c: Connection) throws -> Date {
+        try c.query("SELECT clock_timestamp()")[0].decode(Date.self, 0)
     }
 
     public static func remove(name: String, on c: Connection) throws {
@@ -85,7 +100,7 @@ public enum ScheduleStore {
         guard let schedule = try list(on: c).first(where: { $0.name == name }) else {
             throw CanvasError("no schedule named '\(name)'")
         }
-        let now = Date()
+        let now = try databaseNow(c)
         let next = schedule.rule.next(after: now, anchor: now) ?? schedule.nextFireAt
         try c.execute(
             """
