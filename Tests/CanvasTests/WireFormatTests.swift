@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import Testing
 
@@ -283,5 +284,53 @@ import Testing
         #expect(pacing.depth == 16)
         for _ in 0..<5 { pacing.record(seconds: 0.5) }
         #expect(pacing.depth == 1)
+    }
+}
+
+/// The supervisor's end of a job pipe, against a pool process that is not reading.
+@Suite struct JobPipeTests {
+    @Test func sendingMoreThanThePipeHoldsReturnsAtOnceAndGoesOutAsThePipeDrains() throws {
+        signal(SIGPIPE, SIG_IGN)
+        let jobs = try FD.pipe()
+        let results = try FD.pipe()
+        defer { [jobs.write, results.read, results.write].forEach { close($0) } }
+        // No process behind it: pid_t.max names none, should anything signal it.
+        let p = PoolProcess(index: 1, pid: .max, toChild: jobs.write, fromChild: results.read)
+        let sent = (0..<8).map { i in
+            ClaimedJob(
+                id: Int64(i), task: "canvas.identity\t\n",
+                argsText: JSONValue.array([.string(String(repeating: "\(i)\t", count: 128 << 10))]).jsonText,
+                attempt: 1, timeLimit: nil)
+        }
+        let started = ContinuousClock.now
+        #expect(p.send(sent, timeLimit: { _ in nil }))
+        #expect(ContinuousClock.now - started < .seconds(1))
+        #expect(p.hasOutgoing, "2 MiB cannot fit in a pipe")
+        #expect(p.inFlight.count == 8)
+
+        // Drain as a pool process would, writing more whenever there is room.
+        var decoder = FrameDecoder()
+        var received: [WireFormat.JobMessage] = []
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
+        defer { buffer.deallocate() }
+        while received.count < sent.count {
+            let n = read(jobs.read, buffer.baseAddress, buffer.count)
+            try #require(n > 0)
+            decoder.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<n])) {
+                received.append(WireFormat.parseJob($0)!)
+            }
+            #expect(p.flush())
+        }
+        #expect(!p.hasOutgoing)
+        #expect(received.map(\.id) == sent.map(\.id))
+        #expect(received.map(\.task) == sent.map(\.task))
+        #expect(received.map(\.argsText) == sent.map(\.argsText))
+
+        // The process is gone: the write fails, nothing stays queued, the job stays in flight
+        // for the exit handling to settle.
+        close(jobs.read)
+        #expect(!p.send([sent[0]], timeLimit: { _ in nil }))
+        #expect(!p.hasOutgoing)
+        #expect(p.inFlight.count == 9)
     }
 }

@@ -33,11 +33,14 @@ final class PoolProcess {
 
     var name: String { "ForkPoolWorker-\(index)" }
 
-    private init(index: Int, pid: pid_t, toChild: Int32, fromChild: Int32) {
+    /// Makes both pipe ends non-blocking: this side never waits on the process.
+    init(index: Int, pid: pid_t, toChild: Int32, fromChild: Int32) {
         self.index = index
         self.pid = pid
         self.toChild = toChild
         self.fromChild = fromChild
+        FD.setNonBlocking(toChild)
+        FD.setNonBlocking(fromChild)
     }
 
     /// Starts `executable --pool-process index` with the job pipe on fd 3 and the result pipe on fd 4.
@@ -65,8 +68,6 @@ final class PoolProcess {
             close(results.read)
             throw CanvasError("cannot start a pool process from \(executable): \(String(cString: strerror(rc)))")
         }
-        FD.setNonBlocking(results.read)
-        FD.setNonBlocking(jobs.write)
         return PoolProcess(index: index, pid: pid, toChild: jobs.write, fromChild: results.read)
     }
 
