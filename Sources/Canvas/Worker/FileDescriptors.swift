@@ -14,11 +14,11 @@ enum FD {
         return (r, w)
     }
 
-    /// Writes all of `text`, retrying on EINTR and short writes. - Returns: false if the reader is gone.
+    /// Writes all of `bytes` to a blocking descriptor, retrying on EINTR and short writes.
+    /// - Returns: false if the reader is gone.
     @discardableResult
-    static func writeAll(_ fd: Int32, _ text: String) -> Bool {
-        var text = text
-        return text.withUTF8 { buffer in
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
                 let n = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)

@@ -2,12 +2,21 @@ import Foundation
 
 /// The supervisor's handle on one pool process: a fresh process of the same binary (spawned,
 /// never forked without exec), fed jobs on its fd 3 and answering on its fd 4.
+///
+/// Both of its pipe ends are non-blocking on this side: jobs the job pipe cannot take yet wait in
+/// `outgoing` until poll says it can, so the supervisor never waits on a pool process and always
+/// reads its results, even while that process is itself blocked writing them.
 final class PoolProcess {
     let index: Int
     let pid: pid_t
     let toChild: Int32
     let fromChild: Int32
-    var lines = LineBuffer()
+    var frames = FrameDecoder()
+    /// Encoded jobs not yet written, from `outgoingStart` on.
+    private var outgoing: [UInt8] = []
+    private var outgoingStart = 0
+    /// The job pipe failed (the process is gone): nothing more is written; poll sees its exit.
+    private var jobPipeBroken = false
     /// Jobs sent and not yet answered, in the order the process runs them. Usually one; several
     /// when jobs are short enough that a pipe round trip per job would dominate.
     var inFlight: [ClaimedJob] = []
@@ -24,11 +33,14 @@ final class PoolProcess {
 
     var name: String { "ForkPoolWorker-\(index)" }
 
-    private init(index: Int, pid: pid_t, toChild: Int32, fromChild: Int32) {
+    /// Makes both pipe ends non-blocking: this side never waits on the process.
+    init(index: Int, pid: pid_t, toChild: Int32, fromChild: Int32) {
         self.index = index
         self.pid = pid
         self.toChild = toChild
         self.fromChild = fromChild
+        FD.setNonBlocking(toChild)
+        FD.setNonBlocking(fromChild)
     }
 
     /// Starts `executable --pool-process index` with the job pipe on fd 3 and the result pipe on fd 4.
@@ -56,20 +68,65 @@ final class PoolProcess {
             close(results.read)
             throw CanvasError("cannot start a pool process from \(executable): \(String(cString: strerror(rc)))")
         }
-        FD.setNonBlocking(results.read)
         return PoolProcess(index: index, pid: pid, toChild: jobs.write, fromChild: results.read)
     }
 
     /// The job it is running, when it is running one.
     var job: ClaimedJob? { inFlight.first }
 
-    /// Sends jobs in one write. - Returns: false when the process is gone.
+    /// Queues jobs and writes what the pipe takes now; the rest goes out as poll reports room.
+    /// - Returns: false when the process is gone (its jobs stay in flight until its exit is handled).
     func send(_ jobs: [ClaimedJob], timeLimit: (ClaimedJob) -> Double?) -> Bool {
         guard !jobs.isEmpty else { return true }
         let wasIdle = inFlight.isEmpty
         inFlight.append(contentsOf: jobs)
         if wasIdle { startHead(timeLimit) }
-        return FD.writeAll(toChild, jobs.map(WireFormat.jobLine).joined())
+        guard !jobPipeBroken else { return false }
+        for job in jobs { WireFormat.appendJob(job, to: &outgoing) }
+        return flush()
+    }
+
+    /// Whether jobs wait for room in the job pipe (poll for POLLOUT).
+    var hasOutgoing: Bool { outgoingStart < outgoing.count }
+
+    /// Writes queued jobs until the pipe is full, never blocking.
+    /// - Returns: false when the process is gone; its queue is dropped then.
+    @discardableResult
+    func flush() -> Bool {
+        guard !jobPipeBroken else { return false }
+        while outgoingStart < outgoing.count {
+            let n = outgoing.withUnsafeBytes {
+                write(toChild, $0.baseAddress! + outgoingStart, $0.count - outgoingStart)
+            }
+            if n > 0 {
+                outgoingStart += n
+            } else if n < 0 && errno == EINTR {
+                continue
+            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                // Most of a large queue went out: drop the sent head so the queue does not only grow.
+                if outgoingStart >= 65536 && outgoingStart * 2 >= outgoing.count {
+                    outgoing.removeFirst(outgoingStart)
+                    outgoingStart = 0
+                }
+                return true
+            } else {
+                jobPipeBroken = true
+                dropOutgoing()
+                return false
+            }
+        }
+        if outgoing.capacity > 1 << 20 {
+            outgoing = []
+        } else {
+            outgoing.removeAll(keepingCapacity: true)
+        }
+        outgoingStart = 0
+        return true
+    }
+
+    private func dropOutgoing() {
+        outgoing = []
+        outgoingStart = 0
     }
 
     /// The head job answered: the next one (if any) starts now.
@@ -98,13 +155,18 @@ final class PoolProcess {
         return inFlight
     }
 
+    /// One read buffer for every pool process: only the supervisor's event loop reads their pipes,
+    /// and a frame is handled before the next read.
+    nonisolated(unsafe) private static let readBuffer = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: 65536, alignment: 8)
+
     /// Reads what is available. - Returns: false at end of file (the process exited or died).
-    func readAvailable(_ onLine: (Substring) -> Void) -> Bool {
-        var buffer = [UInt8](repeating: 0, count: 65536)
+    func readAvailable(_ onFrame: (UnsafeRawBufferPointer) -> Void) -> Bool {
+        let buffer = Self.readBuffer
         while true {
-            let n = buffer.withUnsafeMutableBytes { read(fromChild, $0.baseAddress, $0.count) }
+            let n = read(fromChild, buffer.baseAddress, buffer.count)
             if n > 0 {
-                buffer.withUnsafeBytes { lines.append(UnsafeRawBufferPointer(rebasing: $0[0..<n]), onLine) }
+                frames.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), onFrame)
                 if n < buffer.count { return true }
                 continue
             }
@@ -118,6 +180,7 @@ final class PoolProcess {
 
     /// Closes the job pipe (the process exits when it has nothing left) and reaps it.
     func closeAndReap(wait: Bool) {
+        dropOutgoing()
         close(toChild)
         var status: Int32 = 0
         if wait {
@@ -133,6 +196,7 @@ final class PoolProcess {
         var status: Int32 = 0
         var rc: pid_t
         repeat { rc = waitpid(pid, &status, 0) } while rc < 0 && errno == EINTR
+        dropOutgoing()
         close(toChild)
         close(fromChild)
         exited = true

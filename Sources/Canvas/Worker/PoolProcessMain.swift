@@ -25,53 +25,77 @@ public enum PoolProcessMain {
             return c
         }
 
-        var lines = LineBuffer()
-        var buffer = [UInt8](repeating: 0, count: 65536)
+        var decoder = FrameDecoder()
+        var replies: [UInt8] = []
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
         while true {
-            let n = buffer.withUnsafeMutableBytes { read(3, $0.baseAddress, $0.count) }
+            let n = read(3, buffer.baseAddress, buffer.count)
             if n == 0 { exit(0) }
             if n < 0 {
                 if errno == EINTR { continue }
                 exit(1)
             }
-            var replies = ""
-            buffer.withUnsafeBytes { raw in
-                lines.append(UnsafeRawBufferPointer(rebasing: raw[0..<n])) { line in
-                    guard let job = WireFormat.parseJob(line) else {
-                        logger.error("unreadable message from the supervisor", metadata: ["line": "\(line.prefix(80))"])
-                        return
-                    }
-                    replies += runJob(job, registry: registry, logger: logger, connection: provider)
-                }
-            }
+            replies.removeAll(keepingCapacity: replies.capacity <= 1 << 20)
+            let readable = handleInput(
+                UnsafeRawBufferPointer(rebasing: buffer[0..<n]), decoder: &decoder, replies: &replies,
+                registry: registry, logger: logger, connection: provider)
+            // Blocking is safe here: the supervisor reads results whatever it has left to send.
             if !FD.writeAll(4, replies) { exit(0) }
+            // A frame that is no job means the two sides disagree: exiting lets the supervisor
+            // settle the jobs it sent as it does for any crash, instead of waiting for answers.
+            if !readable { exit(70) }
         }
+    }
+
+    /// Runs every job that arrived whole in `bytes` (with what `decoder` kept from earlier reads)
+    /// and appends their result frames to `replies`.
+    /// - Returns: false when a frame is not a job (the rest of the input is not run).
+    static func handleInput(
+        _ bytes: UnsafeRawBufferPointer, decoder: inout FrameDecoder, replies: inout [UInt8], registry: TaskRegistry,
+        logger: Logger, connection: @escaping () throws -> Connection
+    ) -> Bool {
+        var readable = true
+        decoder.feed(bytes) { frame in
+            guard readable else { return }
+            guard let job = WireFormat.parseJob(frame) else {
+                logger.error("unreadable message from the supervisor", metadata: ["bytes": "\(frame.count)"])
+                readable = false
+                return
+            }
+            runJob(job, registry: registry, logger: logger, connection: connection, into: &replies)
+        }
+        return readable
     }
 
     static func runJob(
         _ job: WireFormat.JobMessage, registry: TaskRegistry, logger: Logger,
-        connection: @escaping () throws -> Connection
-    ) -> String {
+        connection: @escaping () throws -> Connection, into replies: inout [UInt8]
+    ) {
         let started = DispatchTime.now().uptimeNanoseconds
         func elapsed() -> Double { Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9 }
+        func reply(
+            _ kind: Outcome.Kind, _ seconds: Double, result: String? = nil, error: String? = nil, spawn: String? = nil
+        ) {
+            WireFormat.appendResult(
+                id: job.id, attempt: job.attempt, kind: kind, seconds: seconds, resultText: result, error: error,
+                spawnText: spawn, to: &replies)
+        }
         let label = "\(job.task)[\(job.id)]"
         guard let definition = registry[job.task] else {
             let message = "unknown task '\(job.task)'"
             logger.error("Received unregistered task of type '\(job.task)'.", metadata: ["job.id": "\(job.id)"])
-            return WireFormat.resultLine(
-                id: job.id, attempt: job.attempt, kind: .fatal, seconds: elapsed(), result: nil, error: message)
+            return reply(.fatal, elapsed(), error: message)
         }
         let args: [JSONValue]
         do {
-            guard let list = try JSONValue(parsing: String(job.argsText)).arrayValue else {
+            guard let list = try JSONValue(parsing: job.argsText).arrayValue else {
                 throw CanvasError("arguments are not a JSON array")
             }
             args = list
         } catch {
             let message = "malformed arguments for \(job.task): \(error)"
             logger.error("Task \(label) raised unexpected: \(message)")
-            return WireFormat.resultLine(
-                id: job.id, attempt: job.attempt, kind: .fatal, seconds: elapsed(), result: nil, error: message)
+            return reply(.fatal, elapsed(), error: message)
         }
         var context = TaskContext(
             jobID: job.id, task: job.task, attempt: job.attempt, logger: logger, registry: registry,
@@ -79,30 +103,27 @@ public enum PoolProcessMain {
         do {
             let result = try definition.run(&context, args)
             let seconds = elapsed()
+            let text = result.jsonText
             if logger.logLevel <= .info {
-                logger.info("Task \(label) succeeded in \(formatSeconds(seconds))s: \(result.jsonText)")
+                logger.info("Task \(label) succeeded in \(formatSeconds(seconds))s: \(text)")
             }
-            return WireFormat.resultLine(
-                id: job.id, attempt: job.attempt, kind: .succeeded, seconds: seconds, result: result, error: nil,
-                spawned: context.spawned)
+            reply(
+                .succeeded, seconds, result: text,
+                spawn: context.spawned.isEmpty ? nil : JSONValue.array(context.spawned).jsonText)
         } catch let error as TaskError {
             logger.error("Task \(label) raised unexpected: \(error.message)")
-            return WireFormat.resultLine(
-                id: job.id, attempt: job.attempt, kind: error.retryable ? .error : .fatal, seconds: elapsed(),
-                result: nil, error: error.message)
+            reply(error.retryable ? .error : .fatal, elapsed(), error: error.message)
         } catch let error as PostgresError where error.isConnectionProblem {
             // The database went away under the task (a restart, a failover): not the task's fault.
             // Retried at once without spending an attempt, bounded like crashes; the next job
             // connects again.
             let message = "the task lost its database connection: \(error)"
             logger.warning("Task \(label) will be retried: \(message)")
-            return WireFormat.resultLine(
-                id: job.id, attempt: job.attempt, kind: .crashed, seconds: elapsed(), result: nil, error: message)
+            reply(.crashed, elapsed(), error: message)
         } catch {
             let message = "\(error)"
             logger.error("Task \(label) raised unexpected: \(message)")
-            return WireFormat.resultLine(
-                id: job.id, attempt: job.attempt, kind: .error, seconds: elapsed(), result: nil, error: message)
+            reply(.error, elapsed(), error: message)
         }
     }
 

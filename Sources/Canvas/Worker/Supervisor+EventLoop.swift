@@ -29,30 +29,44 @@ extension Supervisor {
         }
     }
 
-    /// Waits for pool output, claimed jobs or signals, and handles pool output.
+    /// Waits for pool output, room in a job pipe, claimed jobs or signals, and handles pool I/O.
+    /// Every live pool process is read from on every call, whatever it still has to be sent: it
+    /// may be blocked writing results until then.
     func pollOnce(timeout: Double) -> Bool {
         let live = pool.indices.filter { !pool[$0].exited }
-        var fds = live.map { pollfd(fd: pool[$0].fromChild, events: Int16(POLLIN), revents: 0) }
+        var fds: [pollfd] = []
+        fds.reserveCapacity(live.count * 2 + 2)
+        for i in live { fds.append(pollfd(fd: pool[i].fromChild, events: Int16(POLLIN), revents: 0)) }
+        // Poll ignores a negative fd: a job pipe is watched only while jobs wait for room in it.
+        for i in live {
+            fds.append(pollfd(fd: pool[i].hasOutgoing ? pool[i].toChild : -1, events: Int16(POLLOUT), revents: 0))
+        }
         fds.append(pollfd(fd: state.mainWake.read, events: Int16(POLLIN), revents: 0))
         fds.append(pollfd(fd: Signals.pipeRead, events: Int16(POLLIN), revents: 0))
         let rc = poll(&fds, nfds_t(fds.count), Int32((timeout * 1000).rounded(.up)))
         guard rc > 0 else { return false }
-        for (slot, i) in live.enumerated() where fds[slot].revents != 0 {
+        for (slot, i) in live.enumerated() {
             let p = pool[i]
-            let open = p.readAvailable { line in handleResult(line, from: p) }
+            // A failed write means the process is gone; its end of file below settles its jobs.
+            if fds[live.count + slot].revents != 0 { p.flush() }
+            guard fds[slot].revents != 0 else { continue }
+            let open = p.readAvailable { frame in handleResult(frame, from: p) }
             if open {
                 if shutdown != .cold { topUp(p) }
             } else {
                 poolProcessExited(at: i)
             }
         }
-        if fds[live.count].revents != 0 { SharedState.drain(state.mainWake.read) }
+        if fds[live.count * 2].revents != 0 { SharedState.drain(state.mainWake.read) }
         return true
     }
 
-    func handleResult(_ line: Substring, from p: PoolProcess) {
-        guard let message = WireFormat.parseResult(line) else {
-            logger.error("unreadable message from \(p.name)", metadata: ["line": "\(line.prefix(80))"])
+    func handleResult(_ frame: UnsafeRawBufferPointer, from p: PoolProcess) {
+        guard let message = WireFormat.parseResult(frame) else {
+            // The two sides disagree on the framing: nothing it sends can be trusted to answer
+            // its jobs, so it is stopped and its jobs are settled as for any crash.
+            logger.error("unreadable message from \(p.name) (\(frame.count) bytes); stopping it")
+            p.kill()
             return
         }
         guard let job = p.job, job.id == message.outcome.jobID else { return }

@@ -1,37 +1,82 @@
-/// The line protocol between the supervisor and its pool processes, over two pipes.
+/// The framing between the supervisor and its pool processes, over two pipes.
 ///
-/// Supervisor → pool process (fd 3): `J\t<id>\t<attempt>\t<task>\t<args JSON>\n`.
-/// Pool process → supervisor (fd 4):
-/// `R\t<id>\t<attempt>\t<kind>\t<seconds>\t<result JSON>\t<error JSON>\t<spawned canvases JSON>\n`.
-/// JSON text from PostgreSQL and from `JSONValue` never holds a raw tab or newline, so tabs and
-/// newlines frame the fields; the supervisor never parses task arguments or results.
+/// Every frame is a little-endian `UInt32` length, then that many bytes: a tag byte and the fields.
+/// Supervisor → pool process (fd 3), tag `J`: id `Int64`, attempt `Int64`, the task name as a
+/// `UInt32` length and its bytes, then the arguments' JSON text (the rest of the frame).
+/// Pool process → supervisor (fd 4), tag `R`: id `Int64`, attempt `Int64`, kind `UInt8`, seconds
+/// (`Double` bits), then the result JSON, the error text and the spawned canvases' JSON array, each
+/// a `UInt32` length (`UInt32.max` when absent) and its bytes.
+///
+/// Lengths, not separators, delimit the fields, so any bytes travel in any field, and neither side
+/// looks at a byte of arguments or results: the supervisor passes them through as text.
 enum WireFormat {
-    static func jobLine(_ job: ClaimedJob) -> String {
-        "J\t\(job.id)\t\(job.attempt)\t\(job.task)\t\(job.argsText)\n"
+    static let jobTag = UInt8(ascii: "J")
+    static let resultTag = UInt8(ascii: "R")
+    private static let absent = UInt32.max
+    /// The largest frame body a `UInt32` length can describe (`UInt32.max` marks an absent field).
+    static let maxFrameBody = Int(UInt32.max - 1)
+
+    static func appendJob(_ job: ClaimedJob, to out: inout [UInt8]) {
+        appendJob(id: job.id, attempt: job.attempt, task: job.task.utf8, args: job.argsText.utf8, to: &out)
+    }
+
+    /// Arguments come from one PostgreSQL value (at most 1 GB), so a job frame always fits its length.
+    static func appendJob<Task: Collection<UInt8>, Args: Collection<UInt8>>(
+        id: Int64, attempt: Int, task: Task, args: Args, to out: inout [UInt8]
+    ) {
+        let taskCount = task.count
+        let body = 1 + 8 + 8 + 4 + taskCount + args.count
+        out.reserveCapacity(out.count + 4 + body)
+        append(UInt32(body), to: &out)
+        out.append(jobTag)
+        append(id, to: &out)
+        append(Int64(attempt), to: &out)
+        append(UInt32(taskCount), to: &out)
+        out.append(contentsOf: task)
+        out.append(contentsOf: args)
     }
 
     struct JobMessage {
         var id: Int64
         var attempt: Int
         var task: String
-        var argsText: Substring
+        var argsText: String
     }
 
-    static func parseJob(_ line: Substring) -> JobMessage? {
-        let f = line.split(separator: "\t", maxSplits: 4, omittingEmptySubsequences: false)
-        guard f.count == 5, f[0] == "J", let id = Int64(f[1]), let attempt = Int(f[2]) else { return nil }
-        return JobMessage(id: id, attempt: attempt, task: String(f[3]), argsText: f[4])
+    /// - Parameter frame: one frame's body, as `FrameDecoder` hands it over. - Returns: nil if it is no job.
+    static func parseJob(_ frame: UnsafeRawBufferPointer) -> JobMessage? {
+        var r = FrameReader(frame)
+        guard r.byte() == jobTag, let id = r.int64(), let attempt = r.int64(), let taskCount = r.uint32(),
+            let task = r.bytes(Int(taskCount))
+        else { return nil }
+        return JobMessage(
+            id: id, attempt: Int(truncatingIfNeeded: attempt), task: text(task),
+            argsText: text(r.rest()))
     }
 
-    static func resultLine(
-        id: Int64, attempt: Int, kind: Outcome.Kind, seconds: Double, result: JSONValue?, error: String?,
-        spawned: [JSONValue] = []
-    ) -> String {
-        var errorText = ""
-        if let error { JSONValue.writeString(error, to: &errorText) }
-        let spawnText = spawned.isEmpty ? "" : JSONValue.array(spawned).jsonText
-        return
-            "R\t\(id)\t\(attempt)\t\(kind.rawValue)\t\(seconds)\t\(result?.jsonText ?? "")\t\(errorText)\t\(spawnText)\n"
+    /// Appends a result frame. A frame too large for its length becomes a `fatal` outcome saying so.
+    static func appendResult(
+        id: Int64, attempt: Int, kind: Outcome.Kind, seconds: Double, resultText: String?, error: String?,
+        spawnText: String? = nil, to out: inout [UInt8]
+    ) {
+        let result = resultText?.utf8, error = error?.utf8, spawn = spawnText?.utf8
+        let body = 1 + 8 + 8 + 1 + 8 + 12 + (result?.count ?? 0) + (error?.count ?? 0) + (spawn?.count ?? 0)
+        guard body <= maxFrameBody else {
+            appendResult(
+                id: id, attempt: attempt, kind: .fatal, seconds: seconds, resultText: nil,
+                error: "the outcome is too large to pass on (\(body) bytes)", to: &out)
+            return
+        }
+        out.reserveCapacity(out.count + 4 + body)
+        append(UInt32(body), to: &out)
+        out.append(resultTag)
+        append(id, to: &out)
+        append(Int64(attempt), to: &out)
+        out.append(code(kind))
+        append(seconds.bitPattern, to: &out)
+        appendField(result, to: &out)
+        appendField(error, to: &out)
+        appendField(spawn, to: &out)
     }
 
     struct ResultMessage {
@@ -39,37 +84,137 @@ enum WireFormat {
         var seconds: Double
     }
 
-    static func parseResult(_ line: Substring) -> ResultMessage? {
-        let f = line.split(separator: "\t", omittingEmptySubsequences: false)
-        guard f.count == 8, f[0] == "R", let id = Int64(f[1]), let attempt = Int(f[2]),
-            let kind = Outcome.Kind(rawValue: String(f[3])), let seconds = Double(f[4])
+    /// - Parameter frame: one frame's body. - Returns: nil if it is no result.
+    static func parseResult(_ frame: UnsafeRawBufferPointer) -> ResultMessage? {
+        var r = FrameReader(frame)
+        guard r.byte() == resultTag, let id = r.int64(), let attempt = r.int64(), let kindCode = r.byte(),
+            let kind = kind(kindCode), let bits = r.uint64(), let result = r.field(), let error = r.field(),
+            let spawn = r.field(), r.isAtEnd
         else { return nil }
-        var error: String? = nil
-        if !f[6].isEmpty { error = (try? JSONValue(parsing: String(f[6])))?.stringValue ?? String(f[6]) }
         return ResultMessage(
             outcome: Outcome(
-                jobID: id, attempt: attempt, kind: kind, resultText: f[5].isEmpty ? nil : String(f[5]), error: error,
-                spawnText: f[7].isEmpty ? nil : String(f[7])),
-            seconds: seconds)
+                jobID: id, attempt: Int(truncatingIfNeeded: attempt), kind: kind,
+                resultText: result.map(text), error: error.map(text), spawnText: spawn.map(text)),
+            seconds: Double(bitPattern: bits))
+    }
+
+    /// Typed bytes take `String`'s one-pass validation; a raw buffer would be decoded a byte at a time.
+    private static func text(_ bytes: UnsafeRawBufferPointer) -> String {
+        String(decoding: bytes.assumingMemoryBound(to: UInt8.self), as: UTF8.self)
+    }
+
+    private static let kinds: [Outcome.Kind] = [.succeeded, .error, .timeout, .fatal, .crashed]
+
+    private static func code(_ kind: Outcome.Kind) -> UInt8 {
+        switch kind {
+        case .succeeded: 0
+        case .error: 1
+        case .timeout: 2
+        case .fatal: 3
+        case .crashed: 4
+        }
+    }
+
+    private static func kind(_ code: UInt8) -> Outcome.Kind? { Int(code) < kinds.count ? kinds[Int(code)] : nil }
+
+    private static func appendField(_ field: String.UTF8View?, to out: inout [UInt8]) {
+        guard let field else { return append(absent, to: &out) }
+        append(UInt32(field.count), to: &out)
+        out.append(contentsOf: field)
+    }
+
+    @inline(__always)
+    private static func append<T: FixedWidthInteger>(_ value: T, to out: inout [UInt8]) {
+        withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) }
     }
 }
 
-/// Splits bytes read from a pipe into lines, keeping a partial last line for the next read.
-struct LineBuffer {
-    private var pending: [UInt8] = []
+/// Reads the fields of one frame body in order; every read is bounds-checked.
+struct FrameReader {
+    private let bytes: UnsafeRawBufferPointer
+    private var offset = 0
 
-    mutating func append(_ bytes: UnsafeRawBufferPointer, _ body: (Substring) -> Void) {
-        var start = bytes.startIndex
-        for i in bytes.indices where bytes[i] == 10 {
-            if pending.isEmpty {
-                body(Substring(String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<i]), as: UTF8.self)))
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    var isAtEnd: Bool { offset == bytes.count }
+
+    mutating func byte() -> UInt8? {
+        guard offset < bytes.count else { return nil }
+        defer { offset += 1 }
+        return bytes[offset]
+    }
+
+    mutating func int64() -> Int64? { integer(Int64.self) }
+    mutating func uint64() -> UInt64? { integer(UInt64.self) }
+    mutating func uint32() -> UInt32? { integer(UInt32.self) }
+
+    private mutating func integer<T: FixedWidthInteger>(_: T.Type) -> T? {
+        guard bytes.count - offset >= MemoryLayout<T>.size else { return nil }
+        defer { offset += MemoryLayout<T>.size }
+        return T(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+
+    mutating func bytes(_ count: Int) -> UnsafeRawBufferPointer? {
+        guard count >= 0, bytes.count - offset >= count else { return nil }
+        defer { offset += count }
+        return UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + count])
+    }
+
+    /// A length-prefixed field. - Returns: `.some(nil)` for an absent field, nil when the frame is short.
+    mutating func field() -> UnsafeRawBufferPointer?? {
+        guard let count = uint32() else { return nil }
+        if count == UInt32.max { return .some(nil) }
+        guard let value = bytes(Int(count)) else { return nil }
+        return .some(value)
+    }
+
+    mutating func rest() -> UnsafeRawBufferPointer {
+        defer { offset = bytes.count }
+        return UnsafeRawBufferPointer(rebasing: bytes[offset...])
+    }
+}
+
+/// Cuts the bytes read from a pipe into frames, whatever the sizes of the reads: keeps a partial
+/// frame for the next read, and hands over frames that arrived whole without copying them.
+struct FrameDecoder {
+    private var pending: [UInt8] = []
+    /// Beyond this, the buffer a large frame needed is given back once that frame is done.
+    private static let keptCapacity = 1 << 20
+
+    /// Bytes held for a frame not yet complete.
+    var pendingCount: Int { pending.count }
+
+    /// Calls `body` with each complete frame's body (the bytes after its length), in order. The
+    /// buffer it gets is valid only during the call.
+    mutating func feed(_ bytes: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+        var start = 0
+        let end = bytes.count
+        if !pending.isEmpty {
+            if pending.count < 4 {
+                let take = min(4 - pending.count, end)
+                pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[0..<take]))
+                start = take
+                if pending.count < 4 { return }
+            }
+            let total = 4 + Int(pending.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) })
+            let take = min(total - pending.count, end - start)
+            if pending.capacity < total { pending.reserveCapacity(total) }
+            pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<start + take]))
+            start += take
+            if pending.count < total { return }
+            try pending.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[4..<total])) }
+            if pending.capacity > Self.keptCapacity {
+                pending = []
             } else {
-                pending.append(contentsOf: bytes[start..<i])
-                body(Substring(String(decoding: pending, as: UTF8.self)))
                 pending.removeAll(keepingCapacity: true)
             }
-            start = i + 1
         }
-        if start < bytes.endIndex { pending.append(contentsOf: bytes[start..<bytes.endIndex]) }
+        while end - start >= 4 {
+            let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: start, as: UInt32.self)))
+            guard end - start - 4 >= length else { break }
+            try body(UnsafeRawBufferPointer(rebasing: bytes[start + 4..<start + 4 + length]))
+            start += 4 + length
+        }
+        if start < end { pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<end])) }
     }
 }
