@@ -137,7 +137,7 @@ final class BeatTests {
             }
         }
         #expect(errors["good-every"] == nil && errors["good-cron"] == nil)
-        #expect(errors["bad-every"]?.contains("canvas.task: expected a task name") == true, "\(errors)")
+        #expect(errors["bad-every"]?.contains("task: expected a task name") == true, "\(errors)")
         #expect(errors["bad-cron"]?.contains("expected a task name") == true, "\(errors)")
         #expect(errors["unreadable-cron"]?.contains("bad minute field") == true, "\(errors)")
         // Each refused tick also names its cause in the worker's log.
