@@ -58,6 +58,21 @@ final class RetentionTests {
         #expect(try count("SELECT count(*) FROM canvas.jobs WHERE finished_at < now() - interval '1 day'", c) == 0)
     }
 
+    @Test func runsAgainAtOnceWhileBehindAndWaitsOnceCaughtUp() throws {
+        let c = try database.connect()
+        try c.execute(
+            """
+            INSERT INTO canvas.jobs (task, state, finished_at) SELECT 'canvas.noop', 'succeeded', now() - interval '2 days'
+            FROM generate_series(1, 250)
+            """)
+        // A budget of 0: one batch per run, as when a run's time is up.
+        var pruner = Pruner(age: 86_400, batchSize: 100, budget: 0, idleInterval: 3600)
+        var runs: [Int] = []
+        while let report = try pruner.runIfDue(on: c) { runs.append(report.jobs) }
+        #expect(runs == [100, 100, 50], "each run behind is followed by another at once, then it waits")
+        #expect(try count("SELECT count(*) FROM canvas.jobs", c) == 0)
+    }
+
     @Test func chordMembersStayUntilTheirChordIsDoneAndAgedThenTheChordGoesToo() throws {
         let c = try database.connect()
         try c.executeScript(
