@@ -202,7 +202,8 @@ final class BrokerSQLTests {
               ('canvas.noop', 'succeeded', now());
             INSERT INTO canvas.jobs (task, created_at) VALUES ('canvas.noop', now() - interval '3 days');
             """)
-        #expect(try Broker.prune(olderThan: 86_400, on: c) == 2)
+        var pruner = Pruner(age: 86_400)
+        #expect(try pruner.run(on: c).jobs == 2)
         #expect(try c.query("SELECT count(*) FROM canvas.jobs")[0].decode(Int.self, 0) == 2)
     }
 }

@@ -151,6 +151,7 @@ final class CanvasSQLTests {
         let first = try #require(try Broker.claim(worker: w, queues: ["default"], limit: 1, on: c).first)
         try Broker.finish(worker: w, [Outcome(jobID: first.id, attempt: 1, kind: .succeeded, resultText: "1")], on: c)
         try c.execute("UPDATE canvas.jobs SET finished_at = now() - interval '3 days' WHERE id = \(first.id)")
-        #expect(try Broker.prune(olderThan: 60, on: c) == 0)
+        var pruner = Pruner(age: 60)
+        #expect(try pruner.run(on: c).jobs == 0)
     }
 }

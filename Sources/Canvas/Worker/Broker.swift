@@ -175,10 +175,4 @@ public struct Broker: Sendable {
     public static func deregister(worker: Int64, on c: Connection) throws {
         try c.execute("SELECT canvas.deregister_worker(\(worker))")
     }
-
-    /// Deletes finished jobs older than `age` seconds, a batch at a time. - Returns: how many.
-    public static func prune(olderThan age: Double, limit: Int = 10_000, on c: Connection) throws -> Int {
-        try c.query("SELECT canvas.prune(\(age) * interval '1 second', \(Int32(clamping: limit)))")[0].decode(
-            Int.self, 0)
-    }
 }

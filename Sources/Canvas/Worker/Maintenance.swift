@@ -12,7 +12,11 @@ final class Maintenance: @unchecked Sendable {
     let reregister: (Connection) throws -> Int64
     private let db: ReconnectingConnection
     nonisolated(unsafe) private var stop = false
-    private var lastPrune = Date()
+    // Each batch stays short and the run stops after half an interval, so heartbeats are at
+    // most half an interval late while a backlog is pruned.
+    private lazy var pruner = configuration.pruneAfter.map {
+        Pruner(age: $0, budget: configuration.heartbeatInterval / 2)
+    }
 
     init(
         configuration: WorkerConfiguration, state: SharedState, logger: Logger,
@@ -54,10 +58,13 @@ final class Maintenance: @unchecked Sendable {
                         }
                     }
                 }
-                if let age = configuration.pruneAfter, Date().timeIntervalSince(lastPrune) > 60 {
-                    lastPrune = Date()
-                    let pruned = try Broker.prune(olderThan: age, on: c)
-                    if pruned > 0 { logger.info("pruned finished jobs", metadata: ["jobs": "\(pruned)"]) }
+                if let pruned = try pruner?.runIfDue(on: c), pruned.deleted > 0 {
+                    logger.info(
+                        "pruned finished work",
+                        metadata: [
+                            "pruned.jobs": "\(pruned.jobs)", "pruned.chords": "\(pruned.chords)",
+                            "pruned.firings": "\(pruned.firings)",
+                        ])
                 }
             } catch  where error.isConnectionProblem {
                 db.failed(error, shouldStop: { stop })

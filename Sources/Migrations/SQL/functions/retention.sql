@@ -1,23 +1,130 @@
--- Retention: finished jobs and canvases are deleted after an age, never before what needs their
--- results is done.
+-- Retention: finished jobs, finished chords and old schedule firings are deleted after an age,
+-- never before what needs them is done. See docs/operations.md (--prune-after).
 
--- Finished jobs are pruned only once nothing needs their results: a member of a chord or group
--- stays until that chord or group is done.
-CREATE FUNCTION canvas.prune(p_age interval, p_limit integer DEFAULT 10000)
-RETURNS integer LANGUAGE plpgsql AS $$
+-- One batch of pruning, short enough to run between two heartbeats of the maintenance thread
+-- that calls it (Pruner.swift loops over batches within a time budget).
+--
+-- Returns one row, or none when another pruner holds the lock: one pruner at a time across the
+-- fleet, because two would only fight over the same rows and double the I/O; the others skip
+-- rather than wait, so a worker's maintenance thread never blocks on another's.
+--
+-- Jobs are scanned in (finished_at, id) order from a cursor, at most p_limit of them per call,
+-- through jobs_finished_idx. The cursor matters: members of a still pending chord (or of one
+-- finished within the age) sit at the old end of that index and must be kept; without a cursor
+-- every batch would read them again before reaching anything it may delete. While the scan fills
+-- its batch, (next_at, next_id) say where to continue. Once it comes back short, the pass over
+-- jobs is done and the same call prunes a batch of chords and of firings: they go last because
+-- a finished chord can go only once no job points at it, which the jobs pass has just made true.
+--
+-- SELECT * FROM canvas.prune('1 day');  -- one batch
+CREATE FUNCTION canvas.prune(
+    p_age interval, p_limit integer DEFAULT 5000, p_after_at timestamptz DEFAULT NULL, p_after_id bigint DEFAULT NULL
+) RETURNS TABLE (jobs integer, chords integer, firings integer, next_at timestamptz, next_id bigint)
+-- Generic plans: the planner then picks the index and TID paths the statements are written for
+-- whatever one batch's values are (with a 5,000-element ctid array it would rather scan a small
+-- table), so that the cost of a batch does not depend on the table it is in. JIT would compile
+-- each batch's plans afresh (tens of milliseconds) to save less than that.
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 DECLARE
-    n integer;
+    cutoff timestamptz := now() - p_age;
+    scanned integer;
+    last_at timestamptz;
+    last_id bigint;
+    doomed tid[];
 BEGIN
-    DELETE FROM canvas.jobs WHERE id = ANY (ARRAY(
-        SELECT j.id FROM canvas.jobs j
-        WHERE j.state IN ('succeeded', 'failed', 'cancelled') AND j.finished_at < now() - p_age
-          AND (j.chord_id IS NULL OR NOT EXISTS (
-              SELECT 1 FROM canvas.chords c WHERE c.id = j.chord_id AND c.state = 'pending'))
-        ORDER BY j.finished_at LIMIT p_limit));
-    GET DIAGNOSTICS n = ROW_COUNT;
+    IF p_age IS NULL OR p_age < interval '0' OR p_limit IS NULL OR p_limit < 1 THEN
+        RAISE EXCEPTION 'canvas.prune: the age must be 0 or more and the limit at least 1' USING ERRCODE = '22023';
+    END IF;
+    -- A transaction lock: it goes with the batch, whatever happens to the connection.
+    -- The key is "prune" in ASCII (the migrator's is "pgcanv").
+    IF NOT pg_try_advisory_xact_lock(x'7072756e65'::bigint) THEN
+        RETURN;
+    END IF;
+    jobs := 0;
+    chords := 0;
+    firings := 0;
+
+    -- Each DELETE below finds its rows by ctid (a TID scan: no index, no table scan) and checks
+    -- again, on the row itself, what can have changed since they were chosen: a job `voteradmin
+    -- retry` requeued or a chord it reopened meanwhile is rechecked in its new version, which is
+    -- no longer finished, and stays. (A ctid could name another row only if VACUUM freed the slot
+    -- between the two statements and an insert took it; a new row is not old and finished.)
+    -- The probes for what must be kept are LATERAL … LIMIT 1, one index lookup per candidate,
+    -- where NOT EXISTS lets the planner hash a whole table once per batch.
+
+    -- A finished member of a chord or group stays while its chord is pending (the chord gathers
+    -- its members' results when it completes) and for the age after the chord finished, so that
+    -- `voteradmin retry` of a failed member, which reopens the chord, still finds the results of
+    -- the siblings it completes with.
+    SELECT count(*)::integer,
+           (array_agg(s.finished_at ORDER BY s.finished_at DESC, s.id DESC))[1],
+           (array_agg(s.id ORDER BY s.finished_at DESC, s.id DESC))[1],
+           coalesce(array_agg(s.ctid) FILTER (WHERE k.keep IS NULL), '{}')
+    INTO scanned, last_at, last_id, doomed
+    FROM (
+        SELECT j.ctid, j.id, j.finished_at, j.chord_id FROM canvas.jobs j
+        WHERE j.state IN ('succeeded', 'failed', 'cancelled') AND j.finished_at < cutoff
+          -- (finished_at, id) > cursor, written so that the first half bounds the index scan.
+          AND j.finished_at >= coalesce(p_after_at, '-infinity')
+          AND (p_after_id IS NULL OR j.finished_at > p_after_at OR j.id > p_after_id)
+        ORDER BY j.finished_at, j.id
+        LIMIT p_limit
+    ) s
+    LEFT JOIN LATERAL (
+        SELECT 1 AS keep FROM canvas.chords c
+        WHERE c.id = s.chord_id AND (c.state = 'pending' OR c.finished_at >= cutoff)
+        LIMIT 1
+    ) k ON true;
+    DELETE FROM canvas.jobs j
+    WHERE j.ctid = ANY (doomed) AND j.state IN ('succeeded', 'failed', 'cancelled') AND j.finished_at < cutoff;
+    GET DIAGNOSTICS jobs = ROW_COUNT;
+    IF scanned = p_limit THEN
+        next_at := last_at;
+        next_id := last_id;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+
+    -- A finished chord goes once its age passed and no job points at it any more (its members
+    -- went above). Few are kept (those with a job still queued or running), so unlike jobs the
+    -- scan needs no cursor.
+    SELECT coalesce(array_agg(s.ctid), '{}') INTO doomed
+    FROM (
+        SELECT c.ctid FROM canvas.chords c
+        LEFT JOIN LATERAL (SELECT 1 AS keep FROM canvas.jobs j WHERE j.chord_id = c.id LIMIT 1) k ON true
+        WHERE c.state <> 'pending' AND c.finished_at < cutoff AND k.keep IS NULL
+        ORDER BY c.finished_at
+        LIMIT p_limit
+    ) s;
     DELETE FROM canvas.chords c
-    WHERE c.state <> 'pending' AND c.finished_at < now() - p_age
-      AND NOT EXISTS (SELECT 1 FROM canvas.jobs j WHERE j.chord_id = c.id);
-    RETURN n;
+    WHERE c.ctid = ANY (doomed) AND c.state <> 'pending' AND c.finished_at < cutoff;
+    GET DIAGNOSTICS chords = ROW_COUNT;
+
+    -- A firing row is what refuses a tick a second time (canvas.fire_schedule: its primary key
+    -- makes the second INSERT do nothing). Every beat fires a schedule's current next_fire_at
+    -- under a row lock, and fire_schedule never moves next_fire_at backwards, so a tick comes
+    -- round again only when next_fire_at is set to a time not later than one already fired: the
+    -- beat computes a cron schedule's next time on its host's clock, which may be behind the
+    -- database's (next_fire_at then stays on the tick just fired), and `schedule enable` sets it
+    -- from the host's clock too. The tick next_fire_at can land on again is the latest one fired,
+    -- or, with a clock further off, one fired before it: firings younger than the age all stay,
+    -- and each schedule's latest firing stays for good. Only a clock off by more than the age
+    -- (a day by default) could fire an older tick again. The few kept latest firings are why
+    -- this scan, too, needs no cursor.
+    SELECT coalesce(array_agg(s.ctid), '{}') INTO doomed
+    FROM (
+        SELECT f.ctid FROM canvas.schedule_firings f
+        CROSS JOIN LATERAL (
+            SELECT 1 FROM canvas.schedule_firings l
+            WHERE l.schedule_id = f.schedule_id AND l.fire_at > f.fire_at
+            LIMIT 1
+        ) later
+        WHERE f.fired_at < cutoff
+        ORDER BY f.fired_at
+        LIMIT p_limit
+    ) s;
+    DELETE FROM canvas.schedule_firings f WHERE f.ctid = ANY (doomed) AND f.fired_at < cutoff;
+    GET DIAGNOSTICS firings = ROW_COUNT;
+    RETURN NEXT;
 END
 $$;
