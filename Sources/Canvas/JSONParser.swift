@@ -3,6 +3,8 @@ struct JSONParser {
     let bytes: [UInt8]
     var i = 0
     var depth = 0
+    /// Read an integer beyond 64 bits as a Double instead of refusing it (see `JSONValue(parsingStored:)`).
+    var wideIntegersAsDoubles = false
 
     init(_ bytes: [UInt8]) { self.bytes = bytes }
 
@@ -193,6 +195,7 @@ struct JSONParser {
         // Out-of-range numbers are refused rather than changed: an integer beyond 64 bits would
         // otherwise lose digits as a Double, and 1e400 would become infinity, written back as null.
         if isInteger {
+            if wideIntegersAsDoubles, Int(text) == nil, let d = Double(text), d.isFinite { return .double(d) }
             guard let v = Int(text) else {
                 throw JSONParseError(
                     offset: start,

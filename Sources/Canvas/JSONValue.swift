@@ -19,6 +19,15 @@ public enum JSONValue: Sendable, Hashable {
         self = try parser.parseDocument()
     }
 
+    /// Parses JSON text that PostgreSQL wrote. jsonb prints every number in plain notation, so a
+    /// value accepted as `1e300` comes back as a 1 and 300 zeros: such an integer beyond 64 bits
+    /// is read as the Double it denotes. Text from people goes through `init(parsing:)`.
+    public init(parsingStored text: String) throws {
+        var parser = JSONParser(Array(text.utf8))
+        parser.wideIntegersAsDoubles = true
+        self = try parser.parseDocument()
+    }
+
     /// Compact JSON text. JSON has no infinity or NaN: such a Double is written as `null`, which is
     /// why enqueueing refuses arguments holding one (`JobRules.checkFinite`).
     public var jsonText: String {

@@ -180,9 +180,12 @@ final class RetentionTests {
             )[0].decode(Int.self, 0) == 7)
         // What the kept row is for: a beat handed that tick again fires nothing.
         let again = try c.query(
-            "SELECT canvas.fire_schedule(\(slow), \(kept)::timestamptz, now() + interval '1 day', 0)"
-        )[0].decodeIfPresent(Int64.self, 0)
-        #expect(again == nil)
+            """
+            SELECT count(*) FROM canvas.fire_ticks(ARRAY[\(slow)]::bigint[], ARRAY[\(kept)::timestamptz],
+                                                   ARRAY[now() + interval '1 day'], ARRAY[0])
+            """
+        )[0].decode(Int.self, 0)
+        #expect(again == 0)
         #expect(try count("SELECT count(*) FROM canvas.chords", c) == 0)
     }
 

@@ -32,4 +32,51 @@ struct ServerRestartTests {
         worker.signal(SIGTERM)
         #expect(worker.waitForExit(timeout: 10) == 0, "\(worker.log)")
     }
+
+    @Test func sigtermEndsAWorkerWithinItsBoundWhilePostgreSQLIsDownAndLosesNothing() throws {
+        let server = try PrivateServer()
+        let config = ConnectionConfiguration(conninfo: server.url)
+        try Migrator.bundled().migrate(try Connection.connect(config))
+        let id = try Enqueue.job(JobRequest("canvas.sleep", [1.5]), on: try Connection.connect(config))
+        let terms = ["--heartbeat-interval", "0.5", "--rescue-after", "3"]
+        let worker = try WorkerProcess(
+            databaseURL: server.url, arguments: ["-c", "1", "--loglevel", "info", "--shutdown-timeout", "3"] + terms)
+        #expect(
+            try eventually(timeout: 15) { try JobStatus.fetch(id, on: Connection.connect(config))?.state == .running })
+        try server.control("stop")
+        let signalled = Date()
+        worker.signal(SIGTERM)
+        // The run ends while the server is away; its outcome cannot be sent. The bound holds anyway.
+        let status = worker.waitForExit(timeout: 20)
+        let took = Date().timeIntervalSince(signalled)
+        #expect(status != nil, "\(worker.log)")
+        #expect(took < 3 + 3, "took \(took) s\n\(worker.log)")
+        #expect(worker.log.contains("outcomes not sent within the shutdown bound"), "\(worker.log)")
+        // Nothing lost: once the server is back, another worker rescues the job and runs it.
+        try server.control("start")
+        let next = try WorkerProcess(databaseURL: server.url, arguments: ["-c", "1", "--loglevel", "info"] + terms)
+        #expect(
+            try eventually(timeout: 30, interval: 0.2) {
+                try JobStatus.fetch(id, on: Connection.connect(config))?.state == .succeeded
+            }, "\(next.log)")
+    }
+
+    @Test func aSecondSignalStopsAWorkerAtOnceWhilePostgreSQLIsDown() throws {
+        let server = try PrivateServer()
+        let config = ConnectionConfiguration(conninfo: server.url)
+        try Migrator.bundled().migrate(try Connection.connect(config))
+        let id = try Enqueue.job(JobRequest("canvas.sleep", [30]), on: try Connection.connect(config))
+        let worker = try WorkerProcess(
+            databaseURL: server.url, arguments: ["-c", "1", "--loglevel", "info", "--shutdown-timeout", "600"])
+        #expect(
+            try eventually(timeout: 15) { try JobStatus.fetch(id, on: Connection.connect(config))?.state == .running })
+        try server.control("stop")
+        worker.signal(SIGTERM)
+        usleep(500_000)
+        let second = Date()
+        worker.signal(SIGINT)
+        #expect(worker.waitForExit(timeout: 10) != nil, "\(worker.log)")
+        #expect(Date().timeIntervalSince(second) < 3, "\(worker.log)")
+        #expect(worker.log.contains("Cold shutdown"))
+    }
 }

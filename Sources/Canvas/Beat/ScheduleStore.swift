@@ -78,7 +78,7 @@ public enum ScheduleStore {
         }
         return Schedule(
             id: try row.decode(Int64.self, 0), name: try row.decode(String.self, 1),
-            canvas: try JSONValue(parsing: try row.decode(PostgresJSON.self, 2).text), rule: rule,
+            canvas: try JSONValue(parsingStored: try row.decode(PostgresJSON.self, 2).text), rule: rule,
             enabled: try row.decode(Bool.self, 6), lastFireAt: try row.decodeIfPresent(Date.self, 7),
             nextFireAt: try row.decode(Date.self, 8),
             lastError: try row.decodeIfPresent(String.self, 9),

@@ -40,7 +40,7 @@ public struct CanvasStatus: Sendable {
             states[try r.decode(String.self, 0)] = try r.decode(Int.self, 1)
         }
         let kind: String = try row.decode(String.self, 0)
-        var result = try row.decodeIfPresent(PostgresJSON.self, 4).map { try JSONValue(parsing: $0.text) }
+        var result = try row.decodeIfPresent(PostgresJSON.self, 4).map { try JSONValue(parsingStored: $0.text) }
         if kind == "root", let list = result?.arrayValue, list.count == 1 { result = list[0] }
         return CanvasStatus(
             id: id, kind: kind, state: State(rawValue: try row.decode(String.self, 1)) ?? .pending,

@@ -88,7 +88,7 @@ public enum PoolProcessMain {
         }
         let args: [JSONValue]
         do {
-            guard let list = try JSONValue(parsing: job.argsText).arrayValue else {
+            guard let list = try JSONValue(parsingStored: job.argsText).arrayValue else {
                 throw CanvasError("arguments are not a JSON array")
             }
             args = list

@@ -1,0 +1,205 @@
+import Canvas
+import Foundation
+import Postgres
+import TestSupport
+import Testing
+
+/// The broker's failure paths, driven through its SQL functions: each one ends its canvas, once.
+@Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
+final class FailurePathTests {
+    let database: TestDatabase
+
+    init() throws { database = try TestDatabase() }
+    deinit { database.drop() }
+
+    func worker(_ c: Connection, rescueAfter: Double = 15) throws -> Int64 {
+        try Broker.registerWorker(
+            hostname: "test", pid: 1, queues: ["default", "elsewhere"], concurrency: 1, rescueAfter: rescueAfter, on: c)
+    }
+
+    func enqueue(_ json: String, on c: Connection) throws -> Int64 {
+        try Canvas.enqueue(json: JSONValue(parsing: json), on: c).id
+    }
+
+    func count(_ sql: Query, on c: Connection) throws -> Int { try c.query(sql)[0].decode(Int.self, 0) }
+
+    func rootState(_ id: Int64, on c: Connection) throws -> String {
+        try c.query("SELECT state FROM canvas.chords WHERE id = \(id)")[0].decode(String.self, 0)
+    }
+
+    func errbacks(_ marker: String, on c: Connection) throws -> Int {
+        try count(
+            "SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.noop' AND args->1 = to_jsonb(\(marker)::text)", on: c
+        )
+    }
+
+    @Test func aJobRescuedPastTheCrashLimitFailsItsCanvasWithItsErrorCallbacks() throws {
+        let c = try database.connect()
+        let root = try enqueue(
+            #"""
+            {"chord": [{"task": "canvas.sleep", "args": [60]}, {"task": "canvas.add", "args": [1, 1]}],
+             "body": {"task": "canvas.sum"}, "on_error": {"task": "canvas.noop", "args": ["rescued"]}}
+            """#, on: c)
+        let dead = try worker(c)
+        let claimed = try Broker.claim(worker: dead, queues: ["default"], limit: 1, on: c)
+        let sleeper = try #require(claimed.first)
+        // Its workers already died under it twice; this is the third.
+        try c.execute("UPDATE canvas.jobs SET crashes = 2 WHERE id = \(sleeper.id)")
+        try c.execute("UPDATE canvas.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = \(dead)")
+        let rescued = try Broker.rescue(on: c)
+        #expect(rescued.map(\.1) == ["failed"])
+        #expect(try JobStatus.fetch(sleeper.id, on: c)?.error?.contains("its worker died 3 times") == true)
+        #expect(try rootState(root, on: c) == "failed")
+        #expect(try errbacks("rescued", on: c) == 1)
+        #expect(try count("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.sum'", on: c) == 0)
+    }
+
+    @Test func purgingAQueuedMemberFailsItsCanvasOnce() throws {
+        let c = try database.connect()
+        let root = try enqueue(
+            #"""
+            {"chord": [{"task": "canvas.add", "args": [1, 1], "options": {"queue": "elsewhere"}},
+                       {"task": "canvas.add", "args": [2, 2], "options": {"queue": "elsewhere", "countdown": 3600}},
+                       {"task": "canvas.add", "args": [3, 3]}],
+             "body": {"task": "canvas.sum"}, "on_error": {"task": "canvas.noop", "args": ["purged"]}}
+            """#, on: c)
+        #expect(try c.query("SELECT canvas.purge('elsewhere')")[0].decode(Int.self, 0) == 2)
+        #expect(try rootState(root, on: c) == "failed")
+        #expect(try errbacks("purged", on: c) == 1)
+        let error = try c.query("SELECT error FROM canvas.chords WHERE kind = 'chord'")[0].decode(String.self, 0)
+        #expect(error == "purged")
+    }
+
+    @Test func cancellingAJobRunsItsErrorCallbacksAndFailsItsCanvas() throws {
+        let c = try database.connect()
+        let root = try enqueue(
+            #"""
+            {"chain": [{"task": "canvas.add", "args": [1, 1]}, {"task": "canvas.add", "args": [2]}],
+             "on_error": {"task": "canvas.noop", "args": ["cancelled"]}}
+            """#, on: c)
+        let first = try c.query("SELECT id FROM canvas.jobs WHERE task = 'canvas.add'")[0].decode(Int64.self, 0)
+        #expect(try c.query("SELECT canvas.cancel(\(first))")[0].decode(String.self, 0) == "cancelled")
+        #expect(try rootState(root, on: c) == "failed")
+        #expect(try errbacks("cancelled", on: c) == 1)
+        #expect(try c.query("SELECT canvas.cancel(\(first))")[0].decode(String.self, 0) == "already finished")
+        #expect(try errbacks("cancelled", on: c) == 1)
+    }
+
+    @Test func workersAreRescuedByTheTermsTheyRegisteredWith() throws {
+        let c = try database.connect()
+        let patient = try worker(c, rescueAfter: 120)
+        let hasty = try worker(c, rescueAfter: 15)
+        let a = try Enqueue.job(JobRequest("canvas.sleep", [100]), on: c)
+        _ = try Broker.claim(worker: patient, queues: ["default"], limit: 1, on: c)
+        let b = try Enqueue.job(JobRequest("canvas.sleep", [100]), on: c)
+        _ = try Broker.claim(worker: hasty, queues: ["default"], limit: 1, on: c)
+        // Both silent for 60 s: only the one that said 15 s means dead is.
+        try c.execute("UPDATE canvas.workers SET heartbeat_at = now() - interval '60 seconds'")
+        #expect(try Broker.rescue(on: c).map(\.0) == [b])
+        #expect(try JobStatus.fetch(a, on: c)?.state == .running)
+        #expect(try Broker.heartbeat(worker: patient, on: c))
+        #expect(try !Broker.heartbeat(worker: hasty, on: c))
+    }
+
+    /// Finishes (successes and failures, with nested chords failing upwards), cancels of chords and
+    /// jobs, and retries, all at once on the same canvases, many times: not one deadlock.
+    @Test func concurrentFinishesCancelsAndNestedFailuresNeverDeadlock() throws {
+        let setup = try database.connect()
+        let nested = #"""
+            {"chord": [{"group": [{"task": "canvas.add", "args": [1, 1]}, {"task": "canvas.fail"}]},
+                       {"chord": [{"task": "canvas.add", "args": [2, 2]}, {"task": "canvas.add", "args": [3, 3]}],
+                        "body": {"task": "canvas.sum"}},
+                       {"chain": [{"task": "canvas.add", "args": [4, 4]}, {"task": "canvas.add", "args": [5]}]},
+                       {"task": "canvas.add", "args": [6, 6]}],
+             "body": {"task": "canvas.sum"}, "on_error": {"task": "canvas.noop", "args": ["storm"]}}
+            """#
+        var generator = SystemRandomNumberGenerator()
+        let rounds = 30
+        let deadlocks = Counter()
+        let otherErrors = Counter()
+        for _ in 0..<rounds {
+            let roots = try (0..<6).map { _ in try enqueue(nested, on: setup) }
+            let workers = try (0..<3).map { _ in try worker(setup) }
+            let chords = try setup.query(
+                "SELECT id FROM canvas.chords WHERE kind <> 'root' AND id > \(roots[0] - 1)"
+            ).map { try $0.decode(Int64.self, 0) }
+            let config = database.configuration
+            var work: [@Sendable () -> Void] = []
+            for (n, w) in workers.enumerated() {
+                work.append(
+                    {
+                        do {
+                            let c = try Connection.connect(config)
+                            for _ in 0..<8 {
+                                let jobs = try Broker.claim(worker: w, queues: ["default"], limit: 4, on: c)
+                                guard !jobs.isEmpty else { break }
+                                let outcomes = jobs.map { job in
+                                    job.task == "canvas.fail" || (n == 2 && job.id % 3 == 0)
+                                        ? Outcome(jobID: job.id, attempt: job.attempt, kind: .fatal, error: "storm")
+                                        : Outcome(
+                                            jobID: job.id, attempt: job.attempt, kind: .succeeded, resultText: "1")
+                                }
+                                do {
+                                    try Broker.finish(worker: w, outcomes.sorted { $0.jobID < $1.jobID }, on: c)
+                                } catch let e as PostgresError where e.sqlState == PostgresError.State.deadlockDetected
+                                {
+                                    deadlocks.add()
+                                }
+                            }
+                        } catch {
+                            otherErrors.add()
+                        }
+                    })
+            }
+            let targets = chords.shuffled(using: &generator)
+            work.append(
+                {
+                    do {
+                        let c = try Connection.connect(config)
+                        for id in targets.prefix(6) + roots.prefix(2) {
+                            do {
+                                _ = try c.query("SELECT canvas.cancel(\(id))")
+                                _ = try c.query(
+                                    "SELECT canvas.retry(id) FROM canvas.jobs WHERE state = 'failed' AND id % 5 = 0 LIMIT 2"
+                                )
+                            } catch let e as PostgresError where e.sqlState == PostgresError.State.deadlockDetected {
+                                deadlocks.add()
+                            }
+                        }
+                    } catch {
+                        otherErrors.add()
+                    }
+                })
+            let done = Counter()
+            for body in work {
+                Thread {
+                    body()
+                    done.add()
+                }.start()
+            }
+            #expect(eventually(timeout: 60) { done.value == work.count })
+        }
+        #expect(deadlocks.value == 0)
+        #expect(otherErrors.value == 0)
+        // The storm did end canvases: some failed, and none of those is still pending.
+        #expect(
+            try count("SELECT count(*) FROM canvas.chords WHERE kind = 'root' AND state <> 'pending'", on: setup) > 0)
+    }
+}
+
+/// A count several threads add to.
+final class Counter: @unchecked Sendable {
+    // Guarded by `lock`.
+    private var n = 0
+    private let lock = NSLock()
+    func add() {
+        lock.lock()
+        n += 1
+        lock.unlock()
+    }
+    var value: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return n
+    }
+}
