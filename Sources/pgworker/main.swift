@@ -68,6 +68,34 @@ struct PGWorker: ParsableCommand {
             throw ValidationError("unknown --loglevel '\(loglevel)' (use DEBUG, INFO, WARNING or ERROR)")
         }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1, not \(concurrency)") }
+        guard pruneAfter == 0 || pruneAfter > 0 else {
+            throw ValidationError("--prune-after must be 0 (never) or more seconds")
+        }
+        do {
+            try configuration().validate()
+        } catch let error as CanvasError {
+            throw ValidationError(error.description)
+        }
+    }
+
+    /// The worker's settings from the command line (pool processes take theirs from the supervisor).
+    func configuration() -> WorkerConfiguration {
+        var config = WorkerConfiguration(database: database.configuration(applicationName: "pgworker"))
+        config.concurrency = concurrency
+        config.queues = queues.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        config.hostname = hostname
+        config.prefetch = prefetch ?? 2 * concurrency
+        config.timeLimit = timeLimit
+        config.pollInterval = pollInterval
+        config.pollOnly = pollOnly
+        config.rescueAfter = rescueAfter
+        config.heartbeatInterval = heartbeatInterval
+        config.shutdownTimeout = shutdownTimeout
+        config.pruneAfter = pruneAfter > 0 ? pruneAfter : nil
+        config.logLevel = level
+        config.beat = beat
+        config.executablePath = Bundle.main.executablePath ?? CommandLine.arguments[0]
+        return config
     }
 
     func run() throws {
@@ -84,23 +112,10 @@ struct PGWorker: ParsableCommand {
                 logger: Logger(label: "pgcanvas.pool"))
         }
         LoggingSystem.bootstrap { [level] _ in CeleryStyleLogHandler(processName: "MainProcess", level: level) }
-        var config = WorkerConfiguration(database: database.configuration(applicationName: "pgworker"))
-        config.concurrency = concurrency
-        config.queues = queues.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        config.hostname = hostname
-        config.prefetch = prefetch ?? 2 * concurrency
-        config.timeLimit = timeLimit
-        config.pollInterval = pollInterval
-        config.pollOnly = pollOnly
-        config.rescueAfter = rescueAfter
-        config.heartbeatInterval = heartbeatInterval
-        config.shutdownTimeout = shutdownTimeout
-        config.pruneAfter = pruneAfter > 0 ? pruneAfter : nil
-        config.logLevel = level
-        config.beat = beat
-        config.executablePath = Bundle.main.executablePath ?? CommandLine.arguments[0]
-        let status = try Supervisor(configuration: config, registry: registry, logger: Logger(label: "pgcanvas.worker"))
-            .run()
+        let status = try Supervisor(
+            configuration: configuration(), registry: registry, logger: Logger(label: "pgcanvas.worker")
+        )
+        .run()
         if status != 0 { throw ExitCode(status) }
     }
 }

@@ -334,3 +334,19 @@ import Testing
         #expect(p.inFlight.count == 9)
     }
 }
+
+@Suite struct ResultBoundTests {
+    @Test func aResultAboveTheBoundFailsItsJobAndKeepsNothingOfIt() {
+        let big = Outcome(
+            jobID: 7, attempt: 2, kind: .succeeded, resultText: "\"" + String(repeating: "é", count: 600) + "\"",
+            spawnText: "[]")
+        let failed = BrokerLoop.bounded(big, limit: 1000)
+        #expect(failed.kind == .fatal)
+        #expect(failed.resultText == nil && failed.spawnText == nil)
+        // Bytes, not characters: 600 two-byte characters and two quotes.
+        #expect(failed.error == "the result is too large (1202 bytes; the limit is 1000, pgcanvas.max_payload_bytes)")
+        #expect(failed.jobID == 7 && failed.attempt == 2)
+        let small = Outcome(jobID: 8, attempt: 1, kind: .succeeded, resultText: "42")
+        #expect(BrokerLoop.bounded(small, limit: 1000).kind == .succeeded)
+    }
+}

@@ -104,7 +104,7 @@ final class PoisonTests {
         try expectStillServing(worker, on: c)
     }
 
-    @Test func resultsAndGatheredResultsAboveTheBoundFailClearly() throws {
+    @Test func argumentsAndGatheredResultsAboveTheBoundFailClearly() throws {
         let c = try database.connect()
         let big = try Enqueue.job(JobRequest("canvas.identity", [.string(String(repeating: "x", count: 2000))]), on: c)
         let member = #"{"task": "canvas.identity", "args": ["\#(String(repeating: "y", count: 400))"]}"#
@@ -119,8 +119,10 @@ final class PoisonTests {
         )
         let worker = try startWorker()
         #expect(try eventually(timeout: 10) { try JobStatus.fetch(big, on: c)?.state == .failed }, "\(worker.log)")
+        // Written while the bound was higher: the worker fails it without handing it to a pool process.
         let error = try JobStatus.fetch(big, on: c)?.error ?? ""
-        #expect(error.contains("the result is too large (2002 bytes; the limit is 1000"), "\(error)")
+        #expect(error.contains("the arguments are too large (2004 bytes; the limit is 1000"), "\(error)")
+        #expect(try JobStatus.fetch(big, on: c)?.attempt == 1)
         let status = try ended(root, on: c)
         #expect(status.state == .failed)
         let chordError =

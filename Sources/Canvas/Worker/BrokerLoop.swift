@@ -142,7 +142,7 @@ final class BrokerLoop: @unchecked Sendable {
         _ c: Connection, _ taken: [Outcome], _ releases: [(id: Int64, attempt: Int)], claim limit: Int
     ) throws -> Int {
         // Ascending ids: the job rows are locked in the order every other path locks them.
-        let outcomes = taken.map(boundedResult).sorted { $0.jobID < $1.jobID }
+        let outcomes = taken.map { Self.bounded($0, limit: maxPayloadBytes) }.sorted { $0.jobID < $1.jobID }
         do {
             if !releases.isEmpty {
                 let n = try Broker.release(worker: state.workerID, releases, on: c)
@@ -178,9 +178,24 @@ final class BrokerLoop: @unchecked Sendable {
         logger.debug("exchanged", metadata: ["finished": "\(outcomes.count)", "claimed": "\(result.claimed.count)"])
         if !outcomes.isEmpty { logRecorded(outcomes, result.recorded) }
         if !result.claimed.isEmpty {
-            state.deliver(result.claimed)
             if logger.logLevel <= .info {
                 for job in result.claimed { logger.info("Task \(job.task)[\(job.id)] received") }
+            }
+            // Arguments above the bound (written by a client that does not check it) fail their
+            // job here, before any pool process has to hold them.
+            let limit = maxPayloadBytes
+            if result.claimed.contains(where: { $0.argsText.utf8.count > limit }) {
+                let tooLarge = result.claimed.filter { $0.argsText.utf8.count > limit }
+                state.deliver(result.claimed.filter { $0.argsText.utf8.count <= limit })
+                for job in tooLarge {
+                    let error =
+                        "the arguments are too large (\(job.argsText.utf8.count) bytes; the limit is \(limit), pgcanvas.max_payload_bytes)"
+                    logger.error("Task \(job.task)[\(job.id)] failed: \(error)")
+                    state.refuse(
+                        job, Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .fatal, error: error))
+                }
+            } else {
+                state.deliver(result.claimed)
             }
         }
         return result.claimed.count
@@ -214,14 +229,14 @@ final class BrokerLoop: @unchecked Sendable {
     }
 
     /// A result larger than `pgcanvas.max_payload_bytes` fails its job instead of the batch.
-    private func boundedResult(_ outcome: Outcome) -> Outcome {
-        guard let text = outcome.resultText, text.utf8.count > maxPayloadBytes else { return outcome }
+    static func bounded(_ outcome: Outcome, limit: Int) -> Outcome {
+        guard let text = outcome.resultText, text.utf8.count > limit else { return outcome }
         var failed = outcome
         failed.kind = .fatal
         failed.resultText = nil
         failed.spawnText = nil
         failed.error =
-            "the result is too large (\(text.utf8.count) bytes; the limit is \(maxPayloadBytes), pgcanvas.max_payload_bytes)"
+            "the result is too large (\(text.utf8.count) bytes; the limit is \(limit), pgcanvas.max_payload_bytes)"
         return failed
     }
 

@@ -84,6 +84,15 @@ final class SharedState: @unchecked Sendable {
         Self.poke(mainWake.write)
     }
 
+    /// Holds a claimed job that will not be run, and reports how it ended.
+    func refuse(_ job: ClaimedJob, _ outcome: Outcome) {
+        locked {
+            held[job.id] = job.attempt
+            outcomes.append(outcome)
+        }
+        Self.poke(brokerWake.write)
+    }
+
     func takeOutgoing() -> (outcomes: [Outcome], releases: [(id: Int64, attempt: Int)]) {
         locked {
             defer {

@@ -45,7 +45,20 @@ public struct WorkerConfiguration: Sendable {
         if queues.isEmpty || queues.contains(where: \.isEmpty) { throw CanvasError("--queues needs queue names") }
         if prefetch < 0 { throw CanvasError("--prefetch must be 0 or more") }
         if let timeLimit, timeLimit <= 0 { throw CanvasError("--time-limit must be more than 0 seconds") }
-        if pollInterval <= 0 { throw CanvasError("--poll-interval must be more than 0 seconds") }
+        if !(pollInterval > 0 && pollInterval <= 3600) {
+            throw CanvasError("--poll-interval must be more than 0 seconds and at most 3600")
+        }
+        if !(heartbeatInterval > 0 && heartbeatInterval <= 3600) {
+            throw CanvasError("--heartbeat-interval must be more than 0 seconds and at most 3600")
+        }
+        if !(rescueAfter <= 86_400) { throw CanvasError("--rescue-after must be at most 86400 seconds") }
+        if let pruneAfter, !(pruneAfter > 0 && pruneAfter <= 315_360_000) {
+            throw CanvasError("--prune-after must be 0 (never) or more, and at most 315360000 seconds")
+        }
+        if let timeLimit, !(timeLimit <= 31_536_000) {
+            throw CanvasError("--time-limit must be at most 31536000 seconds")
+        }
+        if prefetch > 100_000 { throw CanvasError("--prefetch must be at most 100000") }
         if !(shutdownTimeout > 0 && shutdownTimeout <= 86_400) {
             throw CanvasError("--shutdown-timeout must be more than 0 seconds and at most 86400")
         }
