@@ -203,3 +203,34 @@ final class Counter: @unchecked Sendable {
         return n
     }
 }
+
+/// The heartbeat vouches for the worker's loops, not only for the thread that sends it.
+@Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
+final class HeartbeatTests {
+    let database: TestDatabase
+
+    init() throws { database = try TestDatabase() }
+    deinit { database.drop() }
+
+    @Test func aWorkerWhoseBrokerLoopIsStuckStopsHeartbeating() throws {
+        let c = try database.connect()
+        let worker = try WorkerProcess(
+            databaseURL: database.url,
+            arguments: ["-c", "1", "--loglevel", "info", "--heartbeat-interval", "0.5", "--rescue-after", "4"])
+        let id = try Enqueue.job(JobRequest("canvas.sleep", [0.5]), on: c)
+        #expect(try eventually(timeout: 10) { try JobStatus.fetch(id, on: c)?.state == .running })
+        // Another session holds the job's row: the broker loop's finish waits on it.
+        let holder = try database.connect()
+        try holder.execute("BEGIN")
+        try holder.execute("SELECT 1 FROM canvas.jobs WHERE id = \(id) FOR UPDATE")
+        func heartbeatAge() throws -> Double {
+            try c.query("SELECT extract(epoch FROM now() - max(heartbeat_at))::float8 FROM canvas.workers")[0]
+                .decode(Double.self, 0)
+        }
+        #expect(try eventually(timeout: 10, interval: 0.2) { try heartbeatAge() > 2.5 }, "\(worker.log)")
+        #expect(worker.log.contains("a worker loop is stuck"))
+        try holder.execute("COMMIT")
+        #expect(try eventually(timeout: 10) { try JobStatus.fetch(id, on: c)?.state == .succeeded }, "\(worker.log)")
+        #expect(try eventually(timeout: 5, interval: 0.2) { try heartbeatAge() < 1.5 })
+    }
+}
