@@ -28,6 +28,49 @@ struct FaultTests {
             "seed \(seed): \(violations.count) violations (listed above)\n\(violations.prefix(5).joined(separator: "\n"))"
         )
     }
+
+    /// Found by the test above (seed 6356121360025127557): a group followed by more links becomes a
+    /// chord whose body is the rest of the chain, and that body inherited the chain's callbacks a
+    /// second time (they ran twice) and the group's own (they ran for a later link's failure).
+    @Test func aChainWhoseFirstLinkIsAGroupReportsALaterFailureOnce() throws {
+        let database = try TestDatabase()
+        defer { database.drop() }
+        let c = try database.connect()
+        let root = try c.query(
+            """
+            SELECT canvas.enqueue_canvas('{"chain": [
+                {"group": [{"task": "canvas.noop"}], "on_error": {"task": "canvas.noop", "args": ["G"]}},
+                {"task": "canvas.noop"},
+                {"task": "canvas.fail", "args": ["boom"]}],
+              "on_error": {"task": "canvas.noop", "args": ["E"]}}')
+            """)[0].decode(Int64.self, 0)
+        let worker = try c.query("SELECT canvas.register_worker('test', 1, '{default}', 1, 1, 100)")[0]
+            .decode(Int64.self, 0)
+        // Runs the canvas by hand: every job succeeds but canvas.fail, which fails for good.
+        while true {
+            let claimed = try c.query(
+                "SELECT id, task, attempt FROM canvas.claim(\(worker), '{default}', 10) ORDER BY id")
+            if claimed.isEmpty { break }
+            let ids = try claimed.map { try $0.decode(Int64.self, 0) }
+            let attempts = try claimed.map { try $0.decode(Int32.self, 2) }
+            let outcomes = claimed.map { $0.text(1) == "canvas.fail" ? "fatal" : "succeeded" }
+            let results = claimed.map { _ in PostgresJSON(text: "null") }
+            let errors = claimed.map { $0.text(1) == "canvas.fail" ? "boom" : "" }
+            let spawns = claimed.map { _ in PostgresJSON(text: "[]") }
+            _ = try c.query(
+                """
+                SELECT * FROM canvas.finish(\(worker), \(ids), \(attempts), \(outcomes), \(results), \(errors), \(spawns))
+                """)
+        }
+        let runs = try c.query(
+            """
+            SELECT count(*) FILTER (WHERE args->>1 = 'E'), count(*) FILTER (WHERE args->>1 = 'G')
+            FROM canvas.jobs WHERE task = 'canvas.noop' AND jsonb_array_length(args) = 2
+            """)[0]
+        #expect(try runs.decode(Int.self, 0) == 1)
+        #expect(try runs.decode(Int.self, 1) == 0)
+        #expect(try c.query("SELECT state FROM canvas.chords WHERE id = \(root)")[0].text(0) == "failed")
+    }
 }
 
 /// One run: the private server, the workers, the canvases and every fault and operator action taken,
