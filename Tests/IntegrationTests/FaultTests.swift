@@ -127,7 +127,7 @@ final class FaultRun {
         started = Date()
         let window = 200
         // Whole-worker kills and the server restart happen at fixed points of the run.
-        let workerKillPoints = Set(stride(from: total / 3, to: total, by: max(total / 3, 2_000)))
+        let workerKillPoints = Set(stride(from: total / 3, to: total, by: 1_000))
         let restartPoint = total / 2
         var restarted = false
         while canvases.count < total {
