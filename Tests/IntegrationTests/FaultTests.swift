@@ -102,6 +102,7 @@ final class FaultRun {
     var jobCount = 0
     var rootStates: [String: Int] = [:]
     var longestRoot = 0.0
+    var checked = (bodies: 0, callbacks: 0, callbackRuns: 0)
 
     static let workerArguments = [
         "-c", "2", "--loglevel", "warning", "--heartbeat-interval", "0.5", "--rescue-after", "3",
@@ -432,6 +433,10 @@ final class FaultRun {
                 "chord body \(key) got \(row.text(1) ?? ""), expected \(row.text(2) ?? ""): \(canvasText(leafCanvas[key]!))"
             )
         }
+        checked = (
+            bodyKeys.count, canvases.reduce(0) { $0 + $1.allNodes.reduce(0) { $0 + $1.errbacks.count } },
+            errbackRuns.values.reduce(0, +)
+        )
         if !violations.isEmpty {
             print(
                 (["fault test violations:"] + violations + ["canvases concerned:"] + shownText.prefix(10))
@@ -447,7 +452,8 @@ final class FaultRun {
             (settled \(String(format: "%.1f", settleSeconds)) s after faults stopped, longest canvas \(String(format: "%.1f", longestRoot)) s); \(counts.poolKills) pool processes \
             and \(counts.workerKills) workers killed, \(counts.restarts) server restart, \(cancelledCanvases.count) canvases \
             and \(cancelledJobs.count) jobs cancelled, \(retries.values.reduce(0, +)) retries, \(counts.purges) purges \
-            (\(purgedKeys.count) jobs); \(violations) invariant violations
+            (\(purgedKeys.count) jobs); \(checked.bodies) chord bodies and \(checked.callbacks) error callbacks \
+            checked (\(checked.callbackRuns) callback runs); \(violations) invariant violations
             """
     }
 }
