@@ -5,7 +5,7 @@ CONFIG ?= release
 BIN = .build/$(CONFIG)
 DB_URL = $(shell scripts/pgdev.sh url)
 
-.PHONY: deps db db-stop build build-debug test demo bench clean format
+.PHONY: deps db db-stop build build-debug test soak demo bench clean format
 
 deps:
 	@scripts/deps.sh
@@ -30,6 +30,15 @@ test: deps
 		DATABASE_URL="$$(scripts/pgdev.sh url)" $(SWIFT) test --skip-build --parallel; rc=$$?; \
 		[ $$started = 1 ] && scripts/pgdev.sh stop; exit $$rc; \
 	fi
+
+# The fault test of `make test` at length: 10,000 random canvases while pool processes and whole
+# workers are killed, PostgreSQL restarts once (a private cluster of the test's own), and canvases
+# are cancelled, retried and purged; then the invariants are checked (docs/benchmarks.md).
+# PGCANVAS_FAULT_SEED=n replays a run, PGCANVAS_FAULT_CANVASES=n changes its length.
+soak: deps
+	@$(SWIFT) build --build-tests
+	@PGCANVAS_FAULT_CANVASES=$${PGCANVAS_FAULT_CANVASES:-10000} \
+		$(SWIFT) test --skip-build --filter 'FaultTests/randomCanvasesUnderRandomFaults'
 
 # The whole job on the embedded database: migrate, seed 10,000 voters, install the original's
 # debug-every-30-seconds schedule, start a worker with 8 pool processes and beat, generate every

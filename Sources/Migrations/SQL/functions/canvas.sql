@@ -303,9 +303,11 @@ BEGIN
     n := jsonb_array_length(members);
     IF c ? 'group' AND coalesce(jsonb_array_length(p_chain), 0) > 0 THEN
         -- A group followed by more links is a chord whose body is the rest of the chain (Celery
-        -- upgrades it the same way).
+        -- upgrades it the same way). Those links already carry their full error callback lists, so
+        -- the body inherits nothing more ('rest_of_chain'): neither the group's own callbacks nor,
+        -- a second time, the chain's.
         RETURN canvas.expand(jsonb_build_object('chord', members, 'body', jsonb_build_object('chain', p_chain),
-                                                'on_error', canvas.as_list(c->'on_error')),
+                                                'on_error', canvas.as_list(c->'on_error'), 'rest_of_chain', true),
                              NULL, p_chord, p_position, p_on_error, p_prepend, p_parent);
     ELSIF c ? 'group' AND p_chord IS NOT NULL THEN
         -- A group inside a chord or group reports its list of results through an identity body.
@@ -322,7 +324,8 @@ BEGIN
     VALUES (CASE WHEN c ? 'chord' THEN 'chord' ELSE 'group' END, n, n, c->'body',
             jsonb_strip_nulls(jsonb_build_object('chain', nullif(p_chain, '[]'::jsonb), 'chord_id', p_chord,
                                                  'position', p_position,
-                                                 'body_on_error', nullif(inherited, '[]'::jsonb))),
+                                                 'body_on_error',
+                                                 CASE WHEN NOT c ? 'rest_of_chain' THEN nullif(inherited, '[]'::jsonb) END)),
             nullif(canvas.as_list(c->'on_error') || canvas.as_list(c->'body'->'on_error') || canvas.as_list(p_on_error),
                    '[]'::jsonb),
             p_parent)
