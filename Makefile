@@ -21,13 +21,16 @@ build: deps
 	$(SWIFT) build -c $(CONFIG)
 
 # Tests use DATABASE_URL when it is set; otherwise they start the embedded server and stop it after.
+# Then the example application (Examples/hello, a package of its own) is built and run end to end.
 test: deps
 	@$(SWIFT) build --build-tests
+	@$(SWIFT) build --package-path Examples/hello
 	@if [ -n "$$DATABASE_URL" ]; then \
-		$(SWIFT) test --skip-build --parallel; \
+		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh; \
 	else \
 		started=0; scripts/pgdev.sh status >/dev/null 2>&1 || { scripts/pgdev.sh start && started=1; }; \
-		DATABASE_URL="$$(scripts/pgdev.sh url)" $(SWIFT) test --skip-build --parallel; rc=$$?; \
+		export DATABASE_URL="$$(scripts/pgdev.sh url)"; \
+		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh; rc=$$?; \
 		[ $$started = 1 ] && scripts/pgdev.sh stop; exit $$rc; \
 	fi
 

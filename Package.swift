@@ -3,8 +3,13 @@ import PackageDescription
 
 let package = Package(
     name: "pgcanvas",
-    platforms: [.macOS(.v14)],
+    // Built and tested on Linux only (Glibc, posix_spawn, /proc); macOS has not been tried.
     products: [
+        // What an application adds: canvases, typed tasks, enqueue, results, control, the broker
+        // protocol, the schema's migrations, and the Postgres layer a task's own queries use.
+        .library(name: "PGCanvas", targets: ["PGCanvas", "Postgres", "Migrations"]),
+        // `PGWorker.main(tasks:)`: the pgworker command line with an application's tasks.
+        .library(name: "PGCanvasWorker", targets: ["PGCanvasWorker"]),
         .executable(name: "voteradmin", targets: ["voteradmin"]),
         .executable(name: "pgworker", targets: ["pgworker"]),
     ],
@@ -33,12 +38,20 @@ let package = Package(
             resources: [.copy("SQL")]
         ),
         .target(
-            name: "Canvas",
+            name: "PGCanvas",
             dependencies: ["Postgres", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
+            name: "PGCanvasWorker",
+            dependencies: [
+                "PGCanvas", "Postgres", "CommandSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "VoterRolls",
-            dependencies: ["Postgres", "Canvas", "RollPDF", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Postgres", "PGCanvas", "RollPDF", .product(name: "Logging", package: "swift-log")],
             resources: [.copy("Resources")]
         ),
         .target(
@@ -52,30 +65,23 @@ let package = Package(
         .executableTarget(
             name: "voteradmin",
             dependencies: [
-                "Postgres", "Migrations", "VoterRolls", "CommandSupport", "Canvas",
+                "Postgres", "Migrations", "VoterRolls", "CommandSupport", "PGCanvas",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .executableTarget(name: "pgworker", dependencies: ["PGCanvasWorker", "VoterRolls"]),
         .executableTarget(
-            name: "pgworker",
-            dependencies: [
-                "Postgres", "CommandSupport", "Canvas", "VoterRolls",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-            ]
-        ),
-        .executableTarget(
-            name: "canvas-bench", dependencies: ["Canvas", "Postgres", "RollPDF"], path: "bench/canvas-bench"),
+            name: "canvas-bench", dependencies: ["PGCanvas", "Postgres", "RollPDF"], path: "bench/canvas-bench"),
         .target(
             name: "TestSupport",
             dependencies: ["Postgres", "Migrations"],
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
-        .testTarget(name: "CanvasTests", dependencies: ["Canvas"]),
+        .testTarget(name: "CanvasTests", dependencies: ["PGCanvas"]),
         .testTarget(name: "VoterRollsTests", dependencies: ["VoterRolls", "RollPDF", "TestSupport"]),
         .testTarget(
-            name: "IntegrationTests", dependencies: ["Postgres", "Migrations", "Canvas", "VoterRolls", "TestSupport"]),
+            name: "IntegrationTests", dependencies: ["Postgres", "Migrations", "PGCanvas", "VoterRolls", "TestSupport"]),
     ]
 )

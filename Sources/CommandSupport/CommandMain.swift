@@ -5,9 +5,24 @@ import Foundation
 /// usage mistakes exit 64 (with a pointer to --help, not the whole usage text), domain
 /// failures exit 1. `--help` and `--version` print in full and exit 0.
 public func runCommandLine<Command: ParsableCommand>(_ type: Command.Type, name: String) -> Never {
-    do {
-        var command = try type.parseAsRoot()
+    runCommandLine(type, name: name, arguments: Array(CommandLine.arguments.dropFirst())) { command in
+        var command = command
         try command.run()
+    }
+}
+
+/// `runCommandLine` for a command whose `run` needs more than its arguments (a worker's task
+/// registry): parses `arguments` as `Command`, then calls `run` with it.
+public func runCommandLine<Command: ParsableCommand>(
+    _ type: Command.Type, name: String, arguments: [String], run: (Command) throws -> Void
+) -> Never {
+    do {
+        var parsed = try type.parseAsRoot(arguments)
+        if let command = parsed as? Command {
+            try run(command)
+        } else {
+            try parsed.run()  // --help, --version, help: ArgumentParser's own commands
+        }
         exit(0)
     } catch {
         var code = type.exitCode(for: error)

@@ -1,4 +1,4 @@
-import Canvas
+import PGCanvas
 
 /// Every task a pgworker of this application runs: the built-in `canvas.*` tasks plus the voter
 /// roll tasks. `voteradmin enqueue` checks names against the same list.

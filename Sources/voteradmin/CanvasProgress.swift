@@ -1,4 +1,4 @@
-import Canvas
+import PGCanvas
 import CommandSupport
 import Foundation
 import Postgres

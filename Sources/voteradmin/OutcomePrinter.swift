@@ -1,4 +1,4 @@
-import Canvas
+import PGCanvas
 import Foundation
 
 /// How `enqueue --wait` and `result` print a job.

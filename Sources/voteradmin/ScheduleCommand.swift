@@ -1,5 +1,5 @@
 import ArgumentParser
-import Canvas
+import PGCanvas
 import CommandSupport
 import Foundation
 import VoterRolls

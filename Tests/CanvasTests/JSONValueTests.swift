@@ -1,6 +1,6 @@
 import Testing
 
-@testable import Canvas
+@testable import PGCanvas
 
 @Suite struct JSONValueTests {
     @Test func parsesAndWritesEveryKindCompactlyWithSortedKeys() throws {

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-@testable import Canvas
+@testable import PGCanvas
 
 /// A fixed-seed generator, so a failing random case can be replayed.
 struct SplitMix64: RandomNumberGenerator {

@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import Testing
 
-@testable import Canvas
+@testable import PGCanvas
 
 /// The supervisor ↔ pool process framing: any bytes in any field, read in any pieces.
 @Suite struct WireFormatTests {

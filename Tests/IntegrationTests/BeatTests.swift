@@ -1,4 +1,4 @@
-import Canvas
+import PGCanvas
 import Foundation
 import Postgres
 import TestSupport

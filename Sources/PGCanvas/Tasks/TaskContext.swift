@@ -3,7 +3,11 @@ import Postgres
 
 /// The running job as its task sees it: ids, the pool process's logger, a database connection,
 /// and the work the task spawns (committed together with the task's success).
-public struct TaskContext {
+///
+/// A class so that an async task can spawn work through it. `@unchecked Sendable`: a pool
+/// process runs one job at a time, and a context belongs to that one run; its task code is the
+/// only thing that touches it until the run ends.
+public final class TaskContext: @unchecked Sendable {
     public let jobID: Int64
     public let task: String
     public let attempt: Int
@@ -32,10 +36,10 @@ public struct TaskContext {
 
     /// Enqueues a canvas when, and only when, this task succeeds: committed together with its
     /// result, so a task that fails or crashes after spawning and is retried leaves no duplicate.
-    public mutating func spawn(_ canvas: Canvas) { spawned.append(canvas.json) }
+    public func spawn(_ canvas: Canvas) { spawned.append(canvas.json) }
 
     /// `spawn` for a canvas already in its JSON form.
-    public mutating func spawn(json: JSONValue) { spawned.append(json) }
+    public func spawn(json: JSONValue) { spawned.append(json) }
 
     /// Enqueues a canvas at once, on this process's connection, as Celery's `.delay()` does: it
     /// runs even if this task then fails. Prefer `spawn`.

@@ -30,7 +30,7 @@ public struct CanvasStatus: Sendable {
             """
             SELECT ch.kind, ch.state, ch.size, ch.remaining, ch.result, ch.error, ch.body_id, b.state,
                    ch.created_at, ch.finished_at,
-                   (SELECT i.id FROM canvas.chords i WHERE (i.context->>'chord_id')::bigint = ch.id LIMIT 1)
+                   (SELECT i.id FROM canvas.chords i WHERE (i.context->>'chord_id')::bigint = ch.id AND i.context ? 'chord_id' LIMIT 1)
             FROM canvas.chords ch LEFT JOIN canvas.jobs b ON b.id = ch.body_id
             WHERE ch.id = \(id)
             """)

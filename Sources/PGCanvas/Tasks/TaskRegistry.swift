@@ -3,8 +3,9 @@ import Logging
 /// What a task function receives besides its arguments.
 public typealias TaskFunction = @Sendable (inout TaskContext, [JSONValue]) throws -> JSONValue
 
-/// A registered task: its name, its code, and its own time limit if it has one.
-public struct TaskDefinition: Sendable {
+/// A task as a worker holds it: its name, its code on JSON values, and its own time limit if it
+/// has one. `TaskDefinition` (typed) and `register(_:_:)` (untyped) both end up as one.
+public struct RegisteredTask: Sendable {
     public var name: String
     public var timeLimit: Double?
     public var run: TaskFunction
@@ -18,18 +19,24 @@ public struct TaskDefinition: Sendable {
 
 /// The tasks a worker can run, by name. Every worker registers the built-in `canvas.*` tasks.
 public struct TaskRegistry: Sendable {
-    private var tasks: [String: TaskDefinition] = [:]
+    private var tasks: [String: RegisteredTask] = [:]
 
     public init(includingBuiltins: Bool = true) {
         if includingBuiltins { BuiltinTasks.register(into: &self) }
     }
 
-    public mutating func register(_ definition: TaskDefinition) {
-        tasks[definition.name] = definition
+    public mutating func register(_ task: RegisteredTask) {
+        tasks[task.name] = task
     }
 
+    /// Registers an untyped task: JSON values in, a JSON value out.
     public mutating func register(_ name: String, timeLimit: Double? = nil, _ run: @escaping TaskFunction) {
-        register(TaskDefinition(name, timeLimit: timeLimit, run: run))
+        register(RegisteredTask(name, timeLimit: timeLimit, run: run))
+    }
+
+    /// Registers tasks defined with `TaskDefinition` (or anything else a worker can run).
+    public mutating func register(_ tasks: [any WorkerTask]) {
+        for task in tasks { task.register(into: &self) }
     }
 
     /// Work a pool process does once when it starts, before its first job (loading fonts, say),
@@ -38,7 +45,7 @@ public struct TaskRegistry: Sendable {
 
     public mutating func onPoolProcessStart(_ warmUp: @escaping @Sendable () -> Void) { warmUps.append(warmUp) }
 
-    public subscript(name: String) -> TaskDefinition? { tasks[name] }
+    public subscript(name: String) -> RegisteredTask? { tasks[name] }
     public var names: [String] { tasks.keys.sorted() }
 }
 

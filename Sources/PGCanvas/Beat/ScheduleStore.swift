@@ -38,7 +38,7 @@ public enum ScheduleStore {
         }
         do {
             let id: Int64 = try c.withTransaction { tx in
-                try tx.execute("SELECT canvas.validate_canvas(\(PostgresJSON(text: canvas.jsonText)), 'canvas')")
+                try tx.execute("SELECT canvas.validate_canvas(\(PostgresJSON(text: canvas.jsonText)), '')")
                 return try tx.query(
                     """
                     INSERT INTO canvas.schedules (name, canvas, every_seconds, cron, time_zone, next_fire_at)
