@@ -45,13 +45,15 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
     /// True when retrying on a fresh connection might succeed.
     public var isConnectionProblem: Bool { code == .connectionFailed || code == .connectionLost }
 
-    /// True when the server refused the statement because of the values it carried (a data
-    /// exception, a violated constraint, a program limit, an exception raised by a function):
-    /// sending the same statement again fails the same way. Locks, shutdowns, missing schema and
-    /// resources are not: they pass.
-    public var isRefusedForItsData: Bool {
+    /// True when the same statement may well succeed if sent again: the connection broke, a lock
+    /// or deadlock got in the way, the server is short of resources or shutting down, or the
+    /// schema is missing (being migrated). Anything else the server refused (the values it
+    /// carried, a statement timeout, an internal error) would be refused again.
+    public var isTransient: Bool {
+        if isConnectionProblem { return true }
         guard code == .server, let sqlState else { return false }
-        return ["22", "23", "54", "P0", "2F", "39"].contains(String(sqlState.prefix(2)))
+        if sqlState.hasPrefix("57P") { return true }  // admin or crash shutdown, cannot connect now
+        return ["08", "40", "53", "55", "42", "3D", "3F"].contains(String(sqlState.prefix(2)))
     }
 
     public var description: String {

@@ -1,5 +1,5 @@
-import PGCanvas
 import Foundation
+import PGCanvas
 import Postgres
 import TestSupport
 import Testing
@@ -57,6 +57,11 @@ final class CanvasSQLTests {
         (#"{"task": "line\nbreak"}"#, "task: expected a task name (1 to 200 characters, no control characters)"),
         (#"{"group": [{"task": "a"}, {"task": "tab\there"}]}"#, "group[1].task: expected a task name"),
         (#"{"starmap": "x\u0007", "args": []}"#, "starmap: expected a task name"),
+        (#"{"group": [{"task": "a"}, {"args": [1]}]}"#, #"group[1]: missing "task""#),
+        (
+            #"{"task": "a", "options": {"eta": "2026-01-01T00:00:00+16"}}"#,
+            "options.eta: expected a time within 10 years"
+        ),
     ])
     func malformedCanvasesSayWhereAndEnqueueNothing(canvas: String, message: String) throws {
         let c = try database.connect()

@@ -1,5 +1,5 @@
-import Canvas
 import Foundation
+import PGCanvas
 import Postgres
 import TestSupport
 import Testing
@@ -52,6 +52,40 @@ final class FailurePathTests {
         #expect(try rootState(root, on: c) == "failed")
         #expect(try errbacks("rescued", on: c) == 1)
         #expect(try count("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.sum'", on: c) == 0)
+    }
+
+    @Test func aNumberNoDoublePrecisionCanHoldIsRefusedAtTheDoor() throws {
+        let c = try database.connect()
+        // From SQL: Swift's parser would already have read 1e-400 as 0.
+        let error = try #require(throws: PostgresError.self) {
+            try c.query(
+                #"SELECT canvas.enqueue_canvas('{"task": "a", "on_error": {"task": "e", "options": {"retry_backoff": 1e-400}}}')"#
+            )
+        }
+        #expect(error.message == "on_error.options.retry_backoff: expected seconds from 0 to 86400")
+        #expect(try count("SELECT count(*) FROM canvas.jobs", on: c) == 0)
+    }
+
+    @Test func aCallbackTheDatabaseRefusesDoesNotStopRescue() throws {
+        let c = try database.connect()
+        let root = try enqueue(
+            #"{"chord": [{"task": "canvas.sleep", "args": [60]}], "body": {"task": "canvas.sum"}}"#, on: c)
+        let dead = try worker(c)
+        let sleeper = try #require(try Broker.claim(worker: dead, queues: ["default"], limit: 1, on: c).first)
+        // Written past validation: a callback whose option no double precision can hold.
+        try c.execute(
+            """
+            UPDATE canvas.jobs SET crashes = 2,
+                on_error = '[{"task": "canvas.noop", "options": {"retry_backoff": 1e-400}}]'
+            WHERE id = \(sleeper.id)
+            """)
+        try c.execute("UPDATE canvas.workers SET heartbeat_at = now() - interval '1 hour' WHERE id = \(dead)")
+        #expect(try Broker.rescue(on: c).map(\.1) == ["failed"])
+        #expect(try rootState(root, on: c) == "failed")
+        let error = try c.query("SELECT error FROM canvas.chords WHERE kind = 'chord'")[0].decode(String.self, 0)
+        #expect(error.contains("its error callbacks could not be enqueued"), "\(error)")
+        // And rescue goes on working for everyone else.
+        #expect(try Broker.rescue(on: c).isEmpty)
     }
 
     @Test func purgingAQueuedMemberFailsItsCanvasOnce() throws {
@@ -227,7 +261,7 @@ final class HeartbeatTests {
             try c.query("SELECT extract(epoch FROM now() - max(heartbeat_at))::float8 FROM canvas.workers")[0]
                 .decode(Double.self, 0)
         }
-        #expect(try eventually(timeout: 10, interval: 0.2) { try heartbeatAge() > 2.5 }, "\(worker.log)")
+        #expect(try eventually(timeout: 20, interval: 0.2) { try heartbeatAge() > 2.5 }, "\(worker.log)")
         #expect(worker.log.contains("a worker loop is stuck"))
         try holder.execute("COMMIT")
         #expect(try eventually(timeout: 10) { try JobStatus.fetch(id, on: c)?.state == .succeeded }, "\(worker.log)")

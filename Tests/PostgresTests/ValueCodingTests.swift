@@ -48,3 +48,23 @@ import Testing
         #expect(ConnectionConfiguration.resolve(databaseURL: nil, environment: [:]).conninfo == "")
     }
 }
+
+/// Which refusals may pass if sent again (the broker resends those) and which would not (it
+/// isolates those to the one outcome that causes them).
+@Suite struct TransientErrorTests {
+    func server(_ state: String) -> PostgresError { PostgresError(.server, message: "x", sqlState: state) }
+
+    @Test func locksShutdownsResourcesAndMissingSchemaAreTransient() {
+        for state in ["40P01", "40001", "55P03", "53200", "57P01", "57P03", "42883", "3F000", "08006"] {
+            #expect(server(state).isTransient, "\(state)")
+        }
+        #expect(PostgresError(.connectionLost, message: "gone").isTransient)
+    }
+
+    @Test func dataTimeoutsAndInternalErrorsAreNot() {
+        for state in ["22003", "22023", "23514", "54000", "P0001", "57014", "XX000"] {
+            #expect(!server(state).isTransient, "\(state)")
+        }
+        #expect(!PostgresError(.decoding, message: "bad").isTransient)
+    }
+}

@@ -8,10 +8,11 @@ import Postgres
 /// Schedule times come only from the database's clock: the host's clock (`hostClock`) times
 /// nothing but this loop's own sleeps, so a host minutes off fires every tick on time, once.
 final class BeatLoop: @unchecked Sendable {
-    // Touched only by the beat thread, except `stop` (a flag read in a loop).
+    // Touched only by the beat thread, except `stopFlag`, which is thread-safe.
     let logger: Logger
     private let db: ReconnectingConnection
-    nonisolated(unsafe) private var stop = false
+    private let stopFlag = StopFlag()
+    private var stop: Bool { stopFlag.isRequested }
     let hostClock: @Sendable () -> Date
 
     /// - Parameter hostClock: the host's clock; by default `Date()` shifted by
@@ -23,7 +24,7 @@ final class BeatLoop: @unchecked Sendable {
         self.hostClock = hostClock ?? { Date().addingTimeInterval(skew) }
     }
 
-    func requestStop() { stop = true }
+    func requestStop() { stopFlag.request() }
 
     func run() {
         logger.info("beat: Starting...")

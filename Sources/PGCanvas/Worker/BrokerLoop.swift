@@ -5,13 +5,14 @@ import Postgres
 /// The supervisor's database thread: finishes outcomes in batches, hands jobs back, and claims
 /// as many jobs as there are free slots, waking on NOTIFY or on the poll interval.
 final class BrokerLoop: @unchecked Sendable {
-    // Touched only by the broker thread, except `state`, which is itself thread-safe.
+    // Touched only by the broker thread, except `state` and `stopFlag`, which are thread-safe.
     let configuration: WorkerConfiguration
     let state: SharedState
     let logger: Logger
     let reregister: (Connection) throws -> Int64
     private let db: ReconnectingConnection
-    private var stop = false
+    private let stopFlag = StopFlag()
+    private var stop: Bool { stopFlag.isRequested }
     /// `pgcanvas.max_payload_bytes`, read on every connect: larger results fail their job.
     private var maxPayloadBytes = Int.max
 
@@ -52,7 +53,7 @@ final class BrokerLoop: @unchecked Sendable {
     }
 
     func requestStop() {
-        stop = true
+        stopFlag.request()
         state.wakeBroker()
     }
 
@@ -99,7 +100,11 @@ final class BrokerLoop: @unchecked Sendable {
                 }
                 if stopping && !state.hasOutgoing { break }
                 if state.hasOutgoing || (claimNow && lastClaimFull) { continue }
-                let wait = max(0.0, configuration.pollInterval - Date().timeIntervalSince(lastPoll))
+                // Wake at least once a heartbeat interval even when idle: the heartbeat vouches that
+                // this loop goes round.
+                let wait = min(
+                    configuration.heartbeatInterval,
+                    max(0.0, configuration.pollInterval - Date().timeIntervalSince(lastPoll)))
                 switch try c.waitForActivity(timeout: stopping ? 0.05 : wait, wakeFD: state.brokerWake.read) {
                 case .notification(let n):
                     // Take every queued notification so one burst costs one claim.
@@ -121,8 +126,7 @@ final class BrokerLoop: @unchecked Sendable {
                 if stop && !state.hasOutgoing { break }
             } catch {
                 // Locks, a missing schema, a shutting-down server: sending the batch again (it is
-                // fenced) is right. Statements refused for their data never reach here (exchange
-                // isolates them).
+                // fenced) is right. Anything else never reaches here: exchange isolates it.
                 logger.error("broker call failed", metadata: ["error": "\(error)"])
                 db.failed(error, shouldStop: { stop })
             }
@@ -157,8 +161,9 @@ final class BrokerLoop: @unchecked Sendable {
         do {
             result = try Broker.finishAndClaim(
                 worker: state.workerID, outcomes, queues: configuration.queues, limit: limit, on: c)
-        } catch let error as PostgresError where error.isRefusedForItsData && !outcomes.isEmpty {
-            // One outcome's follow-ups cannot be recorded: find it, fail it alone, record the rest.
+        } catch let error as PostgresError where !error.isTransient && !outcomes.isEmpty {
+            // Refused for good (the data, a timeout, an internal error): find the outcome that
+            // causes it, fail that one alone, record the rest.
             do {
                 result.recorded = try recordIsolating(c, outcomes[...])
             } catch {
@@ -207,7 +212,7 @@ final class BrokerLoop: @unchecked Sendable {
     private func recordIsolating(_ c: Connection, _ outcomes: ArraySlice<Outcome>) throws -> [Broker.Recorded] {
         do {
             return try Broker.finish(worker: state.workerID, Array(outcomes), on: c)
-        } catch let error as PostgresError where error.isRefusedForItsData {
+        } catch let error as PostgresError where !error.isTransient {
             guard outcomes.count == 1, let outcome = outcomes.first else {
                 let middle = outcomes.startIndex + outcomes.count / 2
                 return try recordIsolating(c, outcomes[..<middle]) + recordIsolating(c, outcomes[middle...])
@@ -217,7 +222,7 @@ final class BrokerLoop: @unchecked Sendable {
                 guard try Broker.failUnrecordable(worker: state.workerID, outcome, cause: "\(error)", on: c) else {
                     return []
                 }
-            } catch let second as PostgresError where second.isRefusedForItsData {
+            } catch let second as PostgresError where !second.isTransient {
                 // Nothing more can be written for this run: its job stays running under this worker
                 // until an operator cancels it or the worker restarts (then it is rescued).
                 logger.critical(

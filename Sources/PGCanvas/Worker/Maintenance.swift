@@ -5,13 +5,14 @@ import Postgres
 /// The supervisor's housekeeping thread, on its own connection so a slow batch never delays a
 /// heartbeat: heartbeats, rescues the jobs of silent workers, prunes old results.
 final class Maintenance: @unchecked Sendable {
-    // Touched only by the maintenance thread, except `stop` (a benign flag read in a loop).
+    // Touched only by the maintenance thread, except `stopFlag`, which is thread-safe.
     let configuration: WorkerConfiguration
     let state: SharedState
     let logger: Logger
     let reregister: (Connection) throws -> Int64
     private let db: ReconnectingConnection
-    nonisolated(unsafe) private var stop = false
+    private let stopFlag = StopFlag()
+    private var stop: Bool { stopFlag.isRequested }
     // Each batch stays short and the run stops after half an interval, so heartbeats are at
     // most half an interval late while a backlog is pruned.
     private lazy var pruner = configuration.pruneAfter.map {
@@ -29,16 +30,18 @@ final class Maintenance: @unchecked Sendable {
         db = ReconnectingConnection(configuration.database, logger: logger)
     }
 
-    func requestStop() { stop = true }
+    func requestStop() { stopFlag.request() }
 
     func run() {
         while !stop {
             do {
                 let c = try db.get()
                 // A stuck broker loop would hold its jobs forever while this thread beats on:
-                // beat only for a worker whose loops are going round, so a stuck one is rescued.
+                // beat only for a worker whose loops went round within its rescue-after, so a
+                // loop stuck longer than that (not an idle one: it wakes every heartbeat
+                // interval) gets its jobs rescued.
                 let silence = state.loopSilence
-                if silence > configuration.rescueAfter / 2 {
+                if silence > configuration.rescueAfter {
                     logger.error(
                         "a worker loop is stuck; not sending heartbeats, so other workers will rescue its jobs",
                         metadata: ["silent_s": "\(Int(silence))"])

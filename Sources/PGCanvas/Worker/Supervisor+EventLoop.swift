@@ -131,16 +131,22 @@ extension Supervisor {
             case .warm, .cold:
                 logger.warning("worker: Cold shutdown (MainProcess)")
                 shutDownCold()
-                // A second signal also means: do not wait for the database on the way out.
-                shutdownDeadline = Date()
+                // A second signal also means: do not wait for the database on the way out, beyond
+                // a moment to hand the running jobs back if it answers.
+                shutdownDeadline = Date().addingTimeInterval(Self.handBackGrace)
             }
         }
     }
 
+    /// How long a cold shutdown waits for the hand-back of running jobs to reach the database.
+    static let handBackGrace = 1.0
+
     /// Kills the pool processes that are running jobs and hands every job back.
     func shutDownCold() {
         shutdown = .cold
-        if shutdownDeadline == nil { shutdownDeadline = Date().addingTimeInterval(configuration.shutdownTimeout) }
+        // Past a warm shutdown's bound, or with none: a moment for the hand-back, no more.
+        let graceEnd = Date().addingTimeInterval(Self.handBackGrace)
+        if shutdownDeadline.map({ $0 < graceEnd }) ?? true { shutdownDeadline = graceEnd }
         state.stopClaiming()
         state.handBack(Array(waiting[waitingStart...]) + state.takeInbox())
         waiting.removeAll()

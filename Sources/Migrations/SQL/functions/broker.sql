@@ -154,7 +154,12 @@ $$;
 CREATE FUNCTION canvas.finish(
     p_worker bigint, p_ids bigint[], p_attempts integer[], p_outcomes text[], p_results jsonb[], p_errors text[],
     p_spawns jsonb[]
-) RETURNS TABLE (id bigint, state text, retry_in double precision) LANGUAGE plpgsql AS $$
+) RETURNS TABLE (id bigint, state text, retry_in double precision) LANGUAGE plpgsql
+-- The job rows are locked in the order the join reads them: the worker sends ids ascending, and
+-- without hash joins the plan reads them in that order (nested loop) or by the primary key
+-- (merge join), so the lock order holds for any batch size.
+SET enable_hashjoin = off
+AS $$
 #variable_conflict use_column
 DECLARE
     done canvas.finished_run[];
@@ -242,7 +247,10 @@ BEGIN
                 FOR s IN SELECT value FROM jsonb_array_elements(r.spawn) LOOP
                     PERFORM canvas.enqueue_canvas(s, r.id);
                 END LOOP;
-            EXCEPTION WHEN OTHERS THEN
+            -- Refused for what it holds; locks, timeouts and resources fail the batch instead, which
+            -- the worker sends again or splits.
+            EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
+                           OR raise_exception THEN
                 done[i].state := 'failed';
                 done[i].error := 'the task spawned a canvas that could not be enqueued: ' || SQLERRM;
                 UPDATE canvas.jobs SET state = 'failed', result = NULL, error = done[i].error
@@ -281,7 +289,6 @@ RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     j canvas.jobs;
     message text := 'its outcome could not be recorded: ' || p_cause;
-    c bigint;
 BEGIN
     SELECT * INTO j FROM canvas.jobs
     WHERE id = p_id AND worker_id = p_worker AND attempt = p_attempt AND finished_at IS NULL FOR UPDATE;
@@ -292,15 +299,10 @@ BEGIN
     BEGIN
         UPDATE canvas.jobs SET state = 'failed', result = NULL, error = message, finished_at = now() WHERE id = p_id;
         PERFORM canvas.job_failed(j.id, j.task, message, j.chord_id, j.on_error);
-    EXCEPTION WHEN OTHERS THEN
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded OR raise_exception THEN
         message := message || '; its error callbacks could not be enqueued either: ' || SQLERRM;
         UPDATE canvas.jobs SET state = 'failed', result = NULL, error = message, finished_at = now() WHERE id = p_id;
-        c := j.chord_id;
-        WHILE c IS NOT NULL LOOP
-            UPDATE canvas.chords SET state = 'failed', error = message, finished_at = now()
-            WHERE id = c AND state = 'pending' RETURNING (context->>'chord_id')::bigint INTO c;
-            EXIT WHEN NOT FOUND;
-        END LOOP;
+        PERFORM canvas.fail_chords_quietly(j.chord_id, message);
     END;
     RETURN 'failed';
 END
@@ -394,8 +396,9 @@ BEGIN
     IF EXISTS (SELECT 1 FROM unnest(rescued) u WHERE u.state = 'failed') THEN
         PERFORM canvas.lock_roots(ARRAY(SELECT DISTINCT u.chord_id FROM unnest(rescued) u
                                         WHERE u.state = 'failed' AND u.chord_id IS NOT NULL));
+        -- Safely: a callback refused for its data must not stop rescue for the whole fleet.
         FOR j IN SELECT * FROM unnest(rescued) u WHERE u.state = 'failed' LOOP
-            PERFORM canvas.job_failed(j.id, j.task, j.error, j.chord_id, j.on_error);
+            PERFORM canvas.job_failed_safely(j.id, j.task, j.error, j.chord_id, j.on_error);
         END LOOP;
     END IF;
     RETURN QUERY SELECT u.id, u.state FROM unnest(rescued) u;

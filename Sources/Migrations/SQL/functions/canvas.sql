@@ -32,10 +32,18 @@ CREATE FUNCTION canvas.path_name(p text) RETURNS text LANGUAGE sql IMMUTABLE AS 
     SELECT coalesce(nullif(rtrim(p, '.'), ''), 'canvas')
 $$;
 
--- The one rule for task and queue names: 1 to 200 characters, no control characters.
+-- The one rule for task and queue names: 1 to 200 characters, no control characters. False,
+-- never NULL, for a missing value.
 CREATE FUNCTION canvas.is_name(v jsonb) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
-    SELECT jsonb_typeof(v) = 'string' AND char_length(v #>> '{}') BETWEEN 1 AND 200
-       AND (v #>> '{}') !~ '[\u0001-\u001f\u007f-\u009f]'
+    SELECT coalesce(jsonb_typeof(v) = 'string' AND char_length(v #>> '{}') BETWEEN 1 AND 200
+                    AND (v #>> '{}') !~ '[\u0001-\u001f\u007f-\u009f]', false)
+$$;
+
+-- Seconds an option may hold: a number within [lo, hi] that a double precision can hold too
+-- (1e-400 is a fine numeric but not a float8, and would fail only later, when a job is made).
+CREATE FUNCTION canvas.is_seconds(v jsonb, lo numeric, hi numeric) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(jsonb_typeof(v) = 'number' AND (v #>> '{}')::numeric BETWEEN lo AND hi
+                    AND ((v #>> '{}')::numeric = 0 OR abs((v #>> '{}')::numeric) >= 1e-6), false)
 $$;
 
 -- Checks a signature's options against the rules every client shares (Swift's Validation.swift
@@ -68,8 +76,7 @@ BEGIN
                               OR (o->>'max_retries')::numeric <> trunc((o->>'max_retries')::numeric)) THEN
         RAISE EXCEPTION '%options.max_retries: expected an integer from 0 to 1000', p USING ERRCODE = '22023';
     END IF;
-    IF o ? 'countdown' AND (jsonb_typeof(o->'countdown') <> 'number'
-                            OR (o->>'countdown')::numeric NOT BETWEEN 0 AND 315360000) THEN
+    IF o ? 'countdown' AND NOT canvas.is_seconds(o->'countdown', 0, 315360000) THEN
         RAISE EXCEPTION '%options.countdown: expected seconds from 0 to 315360000', p USING ERRCODE = '22023';
     END IF;
     IF o ? 'eta' THEN
@@ -81,17 +88,16 @@ BEGIN
             IF (o->>'eta')::timestamptz > now() + interval '315360000 seconds' THEN
                 RAISE EXCEPTION USING ERRCODE = '22008';
             END IF;
-        EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format THEN
+        EXCEPTION WHEN data_exception THEN
             RAISE EXCEPTION '%options.eta: expected a time within 10 years', p USING ERRCODE = '22023';
         END;
     END IF;
-    IF o ? 'time_limit' AND (jsonb_typeof(o->'time_limit') <> 'number'
-                             OR (o->>'time_limit')::numeric <= 0 OR (o->>'time_limit')::numeric > 31536000) THEN
+    IF o ? 'time_limit' AND (NOT canvas.is_seconds(o->'time_limit', 0, 31536000)
+                             OR (o->>'time_limit')::numeric = 0) THEN
         RAISE EXCEPTION '%options.time_limit: expected seconds, more than 0 and at most 31536000', p
             USING ERRCODE = '22023';
     END IF;
-    IF o ? 'retry_backoff' AND (jsonb_typeof(o->'retry_backoff') <> 'number'
-                                OR (o->>'retry_backoff')::numeric NOT BETWEEN 0 AND 86400) THEN
+    IF o ? 'retry_backoff' AND NOT canvas.is_seconds(o->'retry_backoff', 0, 86400) THEN
         RAISE EXCEPTION '%options.retry_backoff: expected seconds from 0 to 86400', p USING ERRCODE = '22023';
     END IF;
     IF o ? 'immutable' AND jsonb_typeof(o->'immutable') <> 'boolean' THEN
@@ -456,6 +462,34 @@ BEGIN
     IF p_chord IS NOT NULL THEN
         PERFORM canvas.fail_chord(p_chord, info);
     END IF;
+END
+$$;
+
+-- The chords from p_chord up to its root fail with `message`, without running any callback: the
+-- last resort when the callbacks themselves cannot be enqueued, so that the canvas still ends.
+CREATE FUNCTION canvas.fail_chords_quietly(p_chord bigint, message text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    c bigint := p_chord;
+BEGIN
+    WHILE c IS NOT NULL LOOP
+        UPDATE canvas.chords SET state = 'failed', error = message, finished_at = now()
+        WHERE id = c AND state = 'pending' RETURNING (context->>'chord_id')::bigint INTO c;
+        EXIT WHEN NOT FOUND;
+    END LOOP;
+END
+$$;
+
+-- job_failed for paths that must end whatever a callback holds (rescue, cancel, purge): if the
+-- job's or its canvas's error callbacks are refused for their data, the canvas fails without
+-- them. Returns NULL, or what was refused.
+CREATE FUNCTION canvas.job_failed_safely(p_id bigint, p_task text, p_error text, p_chord bigint, p_on_error jsonb)
+RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM canvas.job_failed(p_id, p_task, p_error, p_chord, p_on_error);
+    RETURN NULL;
+EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded OR raise_exception THEN
+    PERFORM canvas.fail_chords_quietly(p_chord, p_error || '; its error callbacks could not be enqueued: ' || SQLERRM);
+    RETURN SQLERRM;
 END
 $$;
 

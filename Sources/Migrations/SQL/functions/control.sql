@@ -24,20 +24,15 @@ BEGIN
         IF j.state = 'running' THEN
             PERFORM pg_notify('canvas_cancel', j.worker_id::text);
         END IF;
-        PERFORM canvas.job_failed(j.id, j.task, 'cancelled', j.chord_id, j.on_error);
+        PERFORM canvas.job_failed_safely(j.id, j.task, 'cancelled', j.chord_id, j.on_error);
         RETURN 'cancelled';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM canvas.chords WHERE id = p_id) THEN
         RETURN NULL;
     END IF;
-    -- The chord and every chord inside it, found through their slots.
-    WITH RECURSIVE down(id) AS (
-        SELECT p_id
-        UNION
-        SELECT c.id FROM canvas.chords c JOIN down ON (c.context->>'chord_id')::bigint = down.id
-        WHERE c.context ? 'chord_id'
-    )
-    SELECT array_agg(id) INTO inside FROM down;
+    -- The jobs of the chord and of every chord inside it (found through their slots), locked
+    -- first, in id order.
+    inside := canvas.chords_within(p_id);
     PERFORM 1 FROM canvas.jobs WHERE chord_id = ANY (inside) AND state IN ('scheduled', 'queued', 'running')
     ORDER BY id FOR UPDATE;
     PERFORM canvas.lock_roots(ARRAY[p_id]);
@@ -45,16 +40,41 @@ BEGIN
     IF ch.state <> 'pending' THEN
         RETURN 'already finished';
     END IF;
+    -- A link that finished before the root lock may have added chords and jobs: look again. Those
+    -- new jobs are taken only if free; one a worker is finishing right now (it waits for the root
+    -- lock held here) runs to its end, and reports into a cancelled chord, which takes nothing.
+    inside := canvas.chords_within(p_id);
     PERFORM pg_notify('canvas_cancel', w.worker_id::text)
     FROM (SELECT DISTINCT worker_id FROM canvas.jobs
           WHERE chord_id = ANY (inside) AND state = 'running' AND worker_id IS NOT NULL) w;
     UPDATE canvas.jobs SET state = 'cancelled', finished_at = now(), error = 'cancelled'
-    WHERE chord_id = ANY (inside) AND state IN ('scheduled', 'queued', 'running');
+    WHERE id IN (SELECT id FROM canvas.jobs
+                 WHERE chord_id = ANY (inside) AND state IN ('scheduled', 'queued', 'running')
+                 ORDER BY id FOR UPDATE SKIP LOCKED);
     UPDATE canvas.chords SET state = 'cancelled', finished_at = now(), error = 'cancelled'
     WHERE id = ANY (inside) AND id <> p_id AND state = 'pending';
-    PERFORM canvas.fail_chord(p_id, jsonb_build_object('id', p_id, 'task', ch.kind, 'error', 'cancelled'), 'cancelled');
+    BEGIN
+        PERFORM canvas.fail_chord(p_id, jsonb_build_object('id', p_id, 'task', ch.kind, 'error', 'cancelled'),
+                                  'cancelled');
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded OR raise_exception THEN
+        -- Its callbacks were refused: it ends all the same, and so does what contains it.
+        UPDATE canvas.chords SET state = 'cancelled', finished_at = now(), error = 'cancelled' WHERE id = p_id;
+        PERFORM canvas.fail_chords_quietly((ch.context->>'chord_id')::bigint,
+                                           'cancelled; its error callbacks could not be enqueued: ' || SQLERRM);
+    END;
     RETURN 'cancelled';
 END
+$$;
+
+-- The chord and every chord inside it, found through their slots (chords_slot_idx).
+CREATE FUNCTION canvas.chords_within(p_id bigint) RETURNS bigint[] LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE down(id) AS (
+        SELECT p_id
+        UNION
+        SELECT c.id FROM canvas.chords c JOIN down ON (c.context->>'chord_id')::bigint = down.id
+        WHERE c.context ? 'chord_id'
+    )
+    SELECT array_agg(id) FROM down
 $$;
 
 -- Requeues a failed (or cancelled) job with one more attempt. If it was what failed its chord,
@@ -117,7 +137,7 @@ BEGIN
     END IF;
     PERFORM canvas.lock_roots(ARRAY(SELECT DISTINCT g.chord_id FROM unnest(gone) g WHERE g.chord_id IS NOT NULL));
     FOR j IN SELECT * FROM unnest(gone) g WHERE g.chord_id IS NOT NULL OR g.on_error IS NOT NULL ORDER BY g.id LOOP
-        PERFORM canvas.job_failed(j.id, j.task, 'purged', j.chord_id, j.on_error);
+        PERFORM canvas.job_failed_safely(j.id, j.task, 'purged', j.chord_id, j.on_error);
     END LOOP;
     RETURN cardinality(gone);
 END
