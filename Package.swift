@@ -51,8 +51,10 @@ let package = Package(
         ),
         .target(
             name: "VoterRolls",
-            dependencies: ["Postgres", "PGCanvas", "RollPDF", .product(name: "Logging", package: "swift-log")],
-            resources: [.copy("Resources")]
+            dependencies: [
+                "Postgres", "PGCanvas", "RollPDF", "Migrations", .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.copy("Resources"), .copy("Migrations")]
         ),
         .target(
             name: "CommandSupport",
@@ -75,7 +77,7 @@ let package = Package(
             name: "canvas-bench", dependencies: ["PGCanvas", "Postgres", "RollPDF"], path: "bench/canvas-bench"),
         .target(
             name: "TestSupport",
-            dependencies: ["Postgres", "Migrations"],
+            dependencies: ["Postgres", "Migrations", "VoterRolls"],
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),

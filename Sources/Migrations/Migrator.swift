@@ -29,14 +29,26 @@ public struct Migrator: Sendable {
     public var migrations: [Migration]
     public var functions: [FunctionScript]
     public var logger: Logger
+    /// Where this set of migrations is recorded (in schema `public`): pgcanvas's own, or an
+    /// application's, so that each numbers its files from 1 without meeting the other's.
+    public var table: String
+    /// Versions that earlier builds recorded in `pgcanvas_migrations` and this set now owns: they
+    /// are moved to `table`, as applied, before anything else (the voter-roll schema's 0001).
+    public var adopting: [Int]
 
     public init(
-        migrations: [Migration], functions: [FunctionScript] = [], logger: Logger = Logger(label: "pgcanvas.migrate")
+        migrations: [Migration], functions: [FunctionScript] = [], table: String = "pgcanvas_migrations",
+        adopting: [Int] = [], logger: Logger = Logger(label: "pgcanvas.migrate")
     ) {
         self.migrations = migrations
         self.functions = functions
+        self.table = table
+        self.adopting = adopting
         self.logger = logger
     }
+
+    /// `public.<table>`, quoted: the table's name comes from the program, never from input.
+    var tableName: String { "public.\(quoteIdentifier(table))" }
 
     /// The migrations and function files shipped with this package.
     public static func bundled(logger: Logger = Logger(label: "pgcanvas.migrate")) throws -> Migrator {
@@ -65,10 +77,11 @@ public struct Migrator: Sendable {
     public func migrate(_ connection: Connection) throws -> Applied {
         try withLock(connection) {
             try ensureTable(connection)
+            try adopt(connection)
             let status = try readStatus(connection)
             for (version, checksum) in status.superseded {
                 try connection.execute(
-                    "UPDATE public.pgcanvas_migrations SET checksum = \(checksum) WHERE version = \(version)")
+                    "UPDATE \(unescaped: tableName) SET checksum = \(checksum) WHERE version = \(version)")
             }
             for migration in status.pending {
                 let started = Date()
@@ -76,7 +89,7 @@ public struct Migrator: Sendable {
                     try tx.executeScript(migration.sql)
                     try tx.execute(
                         """
-                        INSERT INTO public.pgcanvas_migrations (version, name, checksum)
+                        INSERT INTO \(unescaped: tableName) (version, name, checksum)
                         VALUES (\(migration.version), \(migration.name), md5(\(migration.sql)))
                         """)
                 }
@@ -89,6 +102,25 @@ public struct Migrator: Sendable {
             }
             let functionFiles = try applyFunctions(connection, force: !status.superseded.isEmpty)
             return Applied(migrations: status.pending, functionFiles: functionFiles)
+        }
+    }
+
+    /// Moves the rows of `adopting` from `pgcanvas_migrations` (where an earlier build put them).
+    private func adopt(_ connection: Connection) throws {
+        guard !adopting.isEmpty, table != "pgcanvas_migrations" else { return }
+        let legacy: Bool = try connection.query("SELECT to_regclass('public.pgcanvas_migrations') IS NOT NULL")[0]
+            .decode(Bool.self, 0)
+        guard legacy else { return }
+        try connection.withTransaction { tx in
+            try tx.execute(
+                """
+                WITH moved AS (
+                    DELETE FROM public.pgcanvas_migrations WHERE version = ANY(\(adopting)) RETURNING *
+                )
+                INSERT INTO \(unescaped: tableName) (version, name, checksum, applied_at)
+                SELECT version, name, checksum, applied_at FROM moved
+                ON CONFLICT (version) DO NOTHING
+                """)
         }
     }
 
@@ -146,7 +178,7 @@ public struct Migrator: Sendable {
 
     /// What is applied and what is pending, without changing anything.
     public func status(_ connection: Connection) throws -> Status {
-        let exists: Bool = try connection.query("SELECT to_regclass('public.pgcanvas_migrations') IS NOT NULL")[0]
+        let exists: Bool = try connection.query("SELECT to_regclass(\(tableName)) IS NOT NULL")[0]
             .decode(Bool.self, 0)
         if !exists {
             return Status(applied: [], pending: migrations, pendingFunctionFiles: functions.map(\.fileName))
@@ -164,12 +196,16 @@ public struct Migrator: Sendable {
     private func ensureTable(_ connection: Connection) throws {
         try connection.executeScript(
             """
-            CREATE TABLE IF NOT EXISTS public.pgcanvas_migrations (
+            CREATE TABLE IF NOT EXISTS \(tableName) (
                 version    integer PRIMARY KEY,
                 name       text NOT NULL,
                 checksum   text NOT NULL,
                 applied_at timestamptz NOT NULL DEFAULT now()
-            );
+            )
+            """)
+        guard !functions.isEmpty else { return }
+        try connection.executeScript(
+            """
             CREATE TABLE IF NOT EXISTS public.pgcanvas_functions (
                 name       text PRIMARY KEY,
                 checksum   text NOT NULL,
@@ -182,7 +218,7 @@ public struct Migrator: Sendable {
         let rows = try connection.query(
             """
             SELECT m.version, m.name, m.checksum, m.applied_at, f.checksum AS file_checksum
-            FROM public.pgcanvas_migrations m
+            FROM \(unescaped: tableName) m
             LEFT JOIN unnest(\(migrations.map(\.version)), \(migrations.map(\.sql))) AS f_in(version, sql)
               ON f_in.version = m.version
             LEFT JOIN LATERAL (SELECT md5(f_in.sql) AS checksum) f ON true
@@ -221,5 +257,15 @@ public struct Migrator: Sendable {
         try connection.execute("SELECT pg_advisory_lock(\(Self.lockKey))")
         defer { _ = try? connection.execute("SELECT pg_advisory_unlock(\(Self.lockKey))") }
         return try body()
+    }
+}
+
+/// pgcanvas's schema in one call, for an application that sets up its own database:
+/// `try PGCanvasMigrations.apply(on: connection)`. Safe to run at every start, and from several
+/// processes at once.
+public enum PGCanvasMigrations {
+    @discardableResult
+    public static func apply(on connection: Connection) throws -> Migrator.Applied {
+        try Migrator.bundled().migrate(connection)
     }
 }

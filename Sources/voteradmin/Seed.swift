@@ -44,11 +44,10 @@ struct Seed: ParsableCommand {
 
     func run() throws {
         let connection = try database.connect(applicationName: "voteradmin seed")
-        let status = try Migrator.bundled().status(connection)
-        guard status.pending.isEmpty, status.pendingFunctionFiles.isEmpty else {
-            throw CommandFailure(
-                "the database is not migrated (\(status.pending.count + status.pendingFunctionFiles.count) pending): run 'voteradmin migrate' first"
-            )
+        let statuses = try [VoterRollsMigrations.migrator(), Migrator.bundled()].map { try $0.status(connection) }
+        let pending = statuses.reduce(0) { $0 + $1.pending.count + $1.pendingFunctionFiles.count }
+        guard pending == 0 else {
+            throw CommandFailure("the database is not migrated (\(pending) pending): run 'voteradmin migrate' first")
         }
         let started = Date()
         let bar = ProgressBar(label: "seeding")

@@ -3,6 +3,7 @@ import Migrations
 import Postgres
 import TestSupport
 import Testing
+import VoterRolls
 
 @Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
 final class MigrationTests {
@@ -23,7 +24,9 @@ final class MigrationTests {
         let first = try migrator.migrate(c)
         #expect(first.migrations.map(\.version) == migrator.migrations.map(\.version))
         #expect(first.functionFiles == migrator.functions.map(\.fileName))
-        #expect(try tables(c).contains("voter_registration"))
+        // pgcanvas's schema alone: the voter-roll tables belong to the demo application.
+        #expect(try c.query("SELECT to_regclass('canvas.jobs') IS NOT NULL")[0].decode(Bool.self, 0))
+        #expect(try !tables(c).contains("voter_registration"))
         #expect(try migrator.migrate(c).isEmpty)
         let status = try migrator.status(c)
         #expect(status.pending.isEmpty)
@@ -74,7 +77,7 @@ final class MigrationTests {
             Migration(version: 3, name: "later", sql: "CREATE TABLE later (x int);"),
         ]
         #expect(throws: PostgresError.self) { try Migrator(migrations: migrations).migrate(c) }
-        #expect(try tables(c) == ["good", "pgcanvas_functions", "pgcanvas_migrations"])
+        #expect(try tables(c) == ["good", "pgcanvas_migrations"])
         #expect(try Migrator(migrations: migrations).status(c).pending.map(\.version) == [2, 3])
     }
 
@@ -134,6 +137,28 @@ final class MigrationTests {
         #expect(applied.functionFiles == migrator.functions.map(\.fileName))
         #expect(try c.query("SELECT to_regproc('canvas.purge') IS NOT NULL")[0].decode(Bool.self, 0))
         #expect(try migrator.migrate(c).isEmpty)
+    }
+
+    @Test func theApplicationsMigrationsTakeOverWhatAnEarlierBuildRecordedAsPGCanvass() throws {
+        let c = try database.connect()
+        let app = try VoterRollsMigrations.migrator()
+        let voterRolls = try #require(app.migrations.first)
+        // As the build before the split left a database: 0001_voter_rolls among pgcanvas's rows.
+        try c.executeScript(voterRolls.sql)
+        try c.executeScript(
+            """
+            CREATE TABLE public.pgcanvas_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+            """)
+        try c.execute(
+            "INSERT INTO pgcanvas_migrations (version, name, checksum) VALUES (1, 'voter_rolls', md5(\(voterRolls.sql)))"
+        )
+        #expect(try app.migrate(c).isEmpty)
+        #expect(try app.status(c).applied.map(\.migration.version) == [1])
+        let library = try Migrator.bundled()
+        #expect(try library.migrate(c).migrations.map(\.version) == library.migrations.map(\.version))
+        #expect(try library.migrate(c).isEmpty && app.migrate(c).isEmpty)
+        #expect(try PGCanvasMigrations.apply(on: c).isEmpty)
     }
 
     @Test func loadsNumberedFilesInOrderAndRejectsBadNames() throws {

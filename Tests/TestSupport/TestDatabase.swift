@@ -1,6 +1,7 @@
 import Foundation
 import Migrations
 import Postgres
+import VoterRolls
 
 /// A database of its own for one test or suite, created on the server that `DATABASE_URL`
 /// (or libpq's PG* variables) names, and dropped by `drop()`.
@@ -27,7 +28,9 @@ public final class TestDatabase: @unchecked Sendable {
         try connection.executeScript("CREATE DATABASE \(quoteIdentifier(name)) TEMPLATE template0")
         configuration = admin.withDatabase(name)
         if migrated {
-            try Migrator.bundled().migrate(try connect())
+            let connection = try connect()
+            try VoterRollsMigrations.migrator().migrate(connection)
+            try Migrator.bundled().migrate(connection)
         }
     }
 

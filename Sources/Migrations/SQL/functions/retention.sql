@@ -85,18 +85,19 @@ BEGIN
         RETURN;
     END IF;
 
-    -- A finished chord goes once its age passed and neither a job nor a chord points at it any
-    -- more (its members went above). Few are kept (those with a job still queued or running), so unlike jobs the
+    -- A finished chord goes once its age passed, no job points at it any more (its members went
+    -- above), and no chord inside it is still pending. Few are kept (those with a job still queued or running), so unlike jobs the
     -- scan needs no cursor.
     SELECT coalesce(array_agg(s.ctid), '{}') INTO doomed
     FROM (
         SELECT c.ctid FROM canvas.chords c
         LEFT JOIN LATERAL (SELECT 1 AS keep FROM canvas.jobs j WHERE j.chord_id = c.id LIMIT 1) k ON true
-        -- Nor while a chord inside it still reports to it (its root lock and its failure path
-        -- go through this row).
+        -- Nor while a chord inside it is still pending: it will report here, and its root lock
+        -- and its failure path go through this row.
         LEFT JOIN LATERAL (
             SELECT 1 AS keep FROM canvas.chords d
-            WHERE (d.context->>'chord_id')::bigint = c.id AND d.context ? 'chord_id' LIMIT 1
+            WHERE (d.context->>'chord_id')::bigint = c.id AND d.context ? 'chord_id' AND d.state = 'pending'
+            LIMIT 1
         ) inner_ ON true
         WHERE c.state <> 'pending' AND c.finished_at < cutoff AND k.keep IS NULL AND inner_.keep IS NULL
         ORDER BY c.finished_at
