@@ -111,17 +111,16 @@ public struct Migrator: Sendable {
         let legacy: Bool = try connection.query("SELECT to_regclass('public.pgcanvas_migrations') IS NOT NULL")[0]
             .decode(Bool.self, 0)
         guard legacy else { return }
-        try connection.withTransaction { tx in
-            try tx.execute(
-                """
+        // One statement: the rows move entirely or not at all.
+        try connection.execute(
+            """
                 WITH moved AS (
                     DELETE FROM public.pgcanvas_migrations WHERE version = ANY(\(adopting)) RETURNING *
                 )
                 INSERT INTO \(unescaped: tableName) (version, name, checksum, applied_at)
                 SELECT version, name, checksum, applied_at FROM moved
                 ON CONFLICT (version) DO NOTHING
-                """)
-        }
+            """)
     }
 
     /// Drops the schema's functions and applies every function file, when any changed.
@@ -264,8 +263,11 @@ public struct Migrator: Sendable {
 /// `try PGCanvasMigrations.apply(on: connection)`. Safe to run at every start, and from several
 /// processes at once.
 public enum PGCanvasMigrations {
+    /// - Parameter logger: where each applied file is logged; by default only warnings show.
     @discardableResult
-    public static func apply(on connection: Connection) throws -> Migrator.Applied {
-        try Migrator.bundled().migrate(connection)
+    public static func apply(on connection: Connection, logger: Logger? = nil) throws -> Migrator.Applied {
+        var quiet = Logger(label: "pgcanvas.migrate")
+        quiet.logLevel = .warning
+        return try Migrator.bundled(logger: logger ?? quiet).migrate(connection)
     }
 }
