@@ -5,7 +5,7 @@ CONFIG ?= release
 BIN = .build/$(CONFIG)
 DB_URL = $(shell scripts/pgdev.sh url)
 
-.PHONY: deps db db-stop build build-debug test soak demo bench clean format
+.PHONY: deps db db-stop build test soak demo bench clean format
 
 deps:
 	@scripts/deps.sh

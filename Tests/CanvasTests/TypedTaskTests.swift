@@ -82,6 +82,30 @@ import Testing
         #expect(!wrong.retryable)
     }
 
+    @Test func aTypedStarmapRunsTheTaskForEachArgument() async throws {
+        let double = TaskDefinition("t.double") { (n: Int, _) async throws -> Int in 2 * n }
+        guard case .starmap(let task, let lists, _, _) = try double.starmap([1, 2, 3]) else {
+            throw CanvasError("not a starmap")
+        }
+        #expect(task == "t.double" && lists == [[.int(1)], [.int(2)], [.int(3)]])
+        // canvas.starmap, the built-in job a starmap becomes, calls the typed task for each list.
+        let result = try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                continuation.resume(
+                    with: Result {
+                        var registry = TaskRegistry()
+                        double.register(into: &registry)
+                        var context = TaskContext(
+                            jobID: 1, task: "canvas.starmap", attempt: 1, logger: Logger(label: "test"),
+                            registry: registry, connection: { throw CanvasError("no database") })
+                        return try registry["canvas.starmap"]!.run(
+                            &context, [.string("t.double"), .array(lists.map { .array($0) })])
+                    })
+            }.start()
+        }
+        #expect(result == .array([.int(2), .int(4), .int(6)]))
+    }
+
     @Test func definitionOptionsAreTheSignaturesDefaultsAndTheWorkersTimeLimit() throws {
         let limited = TaskDefinition("t.limited", options: SignatureOptions(queue: "slow", timeLimit: 5)) {
             (_: Int, _) async throws -> Int in 0

@@ -56,6 +56,14 @@ public struct TaskDefinition<Arguments: Codable & Sendable, Output: Codable & Se
         .signature(Signature(name, [], options: options ?? self.options))
     }
 
+    /// A starmap: one job that runs this task for each of `arguments`, in order; its result is
+    /// the list of their results (`[Output]`).
+    public func starmap(_ arguments: [Arguments], options: SignatureOptions? = nil) throws -> Canvas {
+        .starmap(
+            task: name, argumentLists: try arguments.map { [try TypedJSON.encode($0)] },
+            options: options ?? self.options, onError: nil)
+    }
+
     /// Enqueues one job (as a canvas of one signature).
     /// - Returns: a handle whose `get` gives the typed result.
     public func enqueue(_ arguments: Arguments, options: SignatureOptions? = nil, on c: Connection) async throws
