@@ -50,6 +50,7 @@ public struct Migration: Sendable, Equatable {
     }
 }
 
+/// A migration that cannot be applied: a badly named file, one changed after it was applied, one newer than this build.
 public struct MigrationError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }

@@ -63,6 +63,7 @@ public struct Migrator: Sendable {
         public var isEmpty: Bool { migrations.isEmpty && functionFiles.isEmpty }
     }
 
+    /// What is applied and what is pending, without changing anything.
     public struct Status: Sendable {
         public var applied: [(migration: Migration, appliedAt: Date)]
         public var pending: [Migration]

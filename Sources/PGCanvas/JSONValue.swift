@@ -132,6 +132,7 @@ extension JSONValue: ExpressibleByNilLiteral, ExpressibleByBooleanLiteral, Expre
     public var description: String { jsonText }
 }
 
+/// Why a text is not JSON, with the byte offset of the first problem: `invalid JSON at byte 4: …`.
 public struct JSONParseError: Error, CustomStringConvertible {
     public var offset: Int
     public var reason: String

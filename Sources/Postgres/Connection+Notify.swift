@@ -45,6 +45,7 @@ extension Connection {
     }
 
     /// Why `waitForActivity` returned.
+    /// What ended a wait: a notification, the wake-up descriptor, or the timeout.
     public enum Activity: Sendable, Equatable {
         case notification(Notification)
         /// The extra file descriptor became readable (another thread wants attention).

@@ -4,6 +4,7 @@
 /// `description` is a single line fit for a user: it never contains bound parameter values or a
 /// password. `debugDescription` adds the SQL text and the server's detail and hint.
 public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// What kind of failure this is, before any SQLSTATE.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         let raw: String
         /// The server could not be reached or refused the connection.
@@ -72,6 +73,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
 
 extension PostgresError {
     /// SQLSTATEs callers commonly branch on.
+    /// SQLSTATEs callers commonly branch on, by name.
     public enum State {
         public static let uniqueViolation = "23505"
         public static let foreignKeyViolation = "23503"

@@ -8,6 +8,7 @@ public struct Query: Sendable, ExpressibleByStringInterpolation, CustomStringCon
     public var sql: String
     public var parameters: [Parameter]
 
+    /// One bound value: its text form (or NULL) and its type.
     public struct Parameter: Sendable {
         public var type: UInt32
         public var text: String?
@@ -34,6 +35,7 @@ public struct Query: Sendable, ExpressibleByStringInterpolation, CustomStringCon
 
     public var description: String { sql }
 
+    /// Turns each `\(value)` into a `$n` parameter; only `\(unescaped:)` adds text to the SQL.
     public struct StringInterpolation: StringInterpolationProtocol {
         var sql = ""
         var parameters: [Parameter] = []

@@ -75,6 +75,12 @@ public struct Signature: Sendable, Hashable {
 
 /// A workflow: a signature, or group, chain, chord and starmap built from signatures. Its JSON
 /// form (`json`) is the one docs/canvas.md describes and `canvas.enqueue_canvas` accepts.
+///
+/// ```swift
+/// let handle = try chord([signature("canvas.add", 1, 2), signature("canvas.add", 3, 4)],
+///                        body: signature("canvas.sum")).enqueue(on: db)
+/// let status = try handle.wait(on: db, timeout: 30)   // status.result == 10
+/// ```
 public indirect enum Canvas: Sendable, Hashable {
     case signature(Signature)
     case group([Canvas], onError: Signature?)

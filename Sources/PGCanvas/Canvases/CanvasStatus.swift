@@ -3,6 +3,7 @@ import Postgres
 
 /// A canvas (its root, a chord or a group) as `voteradmin result` and `--wait` see it.
 public struct CanvasStatus: Sendable {
+    /// A chord's, group's or root's state: pending until everything in it ended.
     public enum State: String, Sendable {
         case pending, succeeded, failed, cancelled
     }
@@ -54,6 +55,11 @@ public struct CanvasStatus: Sendable {
 }
 
 /// What enqueueing a canvas gives back: the id of its root, to wait on or look up.
+///
+/// ```swift
+/// let handle = try chain([signature("canvas.add", 1, 2), signature("canvas.add", 10)]).enqueue(on: db)
+/// let status = try handle.wait(on: db, timeout: 30)   // .succeeded, result 13
+/// ```
 public struct CanvasHandle: Sendable, Hashable {
     public var id: Int64
 

@@ -1,7 +1,11 @@
 import Foundation
 import Postgres
 
-/// Puts jobs in the queue.
+/// Puts jobs in the queue, one or a hundred thousand in one statement.
+///
+/// ```swift
+/// let ids = try Enqueue.jobs((1...1000).map { JobRequest("canvas.add", [.int($0), 1]) }, on: db)
+/// ```
 public enum Enqueue {
     /// Enqueues one job. - Returns: its id.
     @discardableResult

@@ -45,6 +45,10 @@ public struct JobOptions: Sendable, Hashable {
 }
 
 /// One job to enqueue: a task name, its positional arguments, and options.
+///
+/// ```swift
+/// let id = try Enqueue.job(JobRequest("canvas.add", [1, 2], options: JobOptions(queue: "math", countdown: 5)), on: db)
+/// ```
 public struct JobRequest: Sendable, Hashable {
     public var task: String
     public var args: [JSONValue]

@@ -3,6 +3,7 @@ import Postgres
 
 /// A job as `voteradmin result` shows it.
 public struct JobStatus: Sendable {
+    /// The job's state as `canvas.jobs` stores it.
     public enum State: String, Sendable {
         /// `scheduled`: waiting for its countdown, eta or retry backoff; `queued`: ready to run.
         case scheduled, queued, running, succeeded, failed, cancelled

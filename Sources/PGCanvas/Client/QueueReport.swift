@@ -3,10 +3,12 @@ import Postgres
 
 /// What `voteradmin status` shows: jobs per queue and state, live workers, latest failures.
 public struct QueueReport: Sendable {
+    /// One queue's jobs by state.
     public struct QueueCounts: Sendable {
         public var queue: String
         public var counts: [String: Int]
     }
+    /// A live worker as `canvas.workers` shows it.
     public struct Worker: Sendable {
         public var id: Int64
         public var hostname: String
@@ -16,6 +18,7 @@ public struct QueueReport: Sendable {
         public var heartbeatAge: Double
         public var running: Int
     }
+    /// A job that failed for good, with its error.
     public struct Failure: Sendable {
         public var id: Int64
         public var task: String

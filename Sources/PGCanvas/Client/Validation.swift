@@ -18,6 +18,7 @@ public enum JobRules {
     public static let maxRetryBackoff: Double = 86_400
 
     /// The message texts, keyed by the option as it is spelled in JSON.
+    /// The messages every client gives for a broken rule, word for word as the SQL checks do.
     public enum Message {
         public static let task = "task: " + taskName
         /// The rule for a task name wherever it stands (`task`, or `starmap` in a starmap).

@@ -18,6 +18,13 @@ public struct RegisteredTask: Sendable {
 }
 
 /// The tasks a worker can run, by name. Every worker registers the built-in `canvas.*` tasks.
+///
+/// ```swift
+/// var registry = TaskRegistry()
+/// registry.register([add, total])                                   // typed TaskDefinitions
+/// registry.register("legacy.echo") { ctx, args in .array(args) }   // untyped: JSON in, JSON out
+/// PGWorker.main(registry: registry)
+/// ```
 public struct TaskRegistry: Sendable {
     private var tasks: [String: RegisteredTask] = [:]
 

@@ -26,6 +26,7 @@ public struct Outcome: Sendable {
         self.spawnText = spawnText
     }
 
+    /// How the run ended, as `canvas.finish` reads it (see docs/broker.md).
     public enum Kind: String, Sendable {
         case succeeded, error, timeout, fatal, crashed
     }
@@ -42,7 +43,13 @@ public struct Outcome: Sendable {
 }
 
 /// The Swift side of the broker protocol: thin calls to the `canvas.*` SQL functions, which hold
-/// the rules.
+/// the rules. The worker uses it; so can a worker of your own, in any language, through the same
+/// functions (docs/broker.md).
+///
+/// ```swift
+/// let me = try Broker.registerWorker(hostname: "h", pid: getpid(), queues: ["default"], concurrency: 1, on: db)
+/// for job in try Broker.claim(worker: me, queues: ["default"], limit: 10, on: db) { … }
+/// ```
 public struct Broker: Sendable {
     public static let channel = "canvas_jobs"
     /// `canvas.cancel` notifies here, with the id of the worker holding a cancelled running job.
@@ -80,6 +87,7 @@ public struct Broker: Sendable {
         }.sorted { $0.id < $1.id }
     }
 
+    /// What `canvas.finish` did with one run.
     /// What `canvas.finish` did with one run.
     public struct Recorded: Sendable {
         public var jobID: Int64

@@ -32,6 +32,7 @@ public struct Pruner: Sendable {
     }
 
     /// What one call or one run deleted.
+    /// How many rows one pruning pass deleted, and whether it had to stop before the end.
     public struct Report: Sendable, Equatable {
         public var jobs = 0
         public var chords = 0
