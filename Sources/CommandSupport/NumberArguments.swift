@@ -24,7 +24,7 @@ public func requireSeconds(_ value: Double?, option: String) throws {
 /// An option's transform that parses a number and, when the text is not one of type `T` (too many
 /// digits for an Int, a word), adds the rule it must meet to ArgumentParser's one-line error.
 /// - Parameter rule: the message of the rule the value is checked against later, in validate().
-public func number<T: LosslessStringConvertible>(_ rule: String) -> @Sendable (String) throws -> T {
+public func number<T: LosslessStringConvertible & Sendable>(_ rule: String) -> @Sendable (String) throws -> T {
     { text in
         guard let value = T(text) else { throw ValidationError(rule) }
         return value

@@ -51,6 +51,13 @@ public struct Query: Sendable, ExpressibleByStringInterpolation, CustomStringCon
             sql += "$\(parameters.count)"
         }
 
+        /// An optional binds as its value, or as NULL. (Its own overload, so the compiler does not
+        /// mistake it for an Optional printed into text.)
+        public mutating func appendInterpolation<T: PostgresEncodable>(_ value: T?) {
+            parameters.append(Parameter(type: T.postgresType, text: value?.postgresText))
+            sql += "$\(parameters.count)"
+        }
+
         /// Splices program-written SQL (an identifier, a fragment) into the text. Never user data.
         public mutating func appendInterpolation(unescaped fragment: String) { sql += fragment }
     }

@@ -63,9 +63,8 @@ final class PoisonTests {
         let worker = try startWorker()
         let status = try ended(root, on: c)
         #expect(status.state == .failed, "\(worker.log.suffix(3000))")
-        let link = try #require(
-            try c.query("SELECT id FROM canvas.jobs WHERE task = 'canvas.add' AND args = '[1, 2]'")[0].decode(
-                Int64.self, 0))
+        let link = try c.query("SELECT id FROM canvas.jobs WHERE task = 'canvas.add' AND args = '[1, 2]'")[0].decode(
+            Int64.self, 0)
         let job = try #require(try JobStatus.fetch(link, on: c))
         #expect(job.state == .failed)
         #expect(job.error?.contains("its outcome could not be recorded") == true, "\(job.error ?? "")")

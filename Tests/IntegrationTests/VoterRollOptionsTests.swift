@@ -34,6 +34,7 @@ final class VoterRollOptionsTests {
         try runCommand(URL(fileURLWithPath: "/usr/bin/\(name)"), args)
     }
 
+    @discardableResult
     func query(_ q: Query) throws -> Rows { try database.connect().query(q) }
 
     func pdfs() throws -> [String] {
