@@ -77,7 +77,7 @@ let package = Package(
             name: "canvas-bench", dependencies: ["PGCanvas", "Postgres", "RollPDF"], path: "bench/canvas-bench"),
         .target(
             name: "TestSupport",
-            dependencies: ["Postgres", "Migrations", "VoterRolls"],
+            dependencies: ["Postgres", "Migrations", "PGCanvas", "VoterRolls"],
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),

@@ -2,8 +2,10 @@ import Foundation
 
 /// A one-line progress bar on stderr when it is a terminal; otherwise a plain line every 10%
 /// (for totals of at least `plainLinesFrom`).
+///
+/// `@unchecked Sendable`: it is used from one thread at a time, the thread doing the work it
+/// reports on, and never drawn from two threads at once.
 public final class ProgressBar: @unchecked Sendable {
-    // Only used from the thread doing the work it reports on.
     private let label: String
     private let isTerminal: Bool
     private let started = Date()

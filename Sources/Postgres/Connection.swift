@@ -99,7 +99,7 @@ public final class Connection: @unchecked Sendable {
         }
         let types = query.parameters.map { Oid($0.type) }
         let texts = query.parameters.map(\.text)
-        return withOptionalCStringArray(texts) { values in
+        return withCStringArray(texts) { values in
             PQexecParams(pg, query.sql, Int32(count), types, values, nil, nil, 0)
         }
     }
@@ -169,15 +169,11 @@ func oneLine(_ text: String) -> String {
         .joined(separator: " ")
 }
 
-/// Calls `body` with a NULL-terminated array of C strings that live for the call.
-func withCStringArray<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
-    let pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
-    defer { pointers.forEach { free($0) } }
-    return body(pointers.map { UnsafePointer($0) })
-}
-
-func withOptionalCStringArray<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
-    let pointers: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil }
+/// Calls `body` with a NULL-terminated array of C strings that live for the call; a nil entry
+/// stays NULL (an SQL NULL parameter). libpq's own: libpq takes `const char *const *`, where
+/// posix_spawn (the one in PGCanvas) takes `char *const *`.
+private func withCStringArray<R>(_ strings: [String?], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
+    let pointers: [UnsafeMutablePointer<CChar>?] = strings.map { $0.map { strdup($0) } ?? nil } + [nil]
     defer { pointers.forEach { free($0) } }
     return body(pointers.map { UnsafePointer($0) })
 }

@@ -1,4 +1,5 @@
 import Foundation
+import PGCanvas
 
 /// Starts a program with posix_spawn (Foundation's Process can stall reaping children when tests
 /// start processes from several threads at once). stdin is /dev/null.
@@ -31,8 +32,8 @@ func spawnProcess(
     let argv = [executable.path] + arguments
     let envp = env.map { "\($0.key)=\($0.value)" }
     var pid: pid_t = 0
-    let rc = withCStringList(argv) { a in
-        withCStringList(envp) { e in posix_spawn(&pid, executable.path, &actions, &attributes, a, e) }
+    let rc = withCStringArray(argv) { a in
+        withCStringArray(envp) { e in posix_spawn(&pid, executable.path, &actions, &attributes, a, e) }
     }
     guard rc == 0 else {
         throw SpawnError(description: "cannot start \(executable.path): \(String(cString: strerror(rc)))")
@@ -58,10 +59,4 @@ func waitForChild(_ pid: pid_t, timeout: Double) -> Int32? {
 
 public struct SpawnError: Error, CustomStringConvertible {
     public var description: String
-}
-
-func withCStringList<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
-    let pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
-    defer { pointers.forEach { free($0) } }
-    return body(pointers)
 }

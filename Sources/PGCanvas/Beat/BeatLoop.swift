@@ -7,8 +7,11 @@ import Postgres
 ///
 /// Schedule times come only from the database's clock: the host's clock (`hostClock`) times
 /// nothing but this loop's own sleeps, so a host minutes off fires every tick on time, once.
+///
+/// `@unchecked Sendable`: the supervisor builds it and hands it to the beat thread, which alone
+/// touches its mutable state; the supervisor only calls `requestStop()`, which goes through
+/// `stopFlag`, guarded by its lock.
 final class BeatLoop: @unchecked Sendable {
-    // Touched only by the beat thread, except `stopFlag`, which is thread-safe.
     let logger: Logger
     private let db: ReconnectingConnection
     private let stopFlag = StopFlag()

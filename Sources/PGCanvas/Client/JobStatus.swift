@@ -51,6 +51,8 @@ public struct JobStatus: Sendable {
 /// Whether the current thread is running task code: waiting for results is refused there.
 public enum TaskExecution {
     /// Set once, at start-up, by a pool process: everything it runs is task code.
+    // `nonisolated(unsafe)`: written only by `PoolProcessMain.run` on the main thread before it
+    // starts any other thread or runs any task, and only read afterwards.
     nonisolated(unsafe) public internal(set) static var processIsPoolProcess = false
 
     /// Celery's own words, so that users find the explanation they know.

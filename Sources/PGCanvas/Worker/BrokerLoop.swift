@@ -4,8 +4,11 @@ import Postgres
 
 /// The supervisor's database thread: finishes outcomes in batches, hands jobs back, and claims
 /// as many jobs as there are free slots, waking on NOTIFY or on the poll interval.
+///
+/// `@unchecked Sendable`: the supervisor builds it and hands it to the broker thread, which alone
+/// touches its mutable state (`db`, `maxPayloadBytes`); the supervisor only calls `requestStop()`,
+/// which goes through `stopFlag` and `state`, both guarded by their locks.
 final class BrokerLoop: @unchecked Sendable {
-    // Touched only by the broker thread, except `state` and `stopFlag`, which are thread-safe.
     let configuration: WorkerConfiguration
     let state: SharedState
     let logger: Logger
@@ -66,53 +69,37 @@ final class BrokerLoop: @unchecked Sendable {
     }
 
     func run() {
-        var cancelCheck = false
-        var notified = true
-        var lastClaimFull = true
-        var lastPoll = Date.distantPast
+        var pacer = ClaimPacer(
+            pollInterval: configuration.pollInterval, heartbeatInterval: configuration.heartbeatInterval)
         while true {
             state.brokerLoopTicked()
             let stopping = stop
             do {
                 let c = try db.get()
                 SharedState.drain(state.brokerWake.read)
-                // While the queue is deep (the last claim was full), let outcomes gather for a few
-                // milliseconds: one transaction per large batch costs far less than many small ones.
-                if lastClaimFull && !stopping { gatherOutcomes() }
+                if pacer.shouldGatherOutcomes(stopping: stopping) { gatherOutcomes() }
                 // Jobs a claim delivered after the dispatcher stopped would otherwise stay marked as
                 // ours until a rescue: hand them back with the rest.
                 if stopping { state.handBack(state.takeInbox()) }
                 let (outcomes, releases) = state.takeOutgoing()
                 let want = stopping ? 0 : state.wantedClaims(afterSettling: outcomes.count)
-                let pollDue = Date().timeIntervalSince(lastPoll) >= configuration.pollInterval
-                let claimNow = want > 0 && (notified || lastClaimFull || pollDue)
-                if claimNow || (pollDue && want == 0) {
-                    notified = false
-                    lastPoll = Date()
-                }
-                if cancelCheck || pollDue {
-                    cancelCheck = false
-                    try checkCancelled(c)
-                }
-                if !outcomes.isEmpty || !releases.isEmpty || claimNow {
-                    let claimed = try exchange(c, outcomes, releases, claim: claimNow ? want : 0)
-                    if claimNow { lastClaimFull = claimed == want }
+                let decision = pacer.decide(now: Date(), want: want)
+                if decision.checkCancels { try checkCancelled(c) }
+                if !outcomes.isEmpty || !releases.isEmpty || decision.claim > 0 {
+                    let claimed = try exchange(c, outcomes, releases, claim: decision.claim)
+                    if decision.claim > 0 { pacer.claimed(claimed, of: decision.claim) }
                 }
                 if stopping && !state.hasOutgoing { break }
-                if state.hasOutgoing || (claimNow && lastClaimFull) { continue }
-                // Wake at least once a heartbeat interval even when idle: the heartbeat vouches that
-                // this loop goes round.
-                let wait = min(
-                    configuration.heartbeatInterval,
-                    max(0.0, configuration.pollInterval - Date().timeIntervalSince(lastPoll)))
-                switch try c.waitForActivity(timeout: stopping ? 0.05 : wait, wakeFD: state.brokerWake.read) {
+                guard case .upTo(let wait) = pacer.wait(now: Date(), hasOutgoing: state.hasOutgoing, stopping: stopping)
+                else { continue }
+                switch try c.waitForActivity(timeout: wait, wakeFD: state.brokerWake.read) {
                 case .notification(let n):
                     // Take every queued notification so one burst costs one claim.
                     for note in try [n] + c.pendingNotifications() {
                         if note.channel == Broker.cancelChannel {
-                            if note.payload == String(state.workerID) { cancelCheck = true }
+                            if note.payload == String(state.workerID) { pacer.cancelNotified() }
                         } else if configuration.queues.contains(note.payload) {
-                            notified = true
+                            pacer.queueNotified()
                         }
                     }
                 case .woken, .timedOut:
@@ -122,7 +109,7 @@ final class BrokerLoop: @unchecked Sendable {
                 handlePresumedDead()
             } catch  where error.isConnectionProblem {
                 db.failed(error, shouldStop: { stop && !state.hasOutgoing })
-                notified = true
+                pacer.connectionLost()
                 if stop && !state.hasOutgoing { break }
             } catch {
                 // Locks, a missing schema, a shutting-down server: sending the batch again (it is

@@ -6,12 +6,18 @@ enum FD {
     /// fds 3 and 4 in a child without clobbering each other.
     static func pipe() throws -> (read: Int32, write: Int32) {
         var fds: [Int32] = [0, 0]
-        guard Glibc.pipe(&fds) == 0 else { throw CanvasError("pipe failed: \(errnoText())") }
-        let r = fcntl(fds[0], F_DUPFD_CLOEXEC, 10)
-        let w = fcntl(fds[1], F_DUPFD_CLOEXEC, 10)
-        close(fds[0])
-        close(fds[1])
-        return (r, w)
+        try syscall("pipe") { Glibc.pipe(&fds) }
+        defer {
+            close(fds[0])
+            close(fds[1])
+        }
+        let r = try syscall("fcntl") { fcntl(fds[0], F_DUPFD_CLOEXEC, 10) }
+        do {
+            return (r, try syscall("fcntl") { fcntl(fds[1], F_DUPFD_CLOEXEC, 10) })
+        } catch {
+            close(r)
+            throw error
+        }
     }
 
     /// Writes all of `bytes` to a blocking descriptor, retrying on EINTR and short writes.
@@ -21,11 +27,10 @@ enum FD {
         bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
-                let n = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return false
-                }
+                guard
+                    let n = try? syscall(
+                        "write", { Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset) })
+                else { return false }
                 offset += n
             }
             return true
@@ -35,6 +40,4 @@ enum FD {
     static func setNonBlocking(_ fd: Int32) {
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
     }
-
-    static func errnoText() -> String { String(cString: strerror(errno)) }
 }

@@ -4,8 +4,11 @@ import Postgres
 
 /// The supervisor's housekeeping thread, on its own connection so a slow batch never delays a
 /// heartbeat: heartbeats, rescues the jobs of silent workers, prunes old results.
+///
+/// `@unchecked Sendable`: the supervisor builds it and hands it to the maintenance thread, which
+/// alone touches its mutable state; the supervisor only calls `requestStop()`, which goes through
+/// `stopFlag` (and `state`), both guarded by their locks.
 final class Maintenance: @unchecked Sendable {
-    // Touched only by the maintenance thread, except `stopFlag`, which is thread-safe.
     let configuration: WorkerConfiguration
     let state: SharedState
     let logger: Logger

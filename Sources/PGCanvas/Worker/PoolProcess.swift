@@ -23,13 +23,63 @@ final class PoolProcess {
     /// When the job at the head of `inFlight` started, and when its time limit runs out.
     var startedAt: Date?
     var deadline: Date?
-    /// Set when the supervisor killed it on purpose (time limit), so its death is not a crash.
-    var killedForTimeLimit = false
-    /// Set when its job was cancelled and the supervisor killed it to stop the run.
-    var killedForCancel = false
+    /// Where it is in its life; changed only by `kill(for:)` and `reap()`.
+    private(set) var state = State.running
+
+    /// A pool process runs until the supervisor kills it on purpose or it dies; once reaped it has
+    /// exited, remembering why it was killed so its death is reported as that and not as a crash.
+    enum State: Equatable {
+        case running
+        /// Killed on purpose and not yet reaped: it must not be given more jobs.
+        case killed(KillReason)
+        case exited(killedFor: KillReason?)
+
+        /// Killing it for `reason`. - Returns: whether the reason is new (send the signal then).
+        /// A cancel outranks a time limit: the run was cancelled in the database already, and
+        /// its report must say so.
+        mutating func kill(for reason: KillReason) -> Bool {
+            switch (self, reason) {
+            case (.running, _), (.killed(.timeLimit), .cancel):
+                self = .killed(reason)
+                return true
+            case (.killed, _), (.exited, _):
+                return false
+            }
+        }
+
+        mutating func reaped() {
+            if case .killed(let reason) = self {
+                self = .exited(killedFor: reason)
+            } else if self == .running {
+                self = .exited(killedFor: nil)
+            }
+        }
+
+        var hasExited: Bool {
+            if case .exited = self { return true }
+            return false
+        }
+
+        /// Why the supervisor killed it, if it did.
+        var killReason: KillReason? {
+            switch self {
+            case .running: nil
+            case .killed(let reason), .exited(killedFor: .some(let reason)): reason
+            case .exited(killedFor: nil): nil
+            }
+        }
+    }
+
+    enum KillReason: Equatable {
+        /// Its job ran past its time limit.
+        case timeLimit
+        /// Its job was cancelled in the database.
+        case cancel
+    }
+
+    var exited: Bool { state.hasExited }
     /// Killed on purpose and not yet reaped: it must not be given more jobs.
-    var isDying: Bool { killedForTimeLimit || killedForCancel }
-    var exited = false
+    var isDying: Bool { if case .killed = state { true } else { false } }
 
     var name: String { "ForkPoolWorker-\(index)" }
 
@@ -58,8 +108,8 @@ final class PoolProcess {
         let argv = [executable] + arguments
         let envp = environment.map { "\($0.key)=\($0.value)" }
         var pid: pid_t = 0
-        let rc = withCStrings(argv) { cArgv in
-            withCStrings(envp) { cEnv in posix_spawn(&pid, executable, &actions, nil, cArgv, cEnv) }
+        let rc = withCStringArray(argv) { cArgv in
+            withCStringArray(envp) { cEnv in posix_spawn(&pid, executable, &actions, nil, cArgv, cEnv) }
         }
         close(jobs.read)
         close(results.write)
@@ -95,21 +145,22 @@ final class PoolProcess {
     func flush() -> Bool {
         guard !jobPipeBroken else { return false }
         while outgoingStart < outgoing.count {
-            let n = outgoing.withUnsafeBytes {
-                write(toChild, $0.baseAddress! + outgoingStart, $0.count - outgoingStart)
+            let written = try? outgoing.withUnsafeBytes { bytes throws(SyscallError) in
+                try syscall(blocking: false, "write") {
+                    write(toChild, bytes.baseAddress! + outgoingStart, bytes.count - outgoingStart)
+                }
             }
-            if n > 0 {
+            switch written {
+            case .processed(let n) where n > 0:
                 outgoingStart += n
-            } else if n < 0 && errno == EINTR {
-                continue
-            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+            case .wouldBlock:
                 // Most of a large queue went out: drop the sent head so the queue does not only grow.
                 if outgoingStart >= 65536 && outgoingStart * 2 >= outgoing.count {
                     outgoing.removeFirst(outgoingStart)
                     outgoingStart = 0
                 }
                 return true
-            } else {
+            case .processed, nil:
                 jobPipeBroken = true
                 dropOutgoing()
                 return false
@@ -155,8 +206,8 @@ final class PoolProcess {
         return inFlight
     }
 
-    /// One read buffer for every pool process: only the supervisor's event loop reads their pipes,
-    /// and a frame is handled before the next read.
+    /// One read buffer for every pool process. `nonisolated(unsafe)`: only the supervisor's event
+    /// loop, on one thread, reads their pipes, and a frame is handled before the next read.
     nonisolated(unsafe) private static let readBuffer = UnsafeMutableRawBufferPointer.allocate(
         byteCount: 65536, alignment: 8)
 
@@ -164,52 +215,45 @@ final class PoolProcess {
     func readAvailable(_ onFrame: (UnsafeRawBufferPointer) -> Void) -> Bool {
         let buffer = Self.readBuffer
         while true {
-            let n = read(fromChild, buffer.baseAddress, buffer.count)
-            if n > 0 {
+            switch try? syscall(blocking: false, "read", { read(fromChild, buffer.baseAddress, buffer.count) }) {
+            case .processed(0), nil:
+                return false
+            case .processed(let n):
                 frames.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), onFrame)
                 if n < buffer.count { return true }
-                continue
+            case .wouldBlock:
+                return true
             }
-            if n == 0 { return false }
-            if errno == EINTR { continue }
-            return errno == EAGAIN || errno == EWOULDBLOCK
         }
     }
 
     func kill(_ signal: Int32 = SIGKILL) { _ = Glibc.kill(pid, signal) }
+
+    /// Kills it on purpose, so its death is reported as `reason` and it is given no more jobs.
+    func kill(for reason: KillReason) {
+        if state.kill(for: reason) { kill() }
+    }
 
     /// Closes the job pipe (the process exits when it has nothing left) and reaps it.
     func closeAndReap(wait: Bool) {
         dropOutgoing()
         close(toChild)
         var status: Int32 = 0
-        if wait {
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        } else {
-            _ = waitpid(pid, &status, WNOHANG)
-        }
+        _ = try? syscall("waitpid") { waitpid(pid, &status, wait ? 0 : WNOHANG) }
         close(fromChild)
     }
 
     /// How the process ended, once it has (for the crash log line).
     func reap() -> String {
         var status: Int32 = 0
-        var rc: pid_t
-        repeat { rc = waitpid(pid, &status, 0) } while rc < 0 && errno == EINTR
+        let waited = try? syscall("waitpid") { waitpid(pid, &status, 0) }
         dropOutgoing()
         close(toChild)
         close(fromChild)
-        exited = true
-        if rc < 0 { return "exited" }
+        state.reaped()
+        if waited == nil { return "exited" }
         let signal = status & 0x7f
         if signal != 0 { return "signal \(signal) (\(String(cString: strsignal(signal))))" }
         return "exit code \((status >> 8) & 0xff)"
     }
-}
-
-/// Calls `body` with a NULL-terminated array of C strings that live for the call.
-func withCStrings<R>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> R) -> R {
-    let pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
-    defer { pointers.forEach { free($0) } }
-    return body(pointers)
 }

@@ -29,12 +29,8 @@ public enum PoolProcessMain {
         var replies: [UInt8] = []
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
         while true {
-            let n = read(3, buffer.baseAddress, buffer.count)
+            guard let n = try? syscall("read", { read(3, buffer.baseAddress, buffer.count) }) else { exit(1) }
             if n == 0 { exit(0) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                exit(1)
-            }
             replies.removeAll(keepingCapacity: replies.capacity <= 1 << 20)
             let readable = handleInput(
                 UnsafeRawBufferPointer(rebasing: buffer[0..<n]), decoder: &decoder, replies: &replies,

@@ -3,6 +3,9 @@ import Foundation
 /// SIGTERM and SIGINT arrive as bytes on a pipe, so the supervisor's poll loop handles them like
 /// any other event (a signal handler may do almost nothing safely; write(2) is allowed).
 enum Signals {
+    // `nonisolated(unsafe)`: written once by `install()` on the main thread before any handler is
+    // installed and before the threads that read them start; only read afterwards (a signal
+    // handler cannot take a lock, so a plain global is the only thing it may read).
     nonisolated(unsafe) static var pipeWrite: Int32 = -1
     nonisolated(unsafe) static var pipeRead: Int32 = -1
 
@@ -22,6 +25,8 @@ enum Signals {
         for sig in [SIGTERM, SIGINT] {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { signo in
+                // The bare write(2), not `syscall`: only async-signal-safe calls belong here, and a
+                // full pipe already holds a byte that wakes the supervisor.
                 var byte = UInt8(truncatingIfNeeded: signo)
                 _ = write(Signals.pipeWrite, &byte, 1)
             }
@@ -35,9 +40,9 @@ enum Signals {
     static func take() -> [Int32] {
         var buffer = [UInt8](repeating: 0, count: 16)
         var out: [Int32] = []
-        while true {
-            let n = read(pipeRead, &buffer, buffer.count)
-            if n <= 0 { break }
+        while case .processed(let n) = try? syscall(blocking: false, "read", { read(pipeRead, &buffer, buffer.count) }),
+            n > 0
+        {
             out.append(contentsOf: buffer[0..<n].map { Int32($0) })
         }
         return out

@@ -85,19 +85,20 @@ extension Supervisor {
         let how = p.reap()
         let sent = p.takeInFlight()
         if let job = sent.first {
-            if p.killedForCancel {
+            switch p.state.killReason {
+            case .cancel:
                 logger.warning("Task \(job.task)[\(job.id)] cancelled: its pool process \(p.name) was stopped")
                 // Cancelled in the database already: this report is fenced off and only settles it.
                 state.report(
                     Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .crashed, error: "cancelled"))
-            } else if p.killedForTimeLimit {
+            case .timeLimit:
                 let limit = timeLimit(for: job).map { formatSeconds($0) } ?? "?"
                 let error = "Hard time limit (\(limit)s) exceeded for \(job.task)[\(job.id)]"
                 logger.error("\(error)")
                 state.report(Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .timeout, error: error))
-            } else if shutdown == .cold {
+            case nil where shutdown == .cold:
                 state.handBack([job])
-            } else {
+            case nil:
                 let error =
                     "pool process \(p.name) (pid \(p.pid)) died with \(how) while running \(job.task)[\(job.id)]"
                 logger.error("Process '\(p.name)' pid:\(p.pid) exited with '\(how)'")
@@ -172,21 +173,15 @@ extension Supervisor {
         }
         waiting = Array(remaining)
         waitingStart = 0
-        for p in pool where !p.exited && !p.killedForCancel {
-            if let head = p.job, ids.contains(head.id) {
-                p.killedForCancel = true
-                p.kill()
-            }
+        for p in pool where !p.exited {
+            if let head = p.job, ids.contains(head.id) { p.kill(for: .cancel) }
         }
     }
 
     func enforceTimeLimits() {
         let now = Date()
-        for p in pool where !p.inFlight.isEmpty && !p.killedForTimeLimit {
-            if let deadline = p.deadline, deadline <= now {
-                p.killedForTimeLimit = true
-                p.kill()
-            }
+        for p in pool where !p.inFlight.isEmpty {
+            if let deadline = p.deadline, deadline <= now { p.kill(for: .timeLimit) }
         }
     }
 
