@@ -1,6 +1,6 @@
-import PGCanvas
 import CommandSupport
 import Foundation
+import PGCanvas
 import Postgres
 
 /// Shows how far a chord or group has got while waiting (members done of total, failures,

@@ -1,7 +1,7 @@
 import ArgumentParser
-import PGCanvas
 import CommandSupport
 import Foundation
+import PGCanvas
 import Postgres
 
 struct CancelCommand: ParsableCommand {

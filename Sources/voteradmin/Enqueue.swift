@@ -1,7 +1,7 @@
 import ArgumentParser
-import PGCanvas
 import CommandSupport
 import Foundation
+import PGCanvas
 import VoterRolls
 
 struct EnqueueCommand: ParsableCommand {

@@ -1,5 +1,5 @@
-import PGCanvas
 import Foundation
+import PGCanvas
 
 /// How `enqueue --wait` and `result` print a job.
 enum OutcomePrinter {

@@ -1,5 +1,5 @@
-import PGCanvas
 import Foundation
+import PGCanvas
 import Testing
 
 /// Next-fire computation as a pure function, across DST changes.

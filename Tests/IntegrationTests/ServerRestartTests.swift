@@ -1,6 +1,6 @@
-import PGCanvas
 import Foundation
 import Migrations
+import PGCanvas
 import Postgres
 import TestSupport
 import Testing

@@ -4,8 +4,8 @@ import Postgres
 
 /// The life of a pool process: read jobs from fd 3, run them, answer on fd 4, until the
 /// supervisor closes the pipe or dies.
-public enum PoolProcessMain {
-    public static func run(index: Int, registry: TaskRegistry, database: ConnectionConfiguration, logger: Logger)
+package enum PoolProcessMain {
+    package static func run(index: Int, registry: TaskRegistry, database: ConnectionConfiguration, logger: Logger)
         -> Never
     {
         TaskExecution.processIsPoolProcess = true

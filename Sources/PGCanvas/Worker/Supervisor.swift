@@ -5,7 +5,7 @@ import Postgres
 /// Celery's MainProcess: owns the pool, the broker thread and the housekeeping thread, dispatches
 /// claimed jobs to idle pool processes, enforces time limits, replaces dead pool processes, and
 /// shuts down warm (first SIGTERM/SIGINT) or cold (second).
-public final class Supervisor {
+package final class Supervisor {
     let configuration: WorkerConfiguration
     let registry: TaskRegistry
     let logger: Logger
@@ -20,7 +20,7 @@ public final class Supervisor {
 
     enum Shutdown { case running, warm, cold }
 
-    public init(configuration: WorkerConfiguration, registry: TaskRegistry, logger: Logger) {
+    package init(configuration: WorkerConfiguration, registry: TaskRegistry, logger: Logger) {
         self.configuration = configuration
         self.registry = registry
         self.logger = logger
@@ -28,7 +28,7 @@ public final class Supervisor {
     }
 
     /// Runs until shut down. - Returns: the process exit status. - Throws: start-up failures.
-    public func run() throws -> Int32 {
+    package func run() throws -> Int32 {
         try configuration.validate()
         let setup = try Connection.connect(configuration.database)
         let register: (Connection) throws -> Int64 = { [configuration] c in

@@ -3,44 +3,44 @@ import Logging
 import Postgres
 
 /// Everything a `pgworker` process needs to know, as parsed from its command line.
-public struct WorkerConfiguration: Sendable {
-    public var database: ConnectionConfiguration
+package struct WorkerConfiguration: Sendable {
+    package var database: ConnectionConfiguration
     /// Pool processes.
-    public var concurrency: Int = 4
-    public var queues: [String] = ["default"]
-    public var hostname: String = ProcessInfo.processInfo.hostName
+    package var concurrency: Int = 4
+    package var queues: [String] = ["default"]
+    package var hostname: String = ProcessInfo.processInfo.hostName
     /// Jobs claimed beyond the pool's idle slots, so a pool process never waits for the database.
-    public var prefetch: Int = 16
+    package var prefetch: Int = 16
     /// The most jobs one pool process holds at once when jobs take microseconds (see `Pacing`).
-    public var pipelineDepth: Int = 16
+    package var pipelineDepth: Int = 16
     /// How long the broker thread lets outcomes gather into one batch while the queue is deep.
-    public var flushDelay: Double = 0.004
+    package var flushDelay: Double = 0.004
     /// Seconds a run may take when neither the job nor its task sets a limit (nil: no limit).
-    public var timeLimit: Double? = nil
+    package var timeLimit: Double? = nil
     /// Seconds between polls when no NOTIFY arrives (also the fallback for poolers without LISTEN).
-    public var pollInterval: Double = 1
+    package var pollInterval: Double = 1
     /// Never LISTEN; poll only (for connection poolers in transaction mode).
-    public var pollOnly: Bool = false
-    public var heartbeatInterval: Double = 2
+    package var pollOnly: Bool = false
+    package var heartbeatInterval: Double = 2
     /// A worker whose heartbeat is older than this is presumed dead and its jobs are rescued.
-    public var rescueAfter: Double = 15
+    package var rescueAfter: Double = 15
     /// Seconds a warm shutdown (the first SIGTERM) may take, running jobs and unsent outcomes
     /// included; then the worker shuts down cold and exits. What it could not report is rescued.
-    public var shutdownTimeout: Double = 30
+    package var shutdownTimeout: Double = 30
     /// Finished jobs older than this are pruned (nil: never).
-    public var pruneAfter: Double? = 86_400
-    public var logLevel: Logger.Level = .info
+    package var pruneAfter: Double? = 86_400
+    package var logLevel: Logger.Level = .info
     /// Also fire periodic tasks (any number of workers may).
-    public var beat: Bool = false
+    package var beat: Bool = false
     /// The binary to start pool processes from (this one).
-    public var executablePath: String = CommandLine.arguments[0]
+    package var executablePath: String = CommandLine.arguments[0]
 
-    public init(database: ConnectionConfiguration) {
+    package init(database: ConnectionConfiguration) {
         self.database = database
     }
 
     /// - Throws: `CanvasError` for settings that cannot work.
-    public func validate() throws {
+    package func validate() throws {
         if concurrency < 1 || concurrency > 1024 { throw CanvasError("--concurrency must be between 1 and 1024") }
         if queues.isEmpty || queues.contains(where: \.isEmpty) { throw CanvasError("--queues needs queue names") }
         if prefetch < 0 { throw CanvasError("--prefetch must be 0 or more") }
