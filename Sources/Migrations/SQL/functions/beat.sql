@@ -38,7 +38,10 @@ BEGIN
         ELSIF p_guarded THEN
             BEGIN
                 root := canvas.enqueue_canvas(s.canvas);
-            EXCEPTION WHEN OTHERS THEN
+            -- Refused for what it holds; a deadlock or a timeout fails the whole tick instead, and
+            -- the beat tries again.
+            EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
+                           OR raise_exception THEN
                 GET STACKED DIAGNOSTICS fail = MESSAGE_TEXT;
             END;
         ELSE
@@ -77,7 +80,7 @@ BEGIN
         -- A PL/pgSQL set-returning function computes all its rows before the first is read, so
         -- a failure here has returned nothing yet.
         RETURN QUERY SELECT * FROM canvas.fire_ticks_once(p_ids, p_fire_at, p_next, p_missed, p_errors, false);
-    EXCEPTION WHEN OTHERS THEN
+    EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded OR raise_exception THEN
         RETURN QUERY SELECT * FROM canvas.fire_ticks_once(p_ids, p_fire_at, p_next, p_missed, p_errors, true);
     END;
 END
