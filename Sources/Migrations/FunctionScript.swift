@@ -3,6 +3,12 @@ import Foundation
 /// One file of SQL functions: `functions/broker.sql` holds the broker protocol, and so on, one
 /// file per concern. Unlike numbered migrations, these are applied again whenever any of them
 /// changes, so each function is written once and edited in place.
+///
+/// ```swift
+/// let scripts = try FunctionScript.bundled()
+/// print(scripts.map(\.fileName))   // ["functions/beat.sql", "functions/broker.sql", …]
+/// let migrator = Migrator(migrations: try Migration.bundled(), functions: scripts)   // as Migrator.bundled() does
+/// ```
 public struct FunctionScript: Sendable, Equatable {
     public var name: String
     public var sql: String

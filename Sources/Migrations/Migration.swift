@@ -1,6 +1,12 @@
 import Foundation
 
 /// One numbered SQL file: `0001_voter_rolls.sql` is version 1, named "voter_rolls".
+///
+/// ```swift
+/// let first = Migration(version: 1, name: "reports", sql: "CREATE TABLE report (id bigint PRIMARY KEY)")
+/// print(first.fileName)   // 0001_reports.sql
+/// try Migrator(migrations: [first], table: "reports_migrations").migrate(db)
+/// ```
 public struct Migration: Sendable, Equatable {
     public var version: Int
     public var name: String
@@ -51,6 +57,14 @@ public struct Migration: Sendable, Equatable {
 }
 
 /// A migration that cannot be applied: a badly named file, one changed after it was applied, one newer than this build.
+///
+/// ```swift
+/// do {
+///     try Migrator(migrations: [edited], table: "reports_migrations").migrate(db)
+/// } catch let error as MigrationError {
+///     print(error)   // migration 0001_reports.sql was changed after it was applied (…)
+/// }
+/// ```
 public struct MigrationError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }

@@ -10,6 +10,13 @@ import Postgres
 /// Concurrent runs are serialised by a session advisory lock, so two `voteradmin migrate` at once
 /// apply every file exactly once. A numbered file whose text changed after it was applied stops
 /// the run.
+///
+/// ```swift
+/// let files = try Migration.load(from: URL(fileURLWithPath: "db/migrations"))   // 0001_name.sql, …
+/// let migrator = Migrator(migrations: files, table: "app_migrations")   // recorded apart from pgcanvas's own
+/// let applied = try migrator.migrate(db)   // empty when nothing was pending
+/// let pending = try migrator.status(db).pending   // [] now
+/// ```
 public struct Migrator: Sendable {
     /// The advisory lock key (a fixed number: "pgcanvas" spelled in ASCII, truncated).
     static let lockKey = 0x7067_6361_6e76
@@ -263,6 +270,11 @@ public struct Migrator: Sendable {
 /// pgcanvas's schema in one call, for an application that sets up its own database:
 /// `try PGCanvasMigrations.apply(on: connection)`. Safe to run at every start, and from several
 /// processes at once.
+///
+/// ```swift
+/// let db = try Connection.connect(.resolve(databaseURL: nil))
+/// try PGCanvasMigrations.apply(on: db)   // applies what is pending; nothing when up to date
+/// ```
 public enum PGCanvasMigrations {
     /// - Parameter logger: where each applied file is logged; by default only warnings show.
     @discardableResult

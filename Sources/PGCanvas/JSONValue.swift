@@ -2,6 +2,12 @@
 ///
 /// Integers stay integers (a task that adds two 8-digit ids gets exact results), and the text
 /// form is written without spaces in a stable key order, so equal values serialise equally.
+///
+/// ```swift
+/// let value: JSONValue = ["ids": [12345678, 87654321], "name": "Ann", "ratio": 0.5]
+/// print(value.jsonText)   // {"ids":[12345678,87654321],"name":"Ann","ratio":0.5}
+/// let parsed = try JSONValue(parsing: #"{"x": [1, 2]}"#)   // parsed["x"]?.arrayValue?.count == 2
+/// ```
 public enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
@@ -133,6 +139,14 @@ extension JSONValue: ExpressibleByNilLiteral, ExpressibleByBooleanLiteral, Expre
 }
 
 /// Why a text is not JSON, with the byte offset of the first problem: `invalid JSON at byte 4: …`.
+///
+/// ```swift
+/// do {
+///     _ = try JSONValue(parsing: "[1, 2")
+/// } catch let error as JSONParseError {
+///     print(error)   // invalid JSON at byte 5: unterminated array
+/// }
+/// ```
 public struct JSONParseError: Error, CustomStringConvertible {
     public var offset: Int
     public var reason: String

@@ -1,6 +1,12 @@
 import CLibPQ
 
 /// Buffers rows in COPY's text format and streams them to the server.
+///
+/// ```swift
+/// let loaded = try db.copyIn("COPY voter (voter_id, voter_name) FROM STDIN") { writer in
+///     for (id, name) in voters { try writer.write([String(id), name]) }   // a nil field is NULL
+/// }
+/// ```
 public struct CopyWriter: ~Copyable {
     fileprivate var buffer: [UInt8] = []
     fileprivate let flush: ([UInt8]) throws -> Void

@@ -2,6 +2,13 @@ import CLibPQ
 import Foundation
 
 /// A message sent with NOTIFY.
+///
+/// ```swift
+/// try db.listen("reports")
+/// if let note = try db.waitForNotification(timeout: 5) {   // nil after 5 s without one
+///     print(note.channel, note.payload)   // after `NOTIFY reports, 'ready'`: reports ready
+/// }
+/// ```
 public struct Notification: Sendable, Equatable {
     public var channel: String
     public var payload: String

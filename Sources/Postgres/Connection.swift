@@ -7,6 +7,12 @@ import Foundation
 /// thread of its own (never from Swift's cooperative pool) and from one thread at a time.
 /// `@unchecked Sendable` is justified by that rule, which the worker runtime keeps by giving
 /// each connection to exactly one thread; `cancel()` is the one method meant for other threads.
+///
+/// ```swift
+/// let db = try Connection.connect(.resolve(databaseURL: nil))   // DATABASE_URL, else libpq's PG* variables
+/// let voters = try db.query("SELECT count(*) FROM voter")[0].decode(Int.self, 0)
+/// let deleted = try db.withTransaction { tx in try tx.execute("DELETE FROM voter WHERE voter_id = \(id)") }
+/// ```
 public final class Connection: @unchecked Sendable {
     let pg: OpaquePointer
     private var cancelHandle: OpaquePointer?

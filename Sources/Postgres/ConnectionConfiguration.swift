@@ -2,6 +2,13 @@ import Foundation
 
 /// Where to connect, resolved the way libpq users expect: an explicit URL, else `DATABASE_URL`,
 /// else libpq's own `PGHOST`/`PGPORT`/`PGUSER`/`PGDATABASE`/`PGPASSWORD` (an empty conninfo).
+///
+/// ```swift
+/// var config = ConnectionConfiguration(conninfo: "postgres://app@db.internal:5432/voters", applicationName: "reports")
+/// config.connectTimeout = 5
+/// let db = try Connection.connect(config)
+/// let fromEnvironment = ConnectionConfiguration.resolve(databaseURL: nil)   // DATABASE_URL, else PG* variables
+/// ```
 public struct ConnectionConfiguration: Sendable {
     /// A `postgres://` URI or a `key=value` conninfo string; empty means "libpq's defaults".
     public var conninfo: String

@@ -1,6 +1,14 @@
 import Foundation
 
 /// A Swift type that can be read from a column's text-format value.
+///
+/// ```swift
+/// struct VoterID: PostgresDecodable {
+///     var raw: Int64
+///     init(postgresText text: String) throws { raw = try Int64(postgresText: text) }
+/// }
+/// let first = try db.query("SELECT voter_id FROM voter LIMIT 1")[0].decode(VoterID.self, 0)
+/// ```
 public protocol PostgresDecodable {
     init(postgresText text: String) throws
 }

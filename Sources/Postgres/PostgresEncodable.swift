@@ -1,6 +1,15 @@
 import Foundation
 
 /// A Swift value that can be sent as a bound parameter, in PostgreSQL's text format.
+///
+/// ```swift
+/// struct VoterID: PostgresEncodable {
+///     var raw: Int64
+///     static var postgresType: UInt32 { Int64.postgresType }   // int8
+///     var postgresText: String? { String(raw) }
+/// }
+/// let rows = try db.query("SELECT voter_name FROM voter WHERE voter_id = \(VoterID(raw: 42))")
+/// ```
 public protocol PostgresEncodable: Sendable {
     /// The type OID the server should read the parameter as.
     static var postgresType: UInt32 { get }
@@ -9,6 +18,14 @@ public protocol PostgresEncodable: Sendable {
 }
 
 /// A type that can be an element of a PostgreSQL array parameter.
+///
+/// ```swift
+/// extension VoterID: PostgresArrayElement {   // the VoterID of `PostgresEncodable`
+///     static var postgresArrayType: UInt32 { Int64.postgresArrayType }   // int8[]
+/// }
+/// let ids = [VoterID(raw: 1), VoterID(raw: 2)]
+/// let rows = try db.query("SELECT voter_name FROM voter WHERE voter_id = ANY(\(ids))")
+/// ```
 public protocol PostgresArrayElement: PostgresEncodable {
     static var postgresArrayType: UInt32 { get }
 }

@@ -3,6 +3,14 @@
 ///
 /// `description` is a single line fit for a user: it never contains bound parameter values or a
 /// password. `debugDescription` adds the SQL text and the server's detail and hint.
+///
+/// ```swift
+/// do {
+///     try db.execute("INSERT INTO voter (voter_id, voter_name) VALUES (\(id), \(name))")
+/// } catch let error as PostgresError where error.sqlState == PostgresError.State.uniqueViolation {
+///     print(error)   // one line, without the bound values: "duplicate key value … (SQLSTATE 23505)"
+/// }
+/// ```
 public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     /// What kind of failure this is, before any SQLSTATE.
     public struct Code: Hashable, Sendable, CustomStringConvertible {

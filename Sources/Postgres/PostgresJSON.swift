@@ -4,6 +4,13 @@ import Foundation
 ///
 /// The layer does not impose a JSON model: decode the text with `JSONDecoder`, or keep it as
 /// text and let the server work on it.
+///
+/// ```swift
+/// struct Totals: Codable { var pages: Int }
+/// let sent = try PostgresJSON(encoding: Totals(pages: 12))   // sent.text == #"{"pages":12}"#
+/// let stored = try db.query("SELECT \(sent)")[0].decode(PostgresJSON.self, 0)
+/// let totals = try stored.decode(Totals.self)   // Totals(pages: 12)
+/// ```
 public struct PostgresJSON: Hashable, Sendable, PostgresArrayElement, CustomStringConvertible {
     public var text: String
 

@@ -4,6 +4,13 @@
 /// `$1` and `id` separately, so user data can never be spliced into SQL text. Raw SQL needs
 /// the explicit `Query(unsafeSQL:)` or `\(unescaped:)`, and only ever for text the program
 /// itself wrote.
+///
+/// ```swift
+/// let name = "O'Brien"
+/// let rows = try db.query("SELECT voter_id FROM voter WHERE voter_name = \(name)")   // name is sent as $1
+/// let table = "voter"   // written by the program, never user input
+/// let count = try db.query("SELECT count(*) FROM \(unescaped: table)")[0].decode(Int.self, 0)
+/// ```
 public struct Query: Sendable, ExpressibleByStringInterpolation, CustomStringConvertible {
     public var sql: String
     public var parameters: [Parameter]

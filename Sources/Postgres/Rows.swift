@@ -1,4 +1,11 @@
 /// The rows a statement returned, copied out of libpq's result so nothing outlives `PQclear`.
+///
+/// ```swift
+/// let rows = try db.query("SELECT voter_id, voter_name FROM voter ORDER BY voter_id LIMIT 10")
+/// print(rows.columns, rows.count)   // ["voter_id", "voter_name"] and up to 10
+/// for row in rows { print(try row.decode(Int64.self, 0), try row.decode(String.self, "voter_name")) }
+/// let changed = try db.query("DELETE FROM voter WHERE voter_id < 0").affectedRows
+/// ```
 public struct Rows: Sendable, RandomAccessCollection {
     public let columns: [String]
     let values: [String?]
@@ -27,6 +34,13 @@ public struct Rows: Sendable, RandomAccessCollection {
 }
 
 /// One row; decode columns by position or name.
+///
+/// ```swift
+/// let row = try db.query("SELECT 42::int8 AS id, 'Ann' AS name, NULL::timestamptz AS seen")[0]
+/// let id = try row.decode(Int64.self, 0)   // 42
+/// let name = try row.decode(String.self, "name")   // "Ann"
+/// let seen = try row.decodeIfPresent(Date.self, 2)   // nil; decode would throw for NULL
+/// ```
 public struct Row: Sendable {
     let rows: Rows
     let offset: Int

@@ -7,6 +7,11 @@ import Foundation
 /// both day fields are restricted a day matches if either does. Times are matched in the
 /// schedule's time zone: a wall-clock time skipped by a DST change does not fire, and one that
 /// occurs twice fires at each occurrence.
+///
+/// ```swift
+/// let weekdays = try CronExpression("30 9 * * 1-5", timeZone: TimeZone(identifier: "Europe/Paris")!)
+/// let next = weekdays.nextFire(after: Date())   // the next 09:30 in Paris, Monday to Friday
+/// ```
 public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
     public let text: String
     public let timeZone: TimeZone

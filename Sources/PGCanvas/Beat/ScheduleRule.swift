@@ -1,6 +1,12 @@
 import Foundation
 
 /// When a schedule fires: every N seconds, or on a cron expression in a time zone.
+///
+/// ```swift
+/// let everyFive = ScheduleRule.every(try ScheduleRule.parseInterval("5m"))   // .every(300)
+/// let nightly = ScheduleRule.cron(try CronExpression("0 2 * * *"))
+/// print(everyFive, nightly)   // every 300s cron '0 2 * * *' (UTC)
+/// ```
 public enum ScheduleRule: Sendable, Hashable, CustomStringConvertible {
     case every(Double)
     case cron(CronExpression)

@@ -2,6 +2,12 @@ import Foundation
 import Postgres
 
 /// A periodic task as stored in `canvas.schedules`.
+///
+/// ```swift
+/// for schedule in try ScheduleStore.list(on: db) where schedule.enabled {
+///     print(schedule.name, schedule.rule, schedule.nextFireAt, schedule.lastError ?? "")
+/// }
+/// ```
 public struct Schedule: Sendable {
     public var id: Int64
     public var name: String
@@ -16,6 +22,13 @@ public struct Schedule: Sendable {
 }
 
 /// Adding, listing and changing schedules (`voteradmin schedule …`).
+///
+/// ```swift
+/// let nightly = ScheduleRule.cron(try CronExpression("0 2 * * *", timeZone: TimeZone(identifier: "Europe/Paris")!))
+/// try ScheduleStore.add(name: "nightly-sum", canvas: signature("canvas.add", 1, 2).json, rule: nightly, on: db)
+/// try ScheduleStore.setEnabled(name: "nightly-sum", false, on: db)   // paused; true resumes from the next tick
+/// try ScheduleStore.remove(name: "nightly-sum", on: db)
+/// ```
 public enum ScheduleStore {
     /// - Throws: `CanvasError` for a duplicate name or a malformed canvas; nothing is stored then.
     @discardableResult

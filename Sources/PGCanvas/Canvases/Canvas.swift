@@ -1,6 +1,12 @@
 import Foundation
 
 /// How one signature should run; nil leaves the default (queue "default", priority 0, …).
+///
+/// ```swift
+/// let urgent = SignatureOptions(queue: "priority", priority: -10, maxRetries: 0, timeLimit: 30)
+/// let fixed = signature("canvas.add", 10, 20, options: SignatureOptions(immutable: true))   // no 3 prepended
+/// let handle = try chain([signature("canvas.add", 1, 2, options: urgent), fixed]).enqueue(on: db)
+/// ```
 public struct SignatureOptions: Sendable, Hashable {
     public var queue: String?
     public var priority: Int?
@@ -38,6 +44,12 @@ public struct SignatureOptions: Sendable, Hashable {
 }
 
 /// A task call that has not happened yet: Celery's signature.
+///
+/// ```swift
+/// var call = Signature("canvas.add", [1, 2], options: SignatureOptions(queue: "math"))
+/// call.onError = Signature("canvas.identity")   // enqueued once if canvas.add fails for good
+/// let handle = try Canvas.signature(call).enqueue(on: db)
+/// ```
 public struct Signature: Sendable, Hashable {
     public var task: String
     public var args: [JSONValue]

@@ -2,6 +2,13 @@ import Foundation
 import Postgres
 
 /// A canvas (its root, a chord or a group) as `voteradmin result` and `--wait` see it.
+///
+/// ```swift
+/// let handle = try chord([signature("canvas.add", 1, 2), signature("canvas.add", 3, 4)],
+///                        body: signature("canvas.sum")).enqueue(on: db)
+/// let status = try CanvasStatus.fetch(handle.id, on: db)   // nil for an unknown id
+/// // status?.state: .pending until the body has run, then .succeeded with status?.result == 10
+/// ```
 public struct CanvasStatus: Sendable {
     /// A chord's, group's or root's state: pending until everything in it ended.
     public enum State: String, Sendable {

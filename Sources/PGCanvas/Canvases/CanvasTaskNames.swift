@@ -1,6 +1,11 @@
 /// Finds every task a canvas in JSON form would run, with where it stands (`body.task`,
 /// `chain[1].task`, the paths the broker's own messages use), so a command can refuse names no
 /// worker knows before enqueueing.
+///
+/// ```swift
+/// let canvas = chain([signature("canvas.add", 1, 2), signature("math.double")]).json
+/// CanvasTaskNames.find(in: canvas)   // [("chain[0].task", "canvas.add"), ("chain[1].task", "math.double")]
+/// ```
 public enum CanvasTaskNames {
     public static func find(in canvas: JSONValue) -> [(path: String, task: String)] {
         find(in: canvas, prefix: "")

@@ -1,6 +1,12 @@
 import Foundation
 
 /// How a job should run: Celery's `apply_async` options.
+///
+/// ```swift
+/// let options = JobOptions(queue: "reports", priority: -10, maxRetries: 5, timeLimit: 600)
+/// try options.validate()   // CanvasError for a value out of range, as canvas.enqueue would say
+/// try Enqueue.job(JobRequest("canvas.add", [1, 2], options: options), on: db)
+/// ```
 public struct JobOptions: Sendable, Hashable {
     public var queue: String = "default"
     /// Lower runs first.
@@ -70,6 +76,13 @@ public struct JobRequest: Sendable, Hashable {
 }
 
 /// A canvas-level mistake: bad options, a malformed canvas, waiting inside a task.
+///
+/// ```swift
+/// let link = signature("canvas.add", 10, options: SignatureOptions(priority: 99_999))
+/// do { try chain([signature("canvas.add", 1, 2), link]).validate() } catch let error as CanvasError {
+///     print(error)   // chain[1].options.priority: expected an integer from -32768 to 32767
+/// }
+/// ```
 public struct CanvasError: Error, CustomStringConvertible, Sendable {
     public var description: String
     public init(_ description: String) { self.description = description }

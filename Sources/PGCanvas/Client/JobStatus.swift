@@ -2,6 +2,12 @@ import Foundation
 import Postgres
 
 /// A job as `voteradmin result` shows it.
+///
+/// ```swift
+/// let id = try Enqueue.job(JobRequest("canvas.add", [1, 2]), on: db)
+/// let status = try JobStatus.wait(for: id, on: db, timeout: 30)   // status.state == .succeeded, status.result == 3
+/// let again = try JobStatus.fetch(id, on: db)   // nil for an unknown id
+/// ```
 public struct JobStatus: Sendable {
     /// The job's state as `canvas.jobs` stores it.
     public enum State: String, Sendable {
@@ -49,6 +55,14 @@ public struct JobStatus: Sendable {
 }
 
 /// Whether the current thread is running task code: waiting for results is refused there.
+///
+/// ```swift
+/// if TaskExecution.processIsPoolProcess {
+///     ctx.spawn(signature("canvas.add", 1, 2))   // task code: waiting here would throw `refusal`
+/// } else {
+///     let status = try JobStatus.wait(for: id, on: db, timeout: 30)
+/// }
+/// ```
 public enum TaskExecution {
     /// Set once, at start-up, by a pool process: everything it runs is task code.
     // `nonisolated(unsafe)`: written only by `PoolProcessMain.run` on the main thread before it

@@ -3,6 +3,13 @@ import Postgres
 
 /// Everything a job set in motion: the canvases it spawned (and they spawned), followed through
 /// `parent_id`. `voteradmin enqueue NAME --wait` waits for all of it.
+///
+/// ```swift
+/// let spawn = JobRequest("canvas.spawn", [chain([signature("canvas.add", 1, 2), signature("canvas.add", 10)]).json])
+/// let id = try Enqueue.job(spawn, on: db)
+/// let lineage = try Lineage.wait(for: id, on: db, timeout: 60)   // the job, then the chain it spawned
+/// // lineage.succeeded == true, lineage.finalResult == 13 (the spawned chain's result)
+/// ```
 public struct Lineage: Sendable {
     public var job: JobStatus
     /// The canvases the job (or anything it started) enqueued, oldest first.

@@ -2,6 +2,13 @@ import Foundation
 import Postgres
 
 /// What `voteradmin status` shows: jobs per queue and state, live workers, latest failures.
+///
+/// ```swift
+/// let report = try QueueReport.fetch(on: db, failures: 10)
+/// for q in report.queues { print(q.queue, q.counts["queued", default: 0], q.counts["running", default: 0]) }
+/// for w in report.workers where w.heartbeatAge > 60 { print("silent worker", w.hostname, w.pid) }
+/// for f in report.failures { print(f.id, f.task, f.error) }
+/// ```
 public struct QueueReport: Sendable {
     /// One queue's jobs by state.
     public struct QueueCounts: Sendable {

@@ -6,6 +6,12 @@ import Foundation
 /// same message texts, so a job refused by Swift, by the command line or by SQL reads the same.
 /// The bounds keep every value inside what the `canvas.jobs` columns and the broker's date
 /// arithmetic can hold, so a value that passes here can never overflow later.
+///
+/// ```swift
+/// JobRules.isPriority(40_000)   // false: priority is a smallint
+/// JobRules.isName("reports\n")   // false: no control characters in task or queue names
+/// try JobRules.checkFinite(.double(.nan), at: "args[0]")   // throws "args[0]: expected a finite number, …"
+/// ```
 public enum JobRules {
     /// Task and queue names: 1 to this many characters (Unicode scalars, as PostgreSQL counts them).
     public static let maxNameLength = 200

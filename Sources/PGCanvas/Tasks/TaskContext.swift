@@ -7,6 +7,15 @@ import Postgres
 /// A class so that an async task can spawn work through it. `@unchecked Sendable`: a pool
 /// process runs one job at a time, and a context belongs to that one run; its task code is the
 /// only thing that touches it until the run ends.
+///
+/// ```swift
+/// let fanOut = TaskDefinition("centres.fan_out") { (limit: Int, ctx) async throws -> Int in
+///     let rows = try ctx.connection().query("SELECT center_id FROM polling_center LIMIT \(limit)")
+///     let ids = try rows.map { try $0.decode(Int.self, 0) }
+///     ctx.spawn(group(ids.map { signature("assign_stations_for_one_center", .int($0)) }))   // if this succeeds
+///     return ids.count
+/// }
+/// ```
 public final class TaskContext: @unchecked Sendable {
     public let jobID: Int64
     public let task: String

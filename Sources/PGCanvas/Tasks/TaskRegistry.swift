@@ -1,10 +1,24 @@
 import Logging
 
 /// What a task function receives besides its arguments.
+///
+/// ```swift
+/// let double: TaskFunction = { ctx, args in
+///     guard let n = args.first?.intValue else { throw TaskError.badArguments(ctx.task, "one integer") }
+///     return .int(n * 2)
+/// }
+/// registry.register("math.double", double)
+/// ```
 public typealias TaskFunction = @Sendable (inout TaskContext, [JSONValue]) throws -> JSONValue
 
 /// A task as a worker holds it: its name, its code on JSON values, and its own time limit if it
 /// has one. `TaskDefinition` (typed) and `register(_:_:)` (untyped) both end up as one.
+///
+/// ```swift
+/// var registry = TaskRegistry()
+/// registry.register(RegisteredTask("report.slow", timeLimit: 300) { ctx, args in .string("done") })
+/// registry["report.slow"]?.timeLimit   // 300
+/// ```
 public struct RegisteredTask: Sendable {
     public var name: String
     public var timeLimit: Double?
@@ -57,6 +71,14 @@ public struct TaskRegistry: Sendable {
 }
 
 /// A failure a task reports. `retryable: false` fails the job at once (bad arguments).
+///
+/// ```swift
+/// registry.register("math.sqrt") { ctx, args in
+///     guard let x = args.first?.doubleValue else { throw TaskError.badArguments("math.sqrt", "one number") }
+///     guard x >= 0 else { throw TaskError("math.sqrt of \(x)", retryable: false) }   // fails the job at once
+///     return .double(x.squareRoot())
+/// }
+/// ```
 public struct TaskError: Error, CustomStringConvertible, Sendable {
     public var message: String
     public var retryable: Bool

@@ -3,6 +3,15 @@ import Foundation
 import Postgres
 
 /// Anything a worker can run: a `TaskDefinition`, or a task an application registers by hand.
+///
+/// ```swift
+/// struct Echo: WorkerTask {
+///     func register(into registry: inout TaskRegistry) {
+///         registry.register("legacy.echo") { _, args in .array(args) }
+///     }
+/// }
+/// await PGWorker.main(tasks: [add, Echo()])
+/// ```
 public protocol WorkerTask: Sendable {
     /// Adds the task to a worker's registry.
     func register(into registry: inout TaskRegistry)
@@ -96,6 +105,11 @@ public struct TaskDefinition<Arguments: Codable & Sendable, Output: Codable & Se
 }
 
 /// A typed job or canvas handle: waits for the canvas to end and decodes its result.
+///
+/// ```swift
+/// let handle: TaskHandle<Int> = try await add.enqueue(Pair(a: 1, b: 2), on: db)
+/// let sum = try await handle.get(on: db, timeout: 30)   // 3; TaskFailure if the task failed
+/// ```
 public struct TaskHandle<Output: Codable & Sendable>: Sendable {
     public let canvas: CanvasHandle
     public var id: Int64 { canvas.id }
@@ -132,6 +146,13 @@ public struct TaskHandle<Output: Codable & Sendable>: Sendable {
 }
 
 /// A task's own failure, as `get` reports it: its message is what the task threw.
+///
+/// ```swift
+/// let handle = TaskHandle<Int>(canvas: try signature("canvas.fail", "disk full").enqueue(on: db))
+/// do { _ = try await handle.get(on: db) } catch let failure as TaskFailure {
+///     print(failure.id, failure.message)   // handle.id, and the error the task threw ("disk full")
+/// }
+/// ```
 public struct TaskFailure: Error, CustomStringConvertible, Sendable {
     public var id: Int64
     public var message: String

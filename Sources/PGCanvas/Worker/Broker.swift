@@ -2,6 +2,12 @@ import Foundation
 import Postgres
 
 /// A job handed to this worker by `canvas.claim`.
+///
+/// ```swift
+/// for job in try Broker.claim(worker: me, queues: ["default"], limit: 10, on: db) {
+///     let args = try JSONValue(parsingStored: job.argsText)   // run job.task on args within job.timeLimit
+/// }
+/// ```
 public struct ClaimedJob: Sendable {
     public var id: Int64
     public var task: String
@@ -12,6 +18,12 @@ public struct ClaimedJob: Sendable {
 }
 
 /// How one run ended, as `canvas.finish` records it.
+///
+/// ```swift
+/// let done = Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .succeeded, resultText: "3")
+/// let failed = Outcome(jobID: other.id, attempt: other.attempt, kind: .error, error: "upstream timed out")
+/// let recorded = try Broker.finish(worker: me, [done, failed], on: db)   // a requeued job has its retryIn
+/// ```
 public struct Outcome: Sendable {
     public init(
         jobID: Int64, attempt: Int, task: String = "", kind: Kind, resultText: String? = nil, error: String? = nil,
@@ -87,7 +99,6 @@ public struct Broker: Sendable {
         }.sorted { $0.id < $1.id }
     }
 
-    /// What `canvas.finish` did with one run.
     /// What `canvas.finish` did with one run.
     public struct Recorded: Sendable {
         public var jobID: Int64

@@ -8,6 +8,14 @@ import Postgres
 /// rather than once a minute; each call stays well under 200 ms, so the maintenance thread that
 /// runs the loop between two heartbeats never leaves a heartbeat late by more than its budget.
 /// One pruner works at a time across the fleet (a transaction advisory lock); the others skip.
+///
+/// ```swift
+/// var pruner = Pruner(age: 7 * 86_400, budget: 0.5)   // what finished over a week ago
+/// while true {
+///     if let report = try pruner.runIfDue(on: db) { print("pruned \(report.deleted) rows") }
+///     Thread.sleep(forTimeInterval: 1)
+/// }
+/// ```
 public struct Pruner: Sendable {
     /// Rows finished longer ago than this many seconds may be deleted.
     public var age: Double
