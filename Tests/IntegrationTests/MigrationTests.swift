@@ -153,8 +153,9 @@ final class MigrationTests {
         try c.execute(
             "INSERT INTO pgcanvas_migrations (version, name, checksum) VALUES (1, 'voter_rolls', md5(\(voterRolls.sql)))"
         )
-        #expect(try app.migrate(c).isEmpty)
-        #expect(try app.status(c).applied.map(\.migration.version) == [1])
+        // 0001 is taken over as applied; only what came after it runs.
+        #expect(try app.migrate(c).migrations.map(\.version) == app.migrations.dropFirst().map(\.version))
+        #expect(try app.status(c).applied.map(\.migration.version) == app.migrations.map(\.version))
         let library = try Migrator.bundled()
         #expect(try library.migrate(c).migrations.map(\.version) == library.migrations.map(\.version))
         #expect(try library.migrate(c).isEmpty && app.migrate(c).isEmpty)

@@ -72,3 +72,26 @@ final class SeedTests {
         #expect(throws: SeedError.self) { try seeder.seed(c, voters: Seeder.maxVoters + 1) }
     }
 }
+
+/// The order a reader expects on a printed list: accents and case do not push a name to the end.
+@Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
+final class NameOrderTests {
+    let database: TestDatabase
+
+    init() throws { database = try TestDatabase() }
+    deinit { database.drop() }
+
+    @Test func assignmentAndListsSortNamesAsAReaderDoes() throws {
+        let c = try database.connect()
+        let names = ["Zoe Abbott", "Émile Zola", "Adrienne Rich", "Adán Ruiz", "ana Lopez", "Eve Arden", "Åsa Berg"]
+        try c.execute("INSERT INTO polling_center VALUES (10001, 'Lincoln School')")
+        for (i, name) in names.enumerated() {
+            try c.execute("INSERT INTO voter VALUES (\(Int32(10_000_000 + i)), \(name))")
+            try c.execute("INSERT INTO voter_registration VALUES (\(Int32(10_000_000 + i)), 10001)")
+        }
+        try StationAssignment.refreshAll(on: c)
+        let printed = try StationAssignment.voterNames(center: 10001, station: 1, on: c)
+        #expect(
+            printed == ["Adán Ruiz", "Adrienne Rich", "ana Lopez", "Åsa Berg", "Émile Zola", "Eve Arden", "Zoe Abbott"])
+    }
+}
