@@ -33,6 +33,10 @@ public struct Migrator: Sendable {
         6: ["662e74404c00f2ce246877b6453140e1"],
     ]
 
+    /// Rows earlier builds recorded in `pgcanvas_migrations` for files that now belong to an
+    /// application (version: name).
+    static let movedOut: [Int: String] = [1: "voter_rolls"]
+
     public var migrations: [Migration]
     public var functions: [FunctionScript]
     public var logger: Logger
@@ -237,6 +241,9 @@ public struct Migrator: Sendable {
         for row in rows {
             let version: Int = try row.decode(Int.self, "version")
             let name: String = try row.decode(String.self, "name")
+            // Recorded here by builds before the demo's schema moved out; the demo's migrator
+            // takes the row over. Until it runs, it is none of this set's business.
+            if table == "pgcanvas_migrations", Self.movedOut[version] == name { continue }
             guard let migration = migrations.first(where: { $0.version == version }) else {
                 throw MigrationError(
                     "the database has migration \(String(format: "%04d", version))_\(name) applied, "

@@ -20,7 +20,13 @@ import Postgres
 /// does, and runs tasks in pool processes: fresh processes of the same binary.
 public enum PGWorker {
     /// Runs the worker with these tasks and the built-in `canvas.*` ones, then exits.
+    ///
+    /// On the main thread (hence `@MainActor`): the supervisor's loop, and a pool process's job
+    /// loop, block the thread they run on, and a typed task's async body needs Swift's
+    /// cooperative threads free while that loop waits for it. A task must therefore not need the
+    /// main actor.
     /// - Parameter arguments: the command line without the program name.
+    @MainActor
     public static func main(
         tasks: [any WorkerTask], arguments: [String] = Array(CommandLine.arguments.dropFirst())
     ) async -> Never {

@@ -65,6 +65,14 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
         return ["08", "40", "53", "55", "42", "3D", "3F"].contains(String(sqlState.prefix(2)))
     }
 
+    /// A statement timeout, an internal or an I/O error: not the data's fault, and often gone on a
+    /// second try, yet it can also come back every time. Callers try again a few times before
+    /// treating it as final.
+    public var mayPassLater: Bool {
+        guard code == .server, let sqlState else { return false }
+        return sqlState == State.queryCanceled || sqlState.hasPrefix("XX") || sqlState.hasPrefix("58")
+    }
+
     public var description: String {
         if let sqlState { return "\(message) (SQLSTATE \(sqlState))" }
         return message

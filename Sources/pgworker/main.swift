@@ -7,10 +7,22 @@ import VoterRolls
 /// through the environment).
 @main struct PGWorkerMain {
     static func main() {
-        var arguments = Array(CommandLine.arguments.dropFirst())
-        if let i = arguments.firstIndex(of: "--output-dir"), i + 1 < arguments.count {
-            setenv("PGCANVAS_OUTPUT_DIR", arguments[i + 1], 1)
-            arguments.removeSubrange(i...(i + 1))
+        var arguments: [String] = []
+        var rest = CommandLine.arguments.dropFirst()[...]
+        // `--output-dir DIR` or `--output-dir=DIR`, as ArgumentParser would take it; the last wins.
+        while let argument = rest.popFirst() {
+            if argument == "--output-dir" {
+                guard let directory = rest.popFirst() else {
+                    FileHandle.standardError.write(
+                        Data("pgworker: error: Missing value for '--output-dir <dir>'\n".utf8))
+                    exit(64)
+                }
+                setenv("PGCANVAS_OUTPUT_DIR", directory, 1)
+            } else if argument.hasPrefix("--output-dir=") {
+                setenv("PGCANVAS_OUTPUT_DIR", String(argument.dropFirst("--output-dir=".count)), 1)
+            } else {
+                arguments.append(argument)
+            }
         }
         PGWorker.main(registry: AppTasks.registry(), arguments: arguments)
     }

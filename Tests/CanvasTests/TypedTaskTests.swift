@@ -106,6 +106,22 @@ import Testing
         #expect(result == .array([.int(2), .int(4), .int(6)]))
     }
 
+    @Test func optionsGivenAtTheCallOverrideTheDefaultsFieldByField() throws {
+        let task = TaskDefinition("t.merge", options: SignatureOptions(queue: "slow", maxRetries: 7, timeLimit: 5)) {
+            (_: Int, _) async throws -> Int in 0
+        }
+        guard case .signature(let s) = try task.signature(1, options: SignatureOptions(queue: "fast")) else {
+            throw CanvasError("not a signature")
+        }
+        #expect(s.options.queue == "fast" && s.options.maxRetries == 7 && s.options.timeLimit == 5)
+    }
+
+    @Test func datesWithoutFractionsAreReadToo() throws {
+        struct Stamp: Codable, Equatable { var at: Date }
+        let read = try TypedJSON.decode(Stamp.self, from: .object(["at": .string("2026-11-26T06:00:00Z")]))
+        #expect(read.at == Date(timeIntervalSince1970: 1_795_672_800))
+    }
+
     @Test func definitionOptionsAreTheSignaturesDefaultsAndTheWorkersTimeLimit() throws {
         let limited = TaskDefinition("t.limited", options: SignatureOptions(queue: "slow", timeLimit: 5)) {
             (_: Int, _) async throws -> Int in 0

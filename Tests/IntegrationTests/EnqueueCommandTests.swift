@@ -246,7 +246,7 @@ final class EnqueueCommandTests {
         #expect(unmigrated.status == 1)
         #expect(
             unmigrated.stderrLines == [
-                "voteradmin: error: the database has no canvas schema: run 'voteradmin migrate' first"
+                "voteradmin: error: the database has no canvas schema: run 'voteradmin migrate' (or PGCanvasMigrations.apply) first"
             ])
         let unreachable = try voteradmin(["enqueue", "canvas.noop"], url: "postgresql://x:pw@127.0.0.1:1/none")
         #expect(unreachable.status == 1)
@@ -254,7 +254,7 @@ final class EnqueueCommandTests {
         let worker = try runCommand(Binaries.url("pgworker"), ["-c", "1"], environment: ["DATABASE_URL": bare.url])
         #expect(worker.status == 1)
         #expect(
-            worker.stderrLines == ["pgworker: error: the database has no canvas schema: run 'voteradmin migrate' first"]
+            worker.stderrLines == ["pgworker: error: the database has no canvas schema: run 'voteradmin migrate' (or PGCanvasMigrations.apply) first"]
         )
     }
 

@@ -10,7 +10,8 @@ public enum SchemaCheck {
     public static func requireCanvasSchema(on c: Connection) throws {
         let present: Bool = try c.query("SELECT to_regclass('canvas.jobs') IS NOT NULL")[0].decode(Bool.self, 0)
         if !present {
-            throw CanvasError("the database has no canvas schema: run 'voteradmin migrate' first")
+            throw CanvasError(
+                "the database has no canvas schema: run 'voteradmin migrate' (or PGCanvasMigrations.apply) first")
         }
     }
 }

@@ -1,12 +1,14 @@
+import Foundation
 import Logging
 import Postgres
 
 /// The running job as its task sees it: ids, the pool process's logger, a database connection,
 /// and the work the task spawns (committed together with the task's success).
 ///
-/// A class so that an async task can spawn work through it. `@unchecked Sendable`: a pool
-/// process runs one job at a time, and a context belongs to that one run; its task code is the
-/// only thing that touches it until the run ends.
+/// A class so that an async task can spawn work through it. `@unchecked Sendable`: its mutable
+/// state (the spawned canvases, the pool process's connection) is reached only with `lock` held,
+/// so child tasks of an async body may spawn at the same time. The connection it hands out is
+/// still one libpq connection: use it from one child task at a time.
 ///
 /// ```swift
 /// let fanOut = TaskDefinition("centres.fan_out") { (limit: Int, ctx) async throws -> Int in
@@ -26,7 +28,13 @@ public final class TaskContext: @unchecked Sendable {
     public let registry: TaskRegistry
     let connectionProvider: () throws -> Connection
     /// Canvases to enqueue in the same transaction that records this task's success.
-    public private(set) var spawned: [JSONValue] = []
+    public var spawned: [JSONValue] {
+        lock.lock()
+        defer { lock.unlock() }
+        return spawnedCanvases
+    }
+    private var spawnedCanvases: [JSONValue] = []
+    private let lock = NSLock()
 
     public init(
         jobID: Int64, task: String, attempt: Int, logger: Logger, registry: TaskRegistry,
@@ -41,14 +49,22 @@ public final class TaskContext: @unchecked Sendable {
     }
 
     /// This pool process's own connection to the application database (opened on first use).
-    public func connection() throws -> Connection { try connectionProvider() }
+    public func connection() throws -> Connection {
+        lock.lock()
+        defer { lock.unlock() }
+        return try connectionProvider()
+    }
 
     /// Enqueues a canvas when, and only when, this task succeeds: committed together with its
     /// result, so a task that fails or crashes after spawning and is retried leaves no duplicate.
-    public func spawn(_ canvas: Canvas) { spawned.append(canvas.json) }
+    public func spawn(_ canvas: Canvas) { spawn(json: canvas.json) }
 
     /// `spawn` for a canvas already in its JSON form.
-    public func spawn(json: JSONValue) { spawned.append(json) }
+    public func spawn(json: JSONValue) {
+        lock.lock()
+        spawnedCanvases.append(json)
+        lock.unlock()
+    }
 
     /// Enqueues a canvas at once, on this process's connection, as Celery's `.delay()` does: it
     /// runs even if this task then fails. Prefer `spawn`.

@@ -53,16 +53,31 @@ public struct TaskDefinition<Arguments: Codable & Sendable, Output: Codable & Se
         self.body = body
     }
 
-    /// A signature with these arguments, for any canvas.
+    /// A signature with these arguments, for any canvas. `options` override the definition's
+    /// defaults field by field.
     /// - Throws: `CanvasError` when the arguments cannot be encoded as JSON.
     public func signature(_ arguments: Arguments, options: SignatureOptions? = nil) throws -> Canvas {
-        .signature(Signature(name, [try TypedJSON.encode(arguments)], options: options ?? self.options))
+        .signature(Signature(name, [try TypedJSON.encode(arguments)], options: merged(options)))
+    }
+
+    /// The definition's defaults, with what `overrides` sets in their place.
+    func merged(_ overrides: SignatureOptions?) -> SignatureOptions {
+        guard let overrides else { return options }
+        var o = options
+        o.queue = overrides.queue ?? o.queue
+        o.priority = overrides.priority ?? o.priority
+        o.countdown = overrides.countdown ?? o.countdown
+        o.maxRetries = overrides.maxRetries ?? o.maxRetries
+        o.retryBackoff = overrides.retryBackoff ?? o.retryBackoff
+        o.timeLimit = overrides.timeLimit ?? o.timeLimit
+        o.immutable = overrides.immutable || o.immutable
+        return o
     }
 
     /// A signature without arguments of its own: a chain link or chord body whose `Arguments`
     /// is the previous result.
     public func signature(options: SignatureOptions? = nil) -> Canvas {
-        .signature(Signature(name, [], options: options ?? self.options))
+        .signature(Signature(name, [], options: merged(options)))
     }
 
     /// A starmap: one job that runs this task for each of `arguments`, in order; its result is
@@ -70,7 +85,7 @@ public struct TaskDefinition<Arguments: Codable & Sendable, Output: Codable & Se
     public func starmap(_ arguments: [Arguments], options: SignatureOptions? = nil) throws -> Canvas {
         .starmap(
             task: name, argumentLists: try arguments.map { [try TypedJSON.encode($0)] },
-            options: options ?? self.options, onError: nil)
+            options: merged(options), onError: nil)
     }
 
     /// Enqueues one job (as a canvas of one signature).
@@ -99,7 +114,12 @@ public struct TaskDefinition<Arguments: Codable & Sendable, Output: Codable & Se
                 throw TaskError("\(name) cannot read its arguments: \(error)", retryable: false)
             }
             let output = try runToCompletion { [context] in try await body(arguments, context) }
-            return try TypedJSON.encode(output)
+            do {
+                return try TypedJSON.encode(output)
+            } catch {
+                // The same result would fail the same way on every retry.
+                throw TaskError("\(name) returned a result that cannot be written as JSON: \(error)", retryable: false)
+            }
         }
     }
 }
@@ -160,7 +180,7 @@ public struct TaskFailure: Error, CustomStringConvertible, Sendable {
 }
 
 /// Codable values to and from the JSON the queue stores. Dates travel as ISO 8601 text with
-/// fractional seconds, so other languages read them and nothing is lost on the way back.
+/// milliseconds, which other languages read; text without fractions is read too.
 enum TypedJSON {
     static func encode<T: Encodable>(_ value: T) throws -> JSONValue {
         let encoder = JSONEncoder()
@@ -181,7 +201,7 @@ enum TypedJSON {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .custom { decoder in
             let text = try decoder.singleValueContainer().decode(String.self)
-            guard let date = formatter().date(from: text) else {
+            guard let date = formatter().date(from: text) ?? ISO8601DateFormatter().date(from: text) else {
                 throw DecodingError.dataCorrupted(
                     .init(codingPath: decoder.codingPath, debugDescription: "not an ISO 8601 time: \(text)"))
             }

@@ -16,6 +16,10 @@ final class BrokerLoop: @unchecked Sendable {
     private let db: ReconnectingConnection
     private let stopFlag = StopFlag()
     private var stop: Bool { stopFlag.isRequested }
+    /// Batches in a row that failed with an error that may pass later (a statement timeout): after
+    /// `Self.patience` of them, the batch is isolated like one refused for its data.
+    private var failuresInARow = 0
+    static let patience = 3
     /// `pgcanvas.max_payload_bytes`, read on every connect: larger results fail their job.
     private var maxPayloadBytes = Int.max
 
@@ -148,9 +152,13 @@ final class BrokerLoop: @unchecked Sendable {
         do {
             result = try Broker.finishAndClaim(
                 worker: state.workerID, outcomes, queues: configuration.queues, limit: limit, on: c)
-        } catch let error as PostgresError where !error.isTransient && !outcomes.isEmpty {
-            // Refused for good (the data, a timeout, an internal error): find the outcome that
-            // causes it, fail that one alone, record the rest.
+        } catch let error as PostgresError
+            where !error.isTransient && !outcomes.isEmpty
+            && (!error.mayPassLater || failuresInARow + 1 >= Self.patience)
+        {
+            // Refused for good (the data; a timeout or an internal error that came back every
+            // time): find the outcome that causes it, fail that one alone, record the rest.
+            failuresInARow = 0
             do {
                 result.recorded = try recordIsolating(c, outcomes[...])
             } catch {
@@ -163,9 +171,11 @@ final class BrokerLoop: @unchecked Sendable {
                 ? try Broker.claim(worker: state.workerID, queues: configuration.queues, limit: limit, on: c) : []
         } catch {
             // finish is fenced, so sending the same batch again cannot apply twice.
+            if (error as? PostgresError)?.mayPassLater == true { failuresInARow += 1 }
             state.restoreOutgoing(outcomes, [])
             throw error
         }
+        failuresInARow = 0
         state.settled(outcomes.map(\.jobID))
         logger.debug("exchanged", metadata: ["finished": "\(outcomes.count)", "claimed": "\(result.claimed.count)"])
         if !outcomes.isEmpty { logRecorded(outcomes, result.recorded) }

@@ -44,7 +44,8 @@ package final class Supervisor {
             where error.sqlState == PostgresError.State.undefinedFunction
             || error.sqlState == "3F000"
         {
-            throw CanvasError("the database has no canvas schema: run 'voteradmin migrate' first")
+            throw CanvasError(
+                "the database has no canvas schema: run 'voteradmin migrate' (or PGCanvasMigrations.apply) first")
         }
         state = try SharedState(workerID: workerID, capacity: configuration.concurrency + configuration.prefetch)
         try Signals.install()
