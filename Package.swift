@@ -81,7 +81,7 @@ let package = Package(
             path: "Tests/TestSupport"
         ),
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
-        .testTarget(name: "CanvasTests", dependencies: ["PGCanvas"]),
+        .testTarget(name: "CanvasTests", dependencies: ["PGCanvas", "TestSupport"]),
         .testTarget(name: "VoterRollsTests", dependencies: ["VoterRolls", "RollPDF", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests", dependencies: ["Postgres", "Migrations", "PGCanvas", "VoterRolls", "TestSupport"]),

@@ -1,30 +1,19 @@
 import Foundation
 import Logging
+import TestSupport
 import Testing
 
 @testable import PGCanvas
 
 /// The supervisor ↔ pool process framing: any bytes in any field, read in any pieces.
 @Suite struct WireFormatTests {
-    /// SplitMix64: the same seed gives the same cases on every machine.
-    struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static let awkward: [Unicode.Scalar] = [
         "\t", "\n", "\r", "\0", "\u{7F}", "\u{85}", "\u{2028}", "\"", "\\", "é", "😀",
     ]
 
     /// Text that is mostly framing hazards; now and then empty, and 1 MiB when `large` (the first
     /// field of each test, so every test has one).
-    static func text(_ g: inout SeededGenerator, large: Bool = false) -> String {
+    static func text(_ g: inout SplitMix64, large: Bool = false) -> String {
         var s = String.UnicodeScalarView()
         let length = large ? 512 : Int.random(in: 0..<10, using: &g) == 0 ? 0 : Int.random(in: 1..<300, using: &g)
         for _ in 0..<length {
@@ -43,7 +32,7 @@ import Testing
     /// Any bytes, invalid UTF-8 included; 1 MiB when `large`. A large field has few invalid
     /// sequences: each costs a thrown error inside `String(decoding:)`, for which Swift Testing
     /// captures a backtrace.
-    static func bytes(_ g: inout SeededGenerator, large: Bool = false) -> [UInt8] {
+    static func bytes(_ g: inout SplitMix64, large: Bool = false) -> [UInt8] {
         let hazards: [UInt8] = [0, 9, 10, 13, 0x80, 0xC0, 0xFF, 0xFE, 0xED, 0xA0]
         let count = large ? 4096 : Int.random(in: 0..<300, using: &g)
         let piece = (0..<count).map { _ in
@@ -57,7 +46,7 @@ import Testing
     }
 
     /// Feeds `stream` to a decoder in pieces of random sizes, from 1 byte to beyond a pipe's 64 KiB.
-    static func decode(_ stream: [UInt8], _ g: inout SeededGenerator, _ body: (UnsafeRawBufferPointer) -> Void)
+    static func decode(_ stream: [UInt8], _ g: inout SplitMix64, _ body: (UnsafeRawBufferPointer) -> Void)
         -> FrameDecoder
     {
         var decoder = FrameDecoder()
@@ -81,7 +70,7 @@ import Testing
 
     @Test(arguments: [1, 2, 3, 4, 5] as [UInt64])
     func jobFramesCarryAnyTextInTaskNamesAndArguments(seed: UInt64) throws {
-        var g = SeededGenerator(state: seed)
+        var g = SplitMix64(state: seed)
         let jobs = (0..<40).map { i in
             ClaimedJob(
                 id: Int64.random(in: .min ... .max, using: &g), task: Self.text(&g, large: i == 3),
@@ -102,7 +91,7 @@ import Testing
 
     @Test(arguments: [11, 12, 13] as [UInt64])
     func invalidUTF8InAJobFrameIsRepairedAndTheFramesAfterItStayIntact(seed: UInt64) throws {
-        var g = SeededGenerator(state: seed)
+        var g = SplitMix64(state: seed)
         let fields = (0..<30).map { i in (task: Self.bytes(&g, large: i == 5), args: Self.bytes(&g, large: i == 0)) }
         var stream: [UInt8] = []
         for (i, f) in fields.enumerated() {
@@ -121,7 +110,7 @@ import Testing
 
     @Test(arguments: [21, 22, 23] as [UInt64])
     func framesOfArbitraryBytesComeOutExactlyAsTheyWentIn(seed: UInt64) {
-        var g = SeededGenerator(state: seed)
+        var g = SplitMix64(state: seed)
         let bodies = (0..<40).map { i in Self.bytes(&g, large: i == 1) }
         var stream: [UInt8] = []
         for body in bodies {
@@ -136,9 +125,9 @@ import Testing
 
     @Test(arguments: [31, 32, 33, 34, 35] as [UInt64])
     func resultFramesCarryAnyTextAndTellAbsentFromEmpty(seed: UInt64) throws {
-        var g = SeededGenerator(state: seed)
+        var g = SplitMix64(state: seed)
         let kinds: [Outcome.Kind] = [.succeeded, .error, .timeout, .fatal, .crashed]
-        func maybe(_ g: inout SeededGenerator, large: Bool = false) -> String? {
+        func maybe(_ g: inout SplitMix64, large: Bool = false) -> String? {
             large || Bool.random(using: &g) ? Self.text(&g, large: large) : nil
         }
         var outcomes: [(Outcome, Double)] = []
@@ -198,7 +187,7 @@ import Testing
     /// result frames out, whatever the bytes of the task names and arguments.
     @Test(arguments: [41, 42, 43] as [UInt64])
     func aPoolProcessAnswersEveryJobWhateverItsNameAndArguments(seed: UInt64) throws {
-        var g = SeededGenerator(state: seed)
+        var g = SplitMix64(state: seed)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let registry = TaskRegistry(includingBuiltins: true)

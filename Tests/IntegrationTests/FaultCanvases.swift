@@ -1,18 +1,8 @@
 import Foundation
+import TestSupport
 
-/// A seeded generator (SplitMix64): the same seed gives the same canvases, so a failing run can be
-/// replayed with PGCANVAS_FAULT_SEED.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+extension SplitMix64 {
+    /// True with probability `p`.
     mutating func chance(_ p: Double) -> Bool { Double.random(in: 0..<1, using: &self) < p }
 }
 
@@ -147,12 +137,12 @@ indirect enum FaultNode {
 /// Builds random canvases: nested groups, chains, chords and starmaps, some members failing (with
 /// retries), some slow, some waiting on the purgeable queue, error callbacks sprinkled on any node.
 struct FaultCanvasGenerator {
-    var rng: SeededGenerator
+    var rng: SplitMix64
     var nextKey = 0
     var nextErrback = 0
     let maxDepth = 3
 
-    init(seed: UInt64) { rng = SeededGenerator(state: seed) }
+    init(seed: UInt64) { rng = SplitMix64(state: seed) }
 
     mutating func canvas() -> FaultNode { node(depth: 0) }
 

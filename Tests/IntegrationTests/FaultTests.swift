@@ -80,7 +80,7 @@ final class FaultRun {
     let configuration: ConnectionConfiguration
     var connection: Connection
     var generator: FaultCanvasGenerator
-    var faults: SeededGenerator
+    var faults: SplitMix64
     let total: Int
 
     var canvases: [FaultNode] = []
@@ -119,7 +119,7 @@ final class FaultRun {
         connection = try Connection.connect(configuration)
         try Migrator.bundled().migrate(connection)
         generator = FaultCanvasGenerator(seed: seed)
-        faults = SeededGenerator(state: seed ^ 0x5EED_FA17)
+        faults = SplitMix64(state: seed ^ 0x5EED_FA17)
         self.total = total
     }
 
