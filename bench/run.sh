@@ -18,8 +18,11 @@ with_worker() {
 }
 echo "== seed (voteradmin seed vs psql \\copy)"
 bench/seed.sh
-echo "== burn-down (100,000 canvas.noop, pgworker -c 8)"
+echo "== burn-down (100,000 canvas.noop, pgworker -c 8), then with 1,000,000 + 1,000,000 jobs it must not read"
 bench/burndown.sh 100000 8
+BACKLOG=1000000 bench/burndown.sh 100000 8
+echo "== the ceiling: claim + finish in pure SQL, batches of 100 and 1,000"
+bench/sql_ceiling.sh 100000 100 1000
 echo "== bulk enqueue"
 psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs"
 "$BIN/canvas-bench" enqueue 100000
