@@ -248,28 +248,43 @@ BEGIN
 END
 $$;
 
--- Inserts one signature as a job. p_prepend (a JSON array) goes before its args unless the
--- signature is immutable: that is how a chain passes each result on. p_on_error: the error
--- callbacks it inherits, run after its own.
+-- The job columns a (validated) signature stands for: its options with their defaults, and its
+-- arguments with p_prepend (a JSON array) put first unless it is immutable, which is how a chain
+-- passes each result on. The one place where options become columns; a single SELECT, so the
+-- planner inlines it into the INSERTs below, the 100,000-row one included.
+CREATE FUNCTION canvas.job_fields(s jsonb, p_prepend jsonb)
+RETURNS TABLE (task text, args jsonb, queue text, priority integer, run_at timestamptz, max_attempts integer,
+               retry_backoff double precision, time_limit double precision)
+LANGUAGE sql STABLE AS $$
+    SELECT s->>'task',
+           CASE WHEN p_prepend IS NOT NULL AND NOT coalesce((s->'options'->>'immutable')::boolean, false)
+                THEN p_prepend || coalesce(s->'args', '[]') ELSE coalesce(s->'args', '[]') END,
+           coalesce(s->'options'->>'queue', 'default'),
+           coalesce((s->'options'->>'priority')::numeric::integer, 0),
+           coalesce((s->'options'->>'eta')::timestamptz,
+                    now() + coalesce((s->'options'->>'countdown')::float8, 0) * interval '1 second'),
+           coalesce((s->'options'->>'max_retries')::numeric::integer, 3) + 1,
+           coalesce((s->'options'->>'retry_backoff')::float8, 1),
+           (s->'options'->>'time_limit')::float8
+$$;
+
+-- Inserts one signature as a job, with where it stands in its canvas and the error callbacks it
+-- inherits (run after its own).
 CREATE FUNCTION canvas.insert_signature(
     s jsonb, p_chain jsonb, p_chord bigint, p_position integer, p_on_error jsonb, p_prepend jsonb, p_parent bigint
-) RETURNS bigint LANGUAGE sql AS $$
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    -- PL/pgSQL, so the INSERT is planned once a session rather than once a call.
     INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit,
                              chain, chord_id, position, on_error, parent_id)
-    VALUES (
-        s->>'task',
-        CASE WHEN p_prepend IS NOT NULL AND NOT coalesce((s->'options'->>'immutable')::boolean, false)
-             THEN p_prepend || coalesce(s->'args', '[]') ELSE coalesce(s->'args', '[]') END,
-        coalesce(s->'options'->>'queue', 'default'),
-        coalesce((s->'options'->>'priority')::numeric::integer, 0),
-        coalesce((s->'options'->>'eta')::timestamptz,
-                 now() + coalesce((s->'options'->>'countdown')::float8, 0) * interval '1 second'),
-        coalesce((s->'options'->>'max_retries')::numeric::integer, 3) + 1,
-        coalesce((s->'options'->>'retry_backoff')::float8, 1),
-        (s->'options'->>'time_limit')::float8,
-        nullif(p_chain, '[]'::jsonb), p_chord, p_position,
-        nullif(canvas.as_list(s->'on_error') || canvas.as_list(p_on_error), '[]'::jsonb), p_parent)
-    RETURNING id
+    SELECT f.*, nullif(p_chain, '[]'::jsonb), p_chord, p_position,
+           nullif(canvas.as_list(s->'on_error') || canvas.as_list(p_on_error), '[]'::jsonb), p_parent
+    FROM canvas.job_fields(s, p_prepend) f
+    RETURNING id INTO new_id;
+    RETURN new_id;
+END
 $$;
 
 -- Expands a (validated) canvas into jobs and chord rows. The context says what happens after it:
@@ -343,18 +358,8 @@ BEGIN
         -- Every member a plain signature: one INSERT for all of them, however many.
         INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit,
                                  chord_id, position, parent_id)
-        SELECT m->>'task',
-               CASE WHEN p_prepend IS NOT NULL AND NOT coalesce((m->'options'->>'immutable')::boolean, false)
-                    THEN p_prepend || coalesce(m->'args', '[]') ELSE coalesce(m->'args', '[]') END,
-               coalesce(m->'options'->>'queue', 'default'),
-               coalesce((m->'options'->>'priority')::numeric::integer, 0),
-               coalesce((m->'options'->>'eta')::timestamptz,
-                        now() + coalesce((m->'options'->>'countdown')::float8, 0) * interval '1 second'),
-               coalesce((m->'options'->>'max_retries')::numeric::integer, 3) + 1,
-               coalesce((m->'options'->>'retry_backoff')::float8, 1),
-               (m->'options'->>'time_limit')::float8,
-               chord_id, (k - 1)::integer, p_parent
-        FROM jsonb_array_elements(members) WITH ORDINALITY AS e(m, k)
+        SELECT f.*, chord_id, (k - 1)::integer, p_parent
+        FROM jsonb_array_elements(members) WITH ORDINALITY AS e(m, k), canvas.job_fields(m, p_prepend) f
         ORDER BY k;
     ELSE
         FOR i IN 0 .. n - 1 LOOP
