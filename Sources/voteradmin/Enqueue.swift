@@ -19,6 +19,9 @@ struct EnqueueCommand: ParsableCommand {
     @Option(help: "Positional arguments as a JSON array, e.g. '[1, 2]'.")
     var args: String = "[]"
 
+    @Option(help: "Keyword arguments as a JSON object, e.g. '{\"label\": \"north\"}'.")
+    var kwargs: String?
+
     @Option(help: "The queue to put the job in.")
     var queue: String = "default"
 
@@ -55,6 +58,26 @@ struct EnqueueCommand: ParsableCommand {
         transform: number(JobRules.Message.timeLimit))
     var timeLimit: Double?
 
+    @Option(
+        help: ArgumentHelp(
+            "Cancel the job if it has not started by then: seconds, or an ISO 8601 time with a zone.",
+            valueName: "seconds-or-time"))
+    var expires: String?
+
+    @Flag(name: .customLong("ignore-result"), help: "Do not store the result.")
+    var ignoreResult = false
+
+    @Option(
+        name: .customLong("unique-key"),
+        help: "While a job with this key waits or runs, give its id instead of enqueueing another.")
+    var uniqueKey: String?
+
+    @Option(
+        name: .customLong("unique-for"), parsing: .unconditional,
+        help: "With --unique-key: nor within this many seconds of the last job with the key.",
+        transform: number(JobRules.Message.uniqueFor))
+    var uniqueFor: Double?
+
     @Flag(help: "Wait until the job has finished and print its outcome; exit 0 only if it succeeded.")
     var wait = false
 
@@ -82,6 +105,7 @@ struct EnqueueCommand: ParsableCommand {
         guard parsedArgs.arrayValue != nil else {
             throw ValidationError("--args must be a JSON array of positional arguments, like '[1, 2]', not \(args)")
         }
+        _ = try parsedKwargs()
         if let task {
             guard JobRules.isName(task) else { throw ValidationError(JobRules.Message.task) }
             guard AppTasks.registry().names.contains(task) else {
@@ -96,10 +120,26 @@ struct EnqueueCommand: ParsableCommand {
         try requireSeconds(timeout, option: "--timeout")
     }
 
-    /// Flags that set a single job's args or options, when given with a value other than the default.
+    /// `--kwargs` as an object, nil when not given.
+    func parsedKwargs() throws -> [String: JSONValue]? {
+        guard let kwargs else { return nil }
+        let value: JSONValue
+        do {
+            value = try JSONValue(parsing: kwargs)
+        } catch {
+            throw ValidationError("--kwargs is not valid JSON: \(error)")
+        }
+        guard let object = value.objectValue else {
+            throw ValidationError(
+                "--kwargs must be a JSON object of keyword arguments, like '{\"a\": 1}', not \(kwargs)")
+        }
+        return object
+    }
+
+    /// Flags that set a single job's options, when given with a value other than the default.
+    /// (`--args` and `--kwargs` apply to a canvas too: a partial call, as Celery's apply_async.)
     var jobOnlyFlagsGiven: [String] {
         var given: [String] = []
-        if args != "[]" { given.append("--args") }
         if queue != "default" { given.append("--queue") }
         if priority != 0 { given.append("--priority") }
         if countdown != nil { given.append("--countdown") }
@@ -107,6 +147,10 @@ struct EnqueueCommand: ParsableCommand {
         if maxRetries != 3 { given.append("--max-retries") }
         if retryBackoff != 1 { given.append("--retry-backoff") }
         if timeLimit != nil { given.append("--time-limit") }
+        if expires != nil { given.append("--expires") }
+        if ignoreResult { given.append("--ignore-result") }
+        if uniqueKey != nil { given.append("--unique-key") }
+        if uniqueFor != nil { given.append("--unique-for") }
         return given
     }
 
@@ -120,9 +164,22 @@ struct EnqueueCommand: ParsableCommand {
             }
             etaDate = date
         }
+        var expiry: Expiry?
+        if let expires {
+            if let seconds = Double(expires) {
+                expiry = .after(seconds)
+            } else if let date = Self.parseTime(expires) {
+                expiry = .at(date)
+            } else {
+                throw ValidationError(
+                    "--expires: expected seconds or an ISO 8601 time with a zone, like 2026-12-01T09:00:00Z, not \(expires)"
+                )
+            }
+        }
         return JobOptions(
             queue: queue, priority: priority, countdown: countdown, eta: etaDate, maxRetries: maxRetries,
-            retryBackoff: retryBackoff, timeLimit: timeLimit)
+            retryBackoff: retryBackoff, timeLimit: timeLimit, expires: expiry, ignoreResult: ignoreResult,
+            uniqueKey: uniqueKey, uniqueFor: uniqueFor)
     }
 
     static func parseTime(_ text: String) -> Date? {
@@ -139,7 +196,8 @@ struct EnqueueCommand: ParsableCommand {
         try SchemaCheck.requireCanvasSchema(on: connection)
         let arguments = try JSONValue(parsing: args).arrayValue ?? []
         let started = Date()
-        let id = try Enqueue.job(JobRequest(task, arguments, options: try options()), on: connection)
+        let id = try Enqueue.job(
+            JobRequest(task, arguments, kwargs: try parsedKwargs() ?? [:], options: try options()), on: connection)
         guard wait || json else {
             print(id)
             return
@@ -202,7 +260,9 @@ extension EnqueueCommand {
         let started = Date()
         let handle: CanvasHandle
         do {
-            handle = try Canvas.enqueue(json: canvasJSON, on: connection)
+            let callArgs = try JSONValue(parsing: args).arrayValue ?? []
+            handle = try Canvas.enqueue(
+                json: canvasJSON, args: callArgs.isEmpty ? nil : callArgs, kwargs: try parsedKwargs(), on: connection)
         } catch let error as CanvasError {
             throw CommandFailure(error.description, exitCode: CommandFailure.usage)
         }

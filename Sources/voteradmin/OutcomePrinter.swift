@@ -7,13 +7,14 @@ enum OutcomePrinter {
         if json {
             var object: [String: JSONValue] = [
                 "id": .int(Int(status.id)), "kind": .string(status.kind), "state": .string(status.state.rawValue),
-                "result": status.result ?? .null, "error": status.error.map(JSONValue.string) ?? .null,
+                "celery_state": .string(status.celeryState), "result": status.result ?? .null,
+                "error": status.error.map(JSONValue.string) ?? .null,
             ]
             if let elapsed { object["elapsed_s"] = .double((elapsed * 1000).rounded() / 1000) }
             Swift.print(JSONValue.object(object).jsonText)
             return
         }
-        Swift.print("canvas \(status.id) (\(status.kind)): \(status.state.rawValue)")
+        Swift.print("canvas \(status.id) (\(status.kind)): \(status.state.rawValue) (\(status.celeryState))")
         if status.kind != "root" {
             let done = status.size - status.remaining
             let failed = status.memberStates["failed"] ?? 0
@@ -37,16 +38,19 @@ enum OutcomePrinter {
         if json {
             var object: [String: JSONValue] = [
                 "id": .int(Int(status.id)), "task": .string(status.task), "state": .string(status.state.rawValue),
-                "result": status.result ?? .null, "error": status.error.map(JSONValue.string) ?? .null,
-                "attempt": .int(status.attempt),
+                "celery_state": .string(status.celeryState), "result": status.result ?? .null,
+                "error": status.error.map(JSONValue.string) ?? .null,
+                "error_type": status.errorType.map(JSONValue.string) ?? .null, "attempt": .int(status.attempt),
             ]
             if let elapsed { object["elapsed_s"] = .double((elapsed * 1000).rounded() / 1000) }
             Swift.print(JSONValue.object(object).jsonText)
             return
         }
-        Swift.print("job \(status.id) \(status.task): \(status.state.rawValue)")
+        Swift.print("job \(status.id) \(status.task): \(status.state.rawValue) (\(status.celeryState))")
+        if let kwargs = status.kwargs { Swift.print("kwargs: \(kwargs.jsonText)") }
         if let result = status.result { Swift.print("result: \(result.jsonText)") }
         if let error = status.error { Swift.print("error: \(error)") }
+        if let errorType = status.errorType { Swift.print("error type: \(errorType)") }
         Swift.print(
             "attempts: \(status.attempt) of \(status.maxAttempts)"
                 + (status.crashes > 0 ? ", \(status.crashes) crashes" : ""))

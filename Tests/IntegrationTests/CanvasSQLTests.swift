@@ -28,9 +28,31 @@ final class CanvasSQLTests {
         (#"{"task": "a", "group": []}"#, "canvas: give only one of"),
         (#"[1, 2]"#, "canvas: expected an object"),
         // Keys a canvas does not know are refused by name, never dropped.
-        (#"{"task": "canvas.add", "kwargs": {"a": 1}}"#, #"canvas: unknown key "kwargs" for a signature"#),
-        (#"{"chain": [{"task": "a"}, {"task": "b", "link": []}]}"#, #"chain[1]: unknown key "link""#),
-        (#"{"task": "canvas.add", "options": {"expires": 10}}"#, #"options: unknown option "expires""#),
+        (#"{"task": "canvas.add", "kwarg": {"a": 1}}"#, #"canvas: unknown key "kwarg" for a signature"#),
+        (#"{"chain": [{"task": "a"}, {"task": "b", "links": []}]}"#, #"chain[1]: unknown key "links""#),
+        (#"{"task": "canvas.add", "options": {"expire": 10}}"#, #"options: unknown option "expire""#),
+        (#"{"task": "canvas.add", "kwargs": [1]}"#, "kwargs: expected a JSON object of keyword arguments"),
+        (#"{"task": "canvas.add", "link": 3}"#, #"link: expected a signature or canvas, or a list of them"#),
+        (
+            #"{"task": "canvas.add", "link_error": [{"group": []}]}"#,
+            #"link_error[0]: expected a signature with "task""#
+        ),
+        (
+            #"{"task": "a", "link": [{"task": "b", "options": {"priority": 1e9}}]}"#,
+            "link[0].options.priority: expected an integer"
+        ),
+        (
+            #"{"task": "a", "options": {"expires": -1}}"#,
+            "options.expires: expected seconds from 0 to 315360000, or a time"
+        ),
+        (#"{"task": "a", "options": {"expires": "2999-01-01T00:00:00Z"}}"#, "options.expires: expected seconds from 0"),
+        (#"{"task": "a", "options": {"ignore_result": 1}}"#, "options.ignore_result: expected true or false"),
+        (#"{"task": "a", "options": {"unique_for": 10}}"#, "options.unique_for: needs a unique_key"),
+        (#"{"task": "a", "options": {"unique_key": ""}}"#, "options.unique_key: expected a key"),
+        (
+            #"{"chain": [{"task": "a", "options": {"unique_key": "k"}}]}"#,
+            "chain[0].options.unique_key: only for a signature enqueued on its own, not inside a canvas"
+        ),
         (#"{"group": [], "options": {"queue": "q"}}"#, #"canvas: unknown key "options" for a group"#),
         // The same rules as every client's, with the same messages.
         (

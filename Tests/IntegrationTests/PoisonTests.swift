@@ -90,7 +90,7 @@ final class PoisonTests {
         ),
         (#"{"task": "line\nbreak"}"#, "task: expected a task name (1 to 200 characters, no control characters)"),
         (#"{"chain": [{"task": "a"}, {"task": "tab\there"}]}"#, "chain[1].task: expected a task name"),
-        (#"{"task": "canvas.add", "kwargs": {"x": 1}}"#, #"canvas: unknown key "kwargs" for a signature"#),
+        (#"{"task": "canvas.add", "kwarg": {"x": 1}}"#, #"canvas: unknown key "kwarg" for a signature"#),
     ])
     func aSpawnedCanvasThatIsRefusedFailsTheTaskThatSpawnedIt(spawned: String, cause: String) throws {
         let c = try database.connect()

@@ -16,10 +16,19 @@ public struct SignatureOptions: Sendable, Hashable {
     public var timeLimit: Double?
     /// An immutable signature does not receive the previous link's result (Celery's `.si()`).
     public var immutable: Bool
+    /// Not started by then: cancelled with reason "expired", failing its canvas.
+    public var expires: Expiry?
+    /// The result is not stored; a chord it belongs to gets null in its slot.
+    public var ignoreResult: Bool
+    /// Only on a signature enqueued on its own: while a job with this key waits or runs (or within
+    /// `uniqueFor` seconds of the last), enqueueing gives that job instead of a new one.
+    public var uniqueKey: String?
+    public var uniqueFor: Double?
 
     public init(
         queue: String? = nil, priority: Int? = nil, countdown: Double? = nil, maxRetries: Int? = nil,
-        retryBackoff: Double? = nil, timeLimit: Double? = nil, immutable: Bool = false
+        retryBackoff: Double? = nil, timeLimit: Double? = nil, immutable: Bool = false, expires: Expiry? = nil,
+        ignoreResult: Bool = false, uniqueKey: String? = nil, uniqueFor: Double? = nil
     ) {
         self.queue = queue
         self.priority = priority
@@ -28,6 +37,10 @@ public struct SignatureOptions: Sendable, Hashable {
         self.retryBackoff = retryBackoff
         self.timeLimit = timeLimit
         self.immutable = immutable
+        self.expires = expires
+        self.ignoreResult = ignoreResult
+        self.uniqueKey = uniqueKey
+        self.uniqueFor = uniqueFor
     }
 
     var json: JSONValue? {
@@ -39,6 +52,10 @@ public struct SignatureOptions: Sendable, Hashable {
         if let retryBackoff { o["retry_backoff"] = .double(retryBackoff) }
         if let timeLimit { o["time_limit"] = .double(timeLimit) }
         if immutable { o["immutable"] = .bool(true) }
+        if let expires { o["expires"] = expires.json }
+        if ignoreResult { o["ignore_result"] = .bool(true) }
+        if let uniqueKey { o["unique_key"] = .string(uniqueKey) }
+        if let uniqueFor { o["unique_for"] = .double(uniqueFor) }
         return o.isEmpty ? nil : .object(o)
     }
 }
@@ -53,20 +70,30 @@ public struct SignatureOptions: Sendable, Hashable {
 public struct Signature: Sendable, Hashable {
     public var task: String
     public var args: [JSONValue]
+    /// Keyword arguments (Celery's kwargs), read by the task from `TaskContext.kwargs`.
+    public var kwargs: [String: JSONValue]
     public var options: SignatureOptions
-    private var errorCallback: [Signature] = []
+    /// Success callbacks (Celery's `link`): each enqueued, as a canvas of its own, with this
+    /// signature's result put first in its arguments.
+    public var link: [Canvas] = []
+    /// Error callbacks (Celery's `link_error`), enqueued once if this signature fails for good.
+    /// Each receives `{"id", "task", "error", "error_type", "attempt"}` as its first argument.
+    public var linkError: [Signature] = []
 
-    public init(_ task: String, _ args: [JSONValue] = [], options: SignatureOptions = SignatureOptions()) {
+    public init(
+        _ task: String, _ args: [JSONValue] = [], kwargs: [String: JSONValue] = [:],
+        options: SignatureOptions = SignatureOptions()
+    ) {
         self.task = task
         self.args = args
+        self.kwargs = kwargs
         self.options = options
     }
 
-    /// The signature enqueued, once, if this one fails for good. It receives
-    /// `{"id": …, "task": …, "error": …}` as its first argument.
+    /// The single-callback spelling of `linkError`: the first error callback, or replaces them all.
     public var onError: Signature? {
-        get { errorCallback.first }
-        set { errorCallback = newValue.map { [$0] } ?? [] }
+        get { linkError.first }
+        set { linkError = newValue.map { [$0] } ?? [] }
     }
 
     /// The same call that ignores the previous link's result.
@@ -76,11 +103,24 @@ public struct Signature: Sendable, Hashable {
         return copy
     }
 
+    /// Celery's partial call (`sig.clone(args, kwargs)`): `args` put before the signature's own,
+    /// `kwargs` merged into its own with the call's keys winning; an immutable signature is kept
+    /// as it is.
+    public func partial(_ args: [JSONValue] = [], kwargs: [String: JSONValue] = [:]) -> Signature {
+        guard !options.immutable else { return self }
+        var copy = self
+        copy.args = args + self.args
+        copy.kwargs.merge(kwargs) { _, call in call }
+        return copy
+    }
+
     public var json: JSONValue {
         var o: [String: JSONValue] = ["task": .string(task)]
         if !args.isEmpty { o["args"] = .array(args) }
+        if !kwargs.isEmpty { o["kwargs"] = .object(kwargs) }
         if let options = options.json { o["options"] = options }
-        if let onError { o["on_error"] = onError.json }
+        if !link.isEmpty { o["link"] = .array(link.map(\.json)) }
+        if !linkError.isEmpty { o["link_error"] = .array(linkError.map(\.json)) }
         return .object(o)
     }
 }
@@ -182,7 +222,11 @@ extension Signature {
         if !JobRules.isName(task) { throw CanvasError(path + JobRules.Message.task) }
         try options.validate(at: path, now: now)
         for (i, arg) in args.enumerated() { try JobRules.checkFinite(arg, at: "\(path)args[\(i)]") }
-        try onError?.validate(at: path + "on_error.", now: now)
+        try JobRules.checkFinite(.object(kwargs), at: "\(path)kwargs")
+        for (i, callback) in link.enumerated() { try callback.validate(at: "\(path)link[\(i)].", now: now) }
+        for (i, callback) in linkError.enumerated() {
+            try callback.validate(at: "\(path)link_error[\(i)].", now: now)
+        }
     }
 }
 
@@ -191,11 +235,14 @@ extension SignatureOptions {
     func validate(at path: String, now: Date) throws {
         let options = JobOptions(
             queue: queue ?? "default", priority: priority ?? 0, countdown: countdown, maxRetries: maxRetries ?? 3,
-            retryBackoff: retryBackoff ?? 1, timeLimit: timeLimit)
+            retryBackoff: retryBackoff ?? 1, timeLimit: timeLimit, expires: expires, ignoreResult: ignoreResult,
+            uniqueKey: uniqueKey, uniqueFor: uniqueFor)
         do {
             try options.validate(now: now)
         } catch let error as CanvasError {
             throw CanvasError(path + error.description)
         }
+        // Inside a canvas a duplicate would leave its chord or chain waiting for a job not its own.
+        if uniqueKey != nil, !path.isEmpty { throw CanvasError(path + JobRules.Message.uniqueKeyNested) }
     }
 }

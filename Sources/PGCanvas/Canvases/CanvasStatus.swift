@@ -16,7 +16,7 @@ public struct CanvasStatus: Sendable {
     }
 
     public var id: Int64
-    /// "root" (what enqueue_canvas returned), "chord" or "group".
+    /// "root" (what enqueue_canvas returned), "chord", "group", or "job" for a job enqueued on its own.
     public var kind: String
     public var state: State
     public var size: Int
@@ -33,6 +33,16 @@ public struct CanvasStatus: Sendable {
     /// For a root: the chord or group directly inside it, when there is one.
     public var innerID: Int64?
 
+    /// Celery's name for the state: PENDING, SUCCESS, FAILURE or REVOKED.
+    public var celeryState: String {
+        switch state {
+        case .pending: "PENDING"
+        case .succeeded: "SUCCESS"
+        case .failed: "FAILURE"
+        case .cancelled: "REVOKED"
+        }
+    }
+
     public static func fetch(_ id: Int64, on c: Connection) throws -> CanvasStatus? {
         let rows = try c.query(
             """
@@ -42,7 +52,7 @@ public struct CanvasStatus: Sendable {
             FROM canvas.chords ch LEFT JOIN canvas.jobs b ON b.id = ch.body_id
             WHERE ch.id = \(id)
             """)
-        guard let row = rows.first else { return nil }
+        guard let row = rows.first else { return try fetchJob(id, on: c) }
         var states: [String: Int] = [:]
         for r in try c.query("SELECT state, count(*) FROM canvas.jobs WHERE chord_id = \(id) GROUP BY 1") {
             states[try r.decode(String.self, 0)] = try r.decode(Int.self, 1)
@@ -58,6 +68,24 @@ public struct CanvasStatus: Sendable {
             bodyID: try row.decodeIfPresent(Int64.self, 6), memberStates: states,
             createdAt: try row.decode(Date.self, 8), finishedAt: try row.decodeIfPresent(Date.self, 9),
             innerID: try row.decodeIfPresent(Int64.self, 10))
+    }
+}
+
+extension CanvasStatus {
+    /// A job enqueued on its own, seen as a canvas of one (a unique key's duplicate can give one).
+    static func fetchJob(_ id: Int64, on c: Connection) throws -> CanvasStatus? {
+        guard let job = try JobStatus.fetch(id, on: c) else { return nil }
+        let state: State =
+            switch job.state {
+            case .succeeded: .succeeded
+            case .failed: .failed
+            case .cancelled: .cancelled
+            default: .pending
+            }
+        return CanvasStatus(
+            id: id, kind: "job", state: state, size: 1, remaining: job.state.isFinished ? 0 : 1, result: job.result,
+            error: job.error, bodyState: nil, bodyID: nil, memberStates: [job.state.rawValue: 1],
+            createdAt: job.createdAt, finishedAt: job.finishedAt, innerID: nil)
     }
 }
 
@@ -94,11 +122,19 @@ extension Canvas {
         return try Canvas.enqueue(json: json, on: c)
     }
 
-    /// Enqueues a canvas given in its JSON form.
-    public static func enqueue(json: JSONValue, on c: Connection) throws -> CanvasHandle {
+    /// Enqueues a canvas given in its JSON form. `args` and `kwargs` make it a partial call, as
+    /// Celery's `apply_async(args, kwargs)`: `args` go first in the arguments of the signatures
+    /// that start it, `kwargs` merge into theirs (the call's keys win).
+    public static func enqueue(
+        json: JSONValue, args: [JSONValue]? = nil, kwargs: [String: JSONValue]? = nil, on c: Connection
+    ) throws -> CanvasHandle {
         do {
-            let id: Int64 = try c.query("SELECT canvas.enqueue_canvas(\(PostgresJSON(text: json.jsonText)))")[0]
-                .decode(Int64.self, 0)
+            let id: Int64 = try c.query(
+                """
+                SELECT canvas.enqueue_canvas(\(PostgresJSON(text: json.jsonText)),
+                                             args => \(args.map { PostgresJSON(text: JSONValue.array($0).jsonText) }),
+                                             kwargs => \(kwargs.map { PostgresJSON(text: JSONValue.object($0).jsonText) }))
+                """)[0].decode(Int64.self, 0)
             return CanvasHandle(id: id)
         } catch let error as PostgresError where error.sqlState == "22023" {
             throw CanvasError(error.message)

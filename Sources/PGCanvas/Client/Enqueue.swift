@@ -28,32 +28,58 @@ public enum Enqueue {
                 throw CanvasError("job \(i): \(error.description)")
             }
         }
+        if requests.contains(where: { $0.options.uniqueKey != nil }) {
+            // A duplicate gives the id of the job its key stands for, which only canvas.enqueue
+            // answers: one statement per job, all in one transaction.
+            return try connection.withTransaction { c in
+                try requests.map { r in
+                    try c.query(
+                        """
+                        SELECT canvas.enqueue(\(r.task), \(PostgresJSON(text: JSONValue.array(r.args).jsonText)),
+                                              kwargs => \(r.kwargs.isEmpty ? nil : PostgresJSON(text: JSONValue.object(r.kwargs).jsonText)),
+                                              options => \(PostgresJSON(text: r.options.json.jsonText)))
+                        """)[0].decode(Int64.self, 0)
+                }
+            }
+        }
         // JobRules bound priority and max_retries well inside Int32, so these conversions are exact.
         let args = requests.map { PostgresJSON(text: JSONValue.array($0.args).jsonText) }
+        let kwargs = requests.map { $0.kwargs.isEmpty ? nil : PostgresJSON(text: JSONValue.object($0.kwargs).jsonText) }
+        let expires = requests.map { r -> Date? in
+            switch r.options.expires {
+            case .after(let seconds): now.addingTimeInterval(seconds)
+            case .at(let time): time
+            case nil: nil
+            }
+        }
         let rows: Rows
         if let options = requests.first?.options, requests.allSatisfy({ $0.options == options }) {
             // The usual bulk case: one set of options for every job, sent once instead of per row.
             rows = try connection.query(
                 """
-                INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit)
-                SELECT t, a, \(options.queue), \(Int32(options.priority)),
+                INSERT INTO canvas.jobs (task, args, kwargs, queue, priority, run_at, max_attempts, retry_backoff,
+                                         time_limit, expires_at, ignore_result)
+                SELECT t, a, k, \(options.queue), \(Int32(options.priority)),
                        coalesce(\(options.eta), now() + coalesce(\(options.countdown), 0) * interval '1 second'),
-                       \(Int32(options.maxRetries + 1)), \(options.retryBackoff), \(options.timeLimit)
-                FROM unnest(\(requests.map(\.task)), \(args)) WITH ORDINALITY AS r(t, a, n)
+                       \(Int32(options.maxRetries + 1)), \(options.retryBackoff), \(options.timeLimit), \(expires[0]),
+                       \(options.ignoreResult)
+                FROM unnest(\(requests.map(\.task)), \(args), \(kwargs)) WITH ORDINALITY AS r(t, a, k, n)
                 ORDER BY n
                 RETURNING id
                 """)
         } else {
             rows = try connection.query(
                 """
-                INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit)
-                SELECT t, a, q, p, coalesce(eta, now() + coalesce(cd, 0) * interval '1 second'), m, rb, tl
-                FROM unnest(\(requests.map(\.task)), \(args),
+                INSERT INTO canvas.jobs (task, args, kwargs, queue, priority, run_at, max_attempts, retry_backoff,
+                                         time_limit, expires_at, ignore_result)
+                SELECT t, a, k, q, p, coalesce(eta, now() + coalesce(cd, 0) * interval '1 second'), m, rb, tl, ex, ir
+                FROM unnest(\(requests.map(\.task)), \(args), \(kwargs),
                             \(requests.map(\.options.queue)), \(requests.map { Int32($0.options.priority) }),
                             \(requests.map(\.options.eta)), \(requests.map(\.options.countdown)),
                             \(requests.map { Int32($0.options.maxRetries + 1) }),
-                            \(requests.map(\.options.retryBackoff)), \(requests.map(\.options.timeLimit)))
-                     WITH ORDINALITY AS r(t, a, q, p, eta, cd, m, rb, tl, n)
+                            \(requests.map(\.options.retryBackoff)), \(requests.map(\.options.timeLimit)), \(expires),
+                            \(requests.map(\.options.ignoreResult)))
+                     WITH ORDINALITY AS r(t, a, k, q, p, eta, cd, m, rb, tl, ex, ir, n)
                 ORDER BY n
                 RETURNING id
                 """)

@@ -21,10 +21,19 @@ public struct JobOptions: Sendable, Hashable {
     public var retryBackoff: Double = 1
     /// Seconds a run may take before its pool process is killed.
     public var timeLimit: Double? = nil
+    /// A job not started by then is cancelled with reason "expired" (Celery's `expires`).
+    public var expires: Expiry? = nil
+    /// The result is not stored (Celery's `ignore_result`).
+    public var ignoreResult: Bool = false
+    /// At most one job with this key waiting or running: enqueueing another gives the first's id.
+    public var uniqueKey: String? = nil
+    /// With `uniqueKey`: nor within this many seconds of the last one enqueued, whatever its state.
+    public var uniqueFor: Double? = nil
 
     public init(
         queue: String = "default", priority: Int = 0, countdown: Double? = nil, eta: Date? = nil, maxRetries: Int = 3,
-        retryBackoff: Double = 1, timeLimit: Double? = nil
+        retryBackoff: Double = 1, timeLimit: Double? = nil, expires: Expiry? = nil, ignoreResult: Bool = false,
+        uniqueKey: String? = nil, uniqueFor: Double? = nil
     ) {
         self.queue = queue
         self.priority = priority
@@ -33,6 +42,10 @@ public struct JobOptions: Sendable, Hashable {
         self.maxRetries = maxRetries
         self.retryBackoff = retryBackoff
         self.timeLimit = timeLimit
+        self.expires = expires
+        self.ignoreResult = ignoreResult
+        self.uniqueKey = uniqueKey
+        self.uniqueFor = uniqueFor
     }
 
     /// Checks every option against `JobRules`, the same rules `canvas.enqueue` applies.
@@ -47,6 +60,54 @@ public struct JobOptions: Sendable, Hashable {
         if let eta, !JobRules.isEta(eta, now: now) { throw CanvasError(JobRules.Message.eta) }
         if let timeLimit, !JobRules.isTimeLimit(timeLimit) { throw CanvasError(JobRules.Message.timeLimit) }
         if !JobRules.isRetryBackoff(retryBackoff) { throw CanvasError(JobRules.Message.retryBackoff) }
+        switch expires {
+        case .after(let seconds) where !JobRules.isCountdown(seconds):
+            throw CanvasError(JobRules.Message.expiresSeconds)
+        case .at(let time) where !JobRules.isEta(time, now: now): throw CanvasError(JobRules.Message.expiresTime)
+        default: break
+        }
+        if let uniqueKey, !JobRules.isName(uniqueKey) { throw CanvasError(JobRules.Message.uniqueKey) }
+        if let uniqueFor {
+            if !JobRules.isCountdown(uniqueFor) { throw CanvasError(JobRules.Message.uniqueFor) }
+            if uniqueKey == nil { throw CanvasError(JobRules.Message.uniqueForAlone) }
+        }
+    }
+
+    /// The options in their JSON form (docs/canvas.md), as `canvas.enqueue(options => …)` takes them.
+    var json: JSONValue {
+        var o: [String: JSONValue] = [
+            "queue": .string(queue), "priority": .int(priority), "max_retries": .int(maxRetries),
+            "retry_backoff": .double(retryBackoff),
+        ]
+        if let countdown { o["countdown"] = .double(countdown) }
+        if let eta { o["eta"] = .string(JobOptions.timeText(eta)) }
+        if let timeLimit { o["time_limit"] = .double(timeLimit) }
+        if let expires { o["expires"] = expires.json }
+        if ignoreResult { o["ignore_result"] = .bool(true) }
+        if let uniqueKey { o["unique_key"] = .string(uniqueKey) }
+        if let uniqueFor { o["unique_for"] = .double(uniqueFor) }
+        return .object(o)
+    }
+
+    /// ISO 8601 with milliseconds and a zone: the form the SQL checks accept.
+    static func timeText(_ date: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: date)
+    }
+}
+
+/// When a job that has not started stops being worth running (Celery's `expires`).
+public enum Expiry: Sendable, Hashable {
+    /// Seconds after it is enqueued.
+    case after(Double)
+    case at(Date)
+
+    var json: JSONValue {
+        switch self {
+        case .after(let seconds): .double(seconds)
+        case .at(let time): .string(JobOptions.timeText(time))
+        }
     }
 }
 
@@ -58,11 +119,16 @@ public struct JobOptions: Sendable, Hashable {
 public struct JobRequest: Sendable, Hashable {
     public var task: String
     public var args: [JSONValue]
+    /// Keyword arguments (Celery's kwargs); the task reads them from `TaskContext.kwargs`.
+    public var kwargs: [String: JSONValue]
     public var options: JobOptions
 
-    public init(_ task: String, _ args: [JSONValue] = [], options: JobOptions = JobOptions()) {
+    public init(
+        _ task: String, _ args: [JSONValue] = [], kwargs: [String: JSONValue] = [:], options: JobOptions = JobOptions()
+    ) {
         self.task = task
         self.args = args
+        self.kwargs = kwargs
         self.options = options
     }
 
@@ -72,6 +138,7 @@ public struct JobRequest: Sendable, Hashable {
         if !JobRules.isName(task) { throw CanvasError(JobRules.Message.task) }
         try options.validate(now: now)
         for (i, arg) in args.enumerated() { try JobRules.checkFinite(arg, at: "args[\(i)]") }
+        try JobRules.checkFinite(.object(kwargs), at: "kwargs")
     }
 }
 

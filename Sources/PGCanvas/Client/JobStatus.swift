@@ -23,6 +23,12 @@ public struct JobStatus: Sendable {
     public var args: JSONValue
     public var result: JSONValue?
     public var error: String?
+    /// What kind of error failed it: TimeLimitExceeded, WorkerLostError, TaskRevokedError, …
+    public var errorType: String?
+    /// Celery's name for the state (PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED), from
+    /// `canvas.celery_state`: a job waiting to run again after an error is RETRY.
+    public var celeryState: String
+    public var kwargs: JSONValue?
     public var attempt: Int
     public var maxAttempts: Int
     public var crashes: Int
@@ -35,7 +41,8 @@ public struct JobStatus: Sendable {
         let rows = try connection.query(
             """
             SELECT id, task, queue, state, args, result, error, attempt, max_attempts, crashes,
-                   created_at, started_at, finished_at
+                   created_at, started_at, finished_at, error_type, canvas.celery_state(state, attempt, error) AS celery,
+                   kwargs
             FROM canvas.jobs WHERE id = \(id)
             """)
         guard let row = rows.first else { return nil }
@@ -47,6 +54,9 @@ public struct JobStatus: Sendable {
             args: try JSONValue(parsingStored: try row.decode(PostgresJSON.self, "args").text),
             result: try resultText.map { try JSONValue(parsingStored: $0.text) },
             error: try row.decodeIfPresent(String.self, "error"),
+            errorType: try row.decodeIfPresent(String.self, "error_type"),
+            celeryState: try row.decode(String.self, "celery"),
+            kwargs: try row.decodeIfPresent(PostgresJSON.self, "kwargs").map { try JSONValue(parsingStored: $0.text) },
             attempt: try row.decode(Int.self, "attempt"), maxAttempts: try row.decode(Int.self, "max_attempts"),
             crashes: try row.decode(Int.self, "crashes"), createdAt: try row.decode(Date.self, "created_at"),
             startedAt: try row.decodeIfPresent(Date.self, "started_at"),

@@ -40,6 +40,16 @@ public enum JobRules {
         public static let timeLimit =
             "options.time_limit: expected seconds, more than 0 and at most \(seconds(maxTimeLimit))"
         public static let retryBackoff = "options.retry_backoff: expected seconds from 0 to \(seconds(maxRetryBackoff))"
+        public static let expiresSeconds =
+            "options.expires: expected seconds from 0 to \(seconds(maxCountdown)), or a time"
+        public static let expiresTime =
+            "options.expires: expected seconds from 0 to \(seconds(maxCountdown)), or a time (ISO 8601, with a time zone) within 10 years"
+        public static let uniqueKey =
+            "options.unique_key: expected a key (1 to \(maxNameLength) characters, no control characters)"
+        public static let uniqueKeyNested =
+            "options.unique_key: only for a signature enqueued on its own, not inside a canvas"
+        public static let uniqueFor = "options.unique_for: expected seconds from 0 to \(seconds(maxCountdown))"
+        public static let uniqueForAlone = "options.unique_for: needs a unique_key"
 
         static func seconds(_ value: Double) -> String { String(Int(value)) }
     }

@@ -21,6 +21,10 @@ enum BuiltinTasks {
             }
             return try sum(list)
         }
+        // What a call received, positional and keyword: shows how partial calls and chains merge.
+        registry.register("canvas.echo") { context, args in
+            .object(["args": .array(args), "kwargs": .object(context.kwargs)])
+        }
         registry.register("canvas.identity") { _, args in
             guard args.count == 1 else { throw TaskError.badArguments("canvas.identity", "one argument") }
             return args[0]

@@ -22,6 +22,8 @@ public final class TaskContext: @unchecked Sendable {
     public let jobID: Int64
     public let task: String
     public let attempt: Int
+    /// The job's keyword arguments (Celery's kwargs): empty when it has none.
+    public let kwargs: [String: JSONValue]
     /// Logs tagged with the pool process (`WARNING/ForkPoolWorker-3`), as Celery shows task output.
     public let logger: Logger
     /// Every task this worker knows (starmap calls through it).
@@ -37,12 +39,13 @@ public final class TaskContext: @unchecked Sendable {
     private let lock = NSLock()
 
     public init(
-        jobID: Int64, task: String, attempt: Int, logger: Logger, registry: TaskRegistry,
-        connection: @escaping () throws -> Connection
+        jobID: Int64, task: String, attempt: Int, kwargs: [String: JSONValue] = [:], logger: Logger,
+        registry: TaskRegistry, connection: @escaping () throws -> Connection
     ) {
         self.jobID = jobID
         self.task = task
         self.attempt = attempt
+        self.kwargs = kwargs
         self.logger = logger
         self.registry = registry
         self.connectionProvider = connection

@@ -71,6 +71,10 @@ public struct TaskDefinition<Arguments: Codable & Sendable, Output: Codable & Se
         o.retryBackoff = overrides.retryBackoff ?? o.retryBackoff
         o.timeLimit = overrides.timeLimit ?? o.timeLimit
         o.immutable = overrides.immutable || o.immutable
+        o.expires = overrides.expires ?? o.expires
+        o.ignoreResult = overrides.ignoreResult || o.ignoreResult
+        o.uniqueKey = overrides.uniqueKey ?? o.uniqueKey
+        o.uniqueFor = overrides.uniqueFor ?? o.uniqueFor
         return o
     }
 
@@ -103,13 +107,21 @@ public struct TaskDefinition<Arguments: Codable & Sendable, Output: Codable & Se
         try await TaskHandle<Output>(canvas: handle).get(on: c, timeout: timeout)
     }
 
+    /// What `Arguments` is decoded from: the one positional argument (or the list of them), or,
+    /// for a call by keyword arguments only, their object (`{"a": 1, "b": 2}` for `Pair`).
+    static func argumentValue(_ args: [JSONValue], _ kwargs: [String: JSONValue]) throws -> JSONValue {
+        if kwargs.isEmpty { return args.count == 1 ? args[0] : .array(args) }
+        if args.isEmpty { return .object(kwargs) }
+        throw CanvasError("give either positional or keyword arguments to a typed task, not both")
+    }
+
     public func register(into registry: inout TaskRegistry) {
         let body = self.body
         let name = self.name
         registry.register(name, timeLimit: options.timeLimit) { context, args in
             let arguments: Arguments
             do {
-                arguments = try TypedJSON.decode(Arguments.self, from: args.count == 1 ? args[0] : .array(args))
+                arguments = try TypedJSON.decode(Arguments.self, from: Self.argumentValue(args, context.kwargs))
             } catch {
                 throw TaskError("\(name) cannot read its arguments: \(error)", retryable: false)
             }

@@ -13,6 +13,8 @@ public struct ClaimedJob: Sendable {
     public var task: String
     /// The JSON array text exactly as stored; only the pool process parses it.
     public var argsText: String
+    /// The keyword arguments' JSON object text, nil when there are none.
+    public var kwargsText: String? = nil
     public var attempt: Int
     public var timeLimit: Double?
 }
@@ -89,13 +91,13 @@ public struct Broker: Sendable {
     public static func claim(worker: Int64, queues: [String], limit: Int, on c: Connection) throws -> [ClaimedJob] {
         guard limit > 0 else { return [] }
         let rows = try c.query(
-            "SELECT id, task, args, attempt, time_limit FROM canvas.claim(\(worker), \(queues), \(Int32(clamping: limit)))"
+            "SELECT id, task, args, kwargs, attempt, time_limit FROM canvas.claim(\(worker), \(queues), \(Int32(clamping: limit)))"
         )
         return try rows.map { row in
             ClaimedJob(
                 id: try row.decode(Int64.self, 0), task: try row.decode(String.self, 1),
-                argsText: try row.decode(String.self, 2), attempt: try row.decode(Int.self, 3),
-                timeLimit: try row.decodeIfPresent(Double.self, 4))
+                argsText: try row.decode(String.self, 2), kwargsText: try row.decodeIfPresent(String.self, 3),
+                attempt: try row.decode(Int.self, 4), timeLimit: try row.decodeIfPresent(Double.self, 5))
         }.sorted { $0.id < $1.id }
     }
 
@@ -131,7 +133,7 @@ public struct Broker: Sendable {
     ) throws -> (recorded: [Recorded], claimed: [ClaimedJob]) {
         let rows = try c.query(
             """
-            SELECT kind, id, state, retry_in, task, args, attempt, time_limit FROM canvas.finish_and_claim(
+            SELECT kind, id, state, retry_in, task, args, kwargs, attempt, time_limit FROM canvas.finish_and_claim(
                 \(worker), \(outcomes.map(\.jobID)), \(outcomes.map { Int32(clamping: $0.attempt) }),
                 \(outcomes.map(\.kind.rawValue)), \(outcomes.map { $0.resultText.map(PostgresJSON.init(text:)) }),
                 \(outcomes.map(\.error)), \(outcomes.map { $0.spawnText.map(PostgresJSON.init(text:)) }),
@@ -149,8 +151,8 @@ public struct Broker: Sendable {
                 claimed.append(
                     ClaimedJob(
                         id: try row.decode(Int64.self, 1), task: try row.decode(String.self, 4),
-                        argsText: try row.decode(String.self, 5), attempt: try row.decode(Int.self, 6),
-                        timeLimit: try row.decodeIfPresent(Double.self, 7)))
+                        argsText: try row.decode(String.self, 5), kwargsText: try row.decodeIfPresent(String.self, 6),
+                        attempt: try row.decode(Int.self, 7), timeLimit: try row.decodeIfPresent(Double.self, 8)))
             }
         }
         claimed.sort { $0.id < $1.id }
@@ -189,6 +191,13 @@ public struct Broker: Sendable {
         try c.query("SELECT job_id, new_state FROM canvas.rescue()").map {
             (try $0.decode(Int64.self, 0), try $0.decode(String.self, 1))
         }
+    }
+
+    /// Cancels waiting jobs whose expiry passed (claims do it too, but a queue no worker claims
+    /// from would keep them). - Returns: how many expired.
+    @discardableResult
+    public static func expireDue(on c: Connection) throws -> Int {
+        try c.query("SELECT canvas.expire_due()")[0].decode(Int.self, 0)
     }
 
     public static func deregister(worker: Int64, on c: Connection) throws {

@@ -64,6 +64,8 @@ final class Maintenance: @unchecked Sendable {
                         }
                     }
                 }
+                let expired = try Broker.expireDue(on: c)
+                if expired > 0 { logger.info("cancelled expired jobs", metadata: ["jobs": "\(expired)"]) }
                 if let pruned = try pruner?.runIfDue(on: c), pruned.deleted > 0 {
                     logger.info(
                         "pruned finished work",

@@ -83,18 +83,25 @@ package enum PoolProcessMain {
             return reply(.fatal, elapsed(), error: message)
         }
         let args: [JSONValue]
+        var kwargs: [String: JSONValue] = [:]
         do {
             guard let list = try JSONValue(parsingStored: job.argsText).arrayValue else {
                 throw CanvasError("arguments are not a JSON array")
             }
             args = list
+            if let text = job.kwargsText {
+                guard let object = try JSONValue(parsingStored: text).objectValue else {
+                    throw CanvasError("keyword arguments are not a JSON object")
+                }
+                kwargs = object
+            }
         } catch {
             let message = "malformed arguments for \(job.task): \(error)"
             logger.error("Task \(label) raised unexpected: \(message)")
             return reply(.fatal, elapsed(), error: message)
         }
         var context = TaskContext(
-            jobID: job.id, task: job.task, attempt: job.attempt, logger: logger, registry: registry,
+            jobID: job.id, task: job.task, attempt: job.attempt, kwargs: kwargs, logger: logger, registry: registry,
             connection: connection)
         do {
             let result = try definition.run(&context, args)

@@ -2,7 +2,8 @@
 ///
 /// Every frame is a little-endian `UInt32` length, then that many bytes: a tag byte and the fields.
 /// Supervisor → pool process (fd 3), tag `J`: id `Int64`, attempt `Int64`, the task name as a
-/// `UInt32` length and its bytes, then the arguments' JSON text (the rest of the frame).
+/// `UInt32` length and its bytes, the keyword arguments' JSON text as a `UInt32` length (`UInt32.max`
+/// when there are none) and its bytes, then the arguments' JSON text (the rest of the frame).
 /// Pool process → supervisor (fd 4), tag `R`: id `Int64`, attempt `Int64`, kind `UInt8`, seconds
 /// (`Double` bits), then the result JSON, the error text and the spawned canvases' JSON array, each
 /// a `UInt32` length (`UInt32.max` when absent) and its bytes.
@@ -17,15 +18,18 @@ enum WireFormat {
     static let maxFrameBody = Int(UInt32.max - 1)
 
     static func appendJob(_ job: ClaimedJob, to out: inout [UInt8]) {
-        appendJob(id: job.id, attempt: job.attempt, task: job.task.utf8, args: job.argsText.utf8, to: &out)
+        appendJob(
+            id: job.id, attempt: job.attempt, task: job.task.utf8, kwargs: job.kwargsText?.utf8,
+            args: job.argsText.utf8,
+            to: &out)
     }
 
     /// Arguments come from one PostgreSQL value (at most 1 GB), so a job frame always fits its length.
     static func appendJob<Task: Collection<UInt8>, Args: Collection<UInt8>>(
-        id: Int64, attempt: Int, task: Task, args: Args, to out: inout [UInt8]
+        id: Int64, attempt: Int, task: Task, kwargs: String.UTF8View? = nil, args: Args, to out: inout [UInt8]
     ) {
         let taskCount = task.count
-        let body = 1 + 8 + 8 + 4 + taskCount + args.count
+        let body = 1 + 8 + 8 + 4 + taskCount + 4 + (kwargs?.count ?? 0) + args.count
         out.reserveCapacity(out.count + 4 + body)
         append(UInt32(body), to: &out)
         out.append(jobTag)
@@ -33,6 +37,7 @@ enum WireFormat {
         append(Int64(attempt), to: &out)
         append(UInt32(taskCount), to: &out)
         out.append(contentsOf: task)
+        appendField(kwargs, to: &out)
         out.append(contentsOf: args)
     }
 
@@ -40,6 +45,7 @@ enum WireFormat {
         var id: Int64
         var attempt: Int
         var task: String
+        var kwargsText: String?
         var argsText: String
     }
 
@@ -47,10 +53,10 @@ enum WireFormat {
     static func parseJob(_ frame: UnsafeRawBufferPointer) -> JobMessage? {
         var r = FrameReader(frame)
         guard r.byte() == jobTag, let id = r.int64(), let attempt = r.int64(), let taskCount = r.uint32(),
-            let task = r.bytes(Int(taskCount))
+            let task = r.bytes(Int(taskCount)), let kwargs = r.field()
         else { return nil }
         return JobMessage(
-            id: id, attempt: Int(truncatingIfNeeded: attempt), task: text(task),
+            id: id, attempt: Int(truncatingIfNeeded: attempt), task: text(task), kwargsText: kwargs.map(text),
             argsText: text(r.rest()))
     }
 

@@ -16,22 +16,45 @@ $$;
 CREATE TRIGGER jobs_notify AFTER INSERT ON canvas.jobs
     REFERENCING NEW TABLE AS new_jobs FOR EACH STATEMENT EXECUTE FUNCTION canvas.notify_new_jobs();
 
+-- Celery's name for a job's state (PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED): a job
+-- waiting to run again after an error shows RETRY.
+CREATE FUNCTION canvas.celery_state(state text, attempt integer, error text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE state
+        WHEN 'running' THEN 'STARTED' WHEN 'succeeded' THEN 'SUCCESS' WHEN 'failed' THEN 'FAILURE'
+        WHEN 'cancelled' THEN 'REVOKED'
+        ELSE CASE WHEN attempt > 0 AND error IS NOT NULL THEN 'RETRY' ELSE 'PENDING' END END
+$$;
+
 -- SELECT canvas.enqueue('canvas.add', '[1, 2]', queue => 'default', priority => 0);
--- Checked by the same rules as a canvas's signatures (canvas.validate_canvas).
+-- SELECT canvas.enqueue('reports.send', kwargs => '{"to": "ops"}', options => '{"expires": 60, "unique_key": "daily"}');
+-- Checked by the same rules as a canvas's signatures (canvas.validate_canvas). `options` takes any
+-- option in its JSON form (docs/canvas.md); countdown or eta there win over run_at, max_retries
+-- over max_attempts. A unique key that already stands for a job gives that job's id.
 CREATE FUNCTION canvas.enqueue(
     task text,
     args jsonb DEFAULT '[]',
     queue text DEFAULT 'default',
     priority integer DEFAULT 0,
     run_at timestamptz DEFAULT now(),
-    max_attempts integer DEFAULT 4
+    max_attempts integer DEFAULT 4,
+    kwargs jsonb DEFAULT NULL,
+    options jsonb DEFAULT NULL
 ) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     new_id bigint;
+    s jsonb;
 BEGIN
     IF args IS NULL OR jsonb_typeof(args) <> 'array' THEN
         RAISE EXCEPTION 'args: expected a JSON array of positional arguments, not %',
             coalesce(jsonb_typeof(args), 'NULL') USING ERRCODE = '22023';
+    END IF;
+    IF kwargs IS NOT NULL AND jsonb_typeof(kwargs) <> 'object' THEN
+        RAISE EXCEPTION 'kwargs: expected a JSON object of keyword arguments, not %', jsonb_typeof(kwargs)
+            USING ERRCODE = '22023';
+    END IF;
+    IF options IS NOT NULL AND jsonb_typeof(options) <> 'object' THEN
+        RAISE EXCEPTION 'options: expected an object' USING ERRCODE = '22023';
     END IF;
     IF max_attempts IS NULL OR max_attempts NOT BETWEEN 1 AND 1001 THEN
         RAISE EXCEPTION 'max_attempts: expected an integer from 1 to 1001' USING ERRCODE = '22023';
@@ -39,13 +62,25 @@ BEGIN
     IF run_at IS NULL OR run_at > now() + interval '315360000 seconds' OR NOT isfinite(run_at) THEN
         RAISE EXCEPTION 'run_at: expected a time within 10 years' USING ERRCODE = '22023';
     END IF;
-    PERFORM canvas.validate_canvas(
-        jsonb_build_object('task', to_jsonb(enqueue.task), 'args', args,
-                           'options', jsonb_build_object('queue', to_jsonb(coalesce(enqueue.queue, 'default')),
-                                                         'priority', coalesce(enqueue.priority, 0))), '');
-    INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts)
-    VALUES (enqueue.task, enqueue.args, coalesce(enqueue.queue, 'default'), coalesce(enqueue.priority, 0),
-            enqueue.run_at, enqueue.max_attempts)
+    s := jsonb_strip_nulls(jsonb_build_object(
+        'task', to_jsonb(enqueue.task), 'args', args, 'kwargs', kwargs,
+        'options', jsonb_build_object('queue', to_jsonb(coalesce(enqueue.queue, 'default')),
+                                      'priority', coalesce(enqueue.priority, 0))
+                   || coalesce(options, '{}')));
+    PERFORM canvas.validate_canvas(s, '');
+    IF s->'options' ? 'unique_key' THEN
+        new_id := canvas.unique_match(s->'options'->>'unique_key', (s->'options'->>'unique_for')::float8);
+        IF new_id IS NOT NULL THEN
+            RETURN new_id;
+        END IF;
+    END IF;
+    INSERT INTO canvas.jobs (task, args, kwargs, queue, priority, run_at, max_attempts, retry_backoff, time_limit,
+                             expires_at, ignore_result, unique_key, unique_for)
+    SELECT f.task, f.args, f.kwargs, f.queue, f.priority,
+           CASE WHEN s->'options' ?| ARRAY['countdown', 'eta'] THEN f.run_at ELSE enqueue.run_at END,
+           CASE WHEN s->'options' ? 'max_retries' THEN f.max_attempts ELSE enqueue.max_attempts END,
+           f.retry_backoff, f.time_limit, f.expires_at, f.ignore_result, f.unique_key, f.unique_for
+    FROM canvas.job_fields(s, NULL) f
     RETURNING id INTO new_id;
     RETURN new_id;
 END
@@ -104,10 +139,44 @@ BEGIN
 END
 $$;
 
+-- Cancels waiting jobs whose expiry has passed (reason "expired"), failing their canvases with
+-- their error callbacks, a bounded batch at a time. Cheap when nothing expires: one probe of
+-- jobs_expiring_idx. Job rows are locked before the canvases' roots, as everywhere.
+CREATE FUNCTION canvas.expire_due(p_limit integer DEFAULT 1000) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    gone canvas.jobs[];
+    j canvas.jobs;
+BEGIN
+    WITH due AS (
+        SELECT x.id FROM canvas.jobs x
+        WHERE x.expires_at <= now() AND x.expires_at IS NOT NULL AND x.state IN ('scheduled', 'queued')
+        ORDER BY x.id LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), expired AS (
+        UPDATE canvas.jobs x SET state = 'cancelled', finished_at = now(), worker_id = NULL,
+            error = format('expired: not started by %s', to_char(x.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
+            error_type = 'TaskRevokedError'
+        FROM due WHERE x.id = due.id
+        RETURNING x.*
+    )
+    SELECT array_agg(e::canvas.jobs ORDER BY e.id) INTO gone FROM expired e;
+    IF gone IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM canvas.lock_roots(ARRAY(SELECT DISTINCT g.chord_id FROM unnest(gone) g WHERE g.chord_id IS NOT NULL));
+    FOR j IN SELECT * FROM unnest(gone) g WHERE g.chord_id IS NOT NULL OR g.on_error IS NOT NULL LOOP
+        PERFORM canvas.job_failed_safely(j.id, j.task, j.error, j.chord_id, j.on_error);
+    END LOOP;
+    RETURN cardinality(gone);
+END
+$$;
+
 -- Claims up to p_limit runnable jobs of the given queues for a worker, in priority order. Each
 -- queue is read through jobs_queued_idx on its own, so another queue's backlog is never scanned.
+-- Expired jobs are cancelled first (canvas.expire_due); one that expires between that and the
+-- claim (the same now()) is left for the next claim to cancel, never run.
 CREATE FUNCTION canvas.claim(p_worker bigint, p_queues text[], p_limit integer)
-RETURNS TABLE (id bigint, task text, args jsonb, attempt integer, time_limit double precision)
+RETURNS TABLE (id bigint, task text, args jsonb, kwargs jsonb, attempt integer, time_limit double precision)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
@@ -116,6 +185,7 @@ BEGIN
             USING ERRCODE = 'PCW01';
     END IF;
     PERFORM canvas.promote_due();
+    PERFORM canvas.expire_due();
     -- = ANY(ARRAY(…)) makes the planner run the SKIP LOCKED scans first and then fetch by id.
     -- With several queues each may lock up to p_limit rows; those not taken are unlocked at commit.
     RETURN QUERY
@@ -130,7 +200,8 @@ BEGIN
             FOR UPDATE SKIP LOCKED) c
         ORDER BY c.priority, c.id
         LIMIT p_limit))
-    RETURNING j.id, j.task, j.args, j.attempt, j.time_limit;
+      AND (j.expires_at IS NULL OR j.expires_at > now())
+    RETURNING j.id, j.task, j.args, j.kwargs, j.attempt, j.time_limit;
 END
 $$;
 
@@ -170,13 +241,14 @@ BEGIN
     IF p_outcomes <@ ARRAY['succeeded'] THEN
         -- The common case, a batch of successes, is one plain UPDATE.
         WITH u AS (
-            UPDATE canvas.jobs j SET state = 'succeeded', result = i.result, error = NULL, finished_at = now()
+            UPDATE canvas.jobs j SET state = 'succeeded', result = CASE WHEN j.ignore_result THEN NULL ELSE i.result END,
+                error = NULL, error_type = NULL, finished_at = now()
             FROM unnest(p_ids, p_attempts, p_results, p_spawns) AS i(id, attempt, result, spawn)
             WHERE j.id = i.id AND j.worker_id = p_worker AND j.attempt = i.attempt AND j.finished_at IS NULL
-            RETURNING j.id, j.chain, j.chord_id, j.position, j.on_error, j.result, j.task, i.spawn
+            RETURNING j.id, j.chain, j.chord_id, j.position, j.on_error, i.result, j.task, i.spawn, j.link
         )
         SELECT array_agg(ROW(u.id, 'succeeded', NULL, u.chain, u.chord_id, u.position, u.on_error, u.result,
-                             u.task, NULL, u.spawn)::canvas.finished_run)
+                             u.task, NULL, u.spawn, u.link)::canvas.finished_run)
         INTO done FROM u;
     ELSE
         WITH input AS (
@@ -200,7 +272,13 @@ BEGIN
                 state = CASE d.verdict WHEN 'succeeded' THEN 'succeeded' WHEN 'failed' THEN 'failed'
                     WHEN 'retry' THEN CASE WHEN d.backoff > 0 THEN 'scheduled' ELSE 'queued' END
                     ELSE 'queued' END,
-                result = CASE WHEN d.verdict = 'succeeded' THEN d.result ELSE j.result END,
+                result = CASE WHEN d.verdict = 'succeeded' THEN CASE WHEN j.ignore_result THEN NULL ELSE d.result END
+                              ELSE j.result END,
+                error_type = CASE
+                    WHEN d.verdict = 'succeeded' THEN NULL
+                    WHEN d.outcome = 'timeout' THEN 'TimeLimitExceeded'
+                    WHEN d.outcome = 'crashed' THEN 'WorkerLostError'
+                    ELSE 'TaskError' END,
                 error = CASE
                     WHEN d.verdict = 'succeeded' THEN NULL
                     WHEN d.outcome = 'crashed' AND d.verdict = 'failed' THEN
@@ -216,15 +294,15 @@ BEGIN
                 finished_at = CASE WHEN d.verdict IN ('succeeded', 'failed') THEN now() ELSE NULL END
             FROM decided d
             WHERE j.id = d.id AND j.worker_id = p_worker AND j.attempt = d.attempt AND j.finished_at IS NULL
-            RETURNING j.id, j.state, j.queue, j.run_at, j.chain, j.chord_id, j.position, j.on_error, j.result,
-                      j.task, j.error, d.spawn
+            RETURNING j.id, j.state, j.queue, j.run_at, j.chain, j.chord_id, j.position, j.on_error,
+                      CASE WHEN j.state = 'succeeded' THEN d.result END AS result, j.task, j.error, d.spawn, j.link
         ), woken AS (
             SELECT pg_notify('canvas_jobs', u.queue) FROM updated u WHERE u.state = 'queued' GROUP BY u.queue
         )
         SELECT array_agg(ROW(u.id, u.state, CASE WHEN u.state IN ('queued', 'scheduled')
                                  THEN extract(epoch FROM u.run_at - now())::double precision END,
                              u.chain, u.chord_id, u.position, u.on_error, u.result, u.task, u.error,
-                             u.spawn)::canvas.finished_run)
+                             u.spawn, u.link)::canvas.finished_run)
         INTO done FROM updated u LEFT JOIN (SELECT count(*) FROM woken) w ON true;
     END IF;
 
@@ -234,7 +312,7 @@ BEGIN
 
     -- Follow-ups, only for runs that have any: plain jobs cost nothing more.
     IF EXISTS (SELECT 1 FROM unnest(done) d
-               WHERE d.chain IS NOT NULL OR d.chord_id IS NOT NULL OR d.spawn IS NOT NULL
+               WHERE d.chain IS NOT NULL OR d.chord_id IS NOT NULL OR d.spawn IS NOT NULL OR d.link IS NOT NULL
                   OR (d.state = 'failed' AND d.on_error IS NOT NULL)) THEN
         PERFORM canvas.lock_roots(ARRAY(SELECT DISTINCT d.chord_id FROM unnest(done) d WHERE d.chord_id IS NOT NULL));
 
@@ -253,9 +331,16 @@ BEGIN
                            OR raise_exception THEN
                 done[i].state := 'failed';
                 done[i].error := 'the task spawned a canvas that could not be enqueued: ' || SQLERRM;
-                UPDATE canvas.jobs SET state = 'failed', result = NULL, error = done[i].error
+                UPDATE canvas.jobs SET state = 'failed', result = NULL, error = done[i].error, error_type = 'SpawnRefused'
                 WHERE canvas.jobs.id = r.id;
             END;
+        END LOOP;
+
+        -- Success callbacks: each a canvas of its own, with the result put first.
+        FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'succeeded' AND d.link IS NOT NULL ORDER BY d.id LOOP
+            FOR s IN SELECT value FROM jsonb_array_elements(r.link) LOOP
+                PERFORM canvas.start_canvas(s, r.id, jsonb_build_array(r.result));
+            END LOOP;
         END LOOP;
 
         -- The links still to run carry their own error callbacks: nothing is inherited here.
@@ -297,11 +382,13 @@ BEGIN
     END IF;
     PERFORM canvas.lock_roots(ARRAY[j.chord_id]);
     BEGIN
-        UPDATE canvas.jobs SET state = 'failed', result = NULL, error = message, finished_at = now() WHERE id = p_id;
+        UPDATE canvas.jobs SET state = 'failed', result = NULL, error = message, error_type = 'UnrecordableOutcome',
+            finished_at = now() WHERE id = p_id;
         PERFORM canvas.job_failed(j.id, j.task, message, j.chord_id, j.on_error);
     EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded OR raise_exception THEN
         message := message || '; its error callbacks could not be enqueued either: ' || SQLERRM;
-        UPDATE canvas.jobs SET state = 'failed', result = NULL, error = message, finished_at = now() WHERE id = p_id;
+        UPDATE canvas.jobs SET state = 'failed', result = NULL, error = message, error_type = 'UnrecordableOutcome',
+            finished_at = now() WHERE id = p_id;
         PERFORM canvas.fail_chords_quietly(j.chord_id, message);
     END;
     RETURN 'failed';
@@ -312,18 +399,18 @@ CREATE FUNCTION canvas.finish_and_claim(
     p_worker bigint, p_ids bigint[], p_attempts integer[], p_outcomes text[], p_results jsonb[], p_errors text[],
     p_spawns jsonb[], p_queues text[], p_limit integer
 ) RETURNS TABLE (
-    kind text, id bigint, state text, retry_in double precision, task text, args jsonb, attempt integer,
-    time_limit double precision
+    kind text, id bigint, state text, retry_in double precision, task text, args jsonb, kwargs jsonb,
+    attempt integer, time_limit double precision
 ) LANGUAGE plpgsql AS $$
 BEGIN
     IF cardinality(p_ids) > 0 THEN
-        RETURN QUERY SELECT 'finished'::text, f.id, f.state, f.retry_in, NULL::text, NULL::jsonb, NULL::integer,
-                            NULL::double precision
+        RETURN QUERY SELECT 'finished'::text, f.id, f.state, f.retry_in, NULL::text, NULL::jsonb, NULL::jsonb,
+                            NULL::integer, NULL::double precision
                      FROM canvas.finish(p_worker, p_ids, p_attempts, p_outcomes, p_results, p_errors, p_spawns) f;
     END IF;
     IF p_limit > 0 THEN
-        RETURN QUERY SELECT 'claimed'::text, c.id, NULL::text, NULL::double precision, c.task, c.args, c.attempt,
-                            c.time_limit
+        RETURN QUERY SELECT 'claimed'::text, c.id, NULL::text, NULL::double precision, c.task, c.args, c.kwargs,
+                            c.attempt, c.time_limit
                      FROM canvas.claim(p_worker, p_queues, p_limit) c;
     END IF;
 END
@@ -379,6 +466,7 @@ BEGIN
             crashes = j.crashes + 1,
             error = CASE WHEN j.crashes + 1 < canvas.max_crashes() THEN j.error
                 ELSE format('its worker died %s times while running it; not retrying it again', j.crashes + 1) END,
+            error_type = CASE WHEN j.crashes + 1 < canvas.max_crashes() THEN j.error_type ELSE 'WorkerLostError' END,
             finished_at = CASE WHEN j.crashes + 1 < canvas.max_crashes() THEN NULL ELSE now() END,
             run_at = now(),
             worker_id = NULL

@@ -20,7 +20,8 @@ BEGIN
             RETURN 'already finished';
         END IF;
         PERFORM canvas.lock_roots(ARRAY[j.chord_id]);
-        UPDATE canvas.jobs SET state = 'cancelled', finished_at = now(), error = 'cancelled' WHERE id = p_id;
+        UPDATE canvas.jobs SET state = 'cancelled', finished_at = now(), error = 'cancelled',
+            error_type = 'TaskRevokedError' WHERE id = p_id;
         IF j.state = 'running' THEN
             PERFORM pg_notify('canvas_cancel', j.worker_id::text);
         END IF;
@@ -47,7 +48,7 @@ BEGIN
     PERFORM pg_notify('canvas_cancel', w.worker_id::text)
     FROM (SELECT DISTINCT worker_id FROM canvas.jobs
           WHERE chord_id = ANY (inside) AND state = 'running' AND worker_id IS NOT NULL) w;
-    UPDATE canvas.jobs SET state = 'cancelled', finished_at = now(), error = 'cancelled'
+    UPDATE canvas.jobs SET state = 'cancelled', finished_at = now(), error = 'cancelled', error_type = 'TaskRevokedError'
     WHERE id IN (SELECT id FROM canvas.jobs
                  WHERE chord_id = ANY (inside) AND state IN ('scheduled', 'queued', 'running')
                  ORDER BY id FOR UPDATE SKIP LOCKED);
@@ -94,9 +95,15 @@ BEGIN
     ELSIF j.state NOT IN ('failed', 'cancelled') THEN
         RETURN 'not failed';
     END IF;
+    IF j.unique_key IS NOT NULL AND canvas.unique_match(j.unique_key, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'job % has unique_key "%", which stands for job % now: retry refused', p_id, j.unique_key,
+            canvas.unique_match(j.unique_key, NULL) USING ERRCODE = '23505';
+    END IF;
     PERFORM canvas.lock_roots(ARRAY[j.chord_id]);
+    -- Back to queued even if it had expired: an operator's retry is a new start.
     UPDATE canvas.jobs SET state = 'queued', run_at = now(), finished_at = NULL, worker_id = NULL,
-        max_attempts = greatest(max_attempts, attempt - crashes + 1), crashes = 0
+        max_attempts = greatest(max_attempts, attempt - crashes + 1), crashes = 0,
+        expires_at = CASE WHEN expires_at <= now() THEN NULL ELSE expires_at END
     WHERE id = p_id;
     c := j.chord_id;
     WHILE c IS NOT NULL LOOP
@@ -137,7 +144,7 @@ BEGIN
     END IF;
     PERFORM canvas.lock_roots(ARRAY(SELECT DISTINCT g.chord_id FROM unnest(gone) g WHERE g.chord_id IS NOT NULL));
     FOR j IN SELECT * FROM unnest(gone) g WHERE g.chord_id IS NOT NULL OR g.on_error IS NOT NULL ORDER BY g.id LOOP
-        PERFORM canvas.job_failed_safely(j.id, j.task, 'purged', j.chord_id, j.on_error);
+        PERFORM canvas.job_failed_safely(j.id, j.task, 'purged', j.chord_id, j.on_error, 'TaskRevokedError', j.attempt);
     END LOOP;
     RETURN cardinality(gone);
 END
