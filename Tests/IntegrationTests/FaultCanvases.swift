@@ -11,7 +11,9 @@ extension SplitMix64 {
 /// Every leaf job carries a unique `time_limit` (leafBase + key): far beyond any run, so it never
 /// fires, but it lets the checker find the job row of each leaf however the canvas was expanded.
 /// Error callbacks are `canvas.noop` with a unique marker ("E12") after the failure info, so each
-/// can be counted in canvas.jobs.
+/// can be counted in canvas.jobs; they are spelled `on_error` or `link_error` (or one of each),
+/// which add up. A third of the leaves carry a success callback (`link`), `canvas.noop` with the
+/// marker "L<key>" after the leaf's result.
 indirect enum FaultNode {
     case leaf(key: Int, kind: LeafKind, errbacks: [Int])
     case chain([FaultNode], errbacks: [Int])
@@ -33,6 +35,10 @@ indirect enum FaultNode {
     }
 
     static let leafBase = 100_000
+
+    /// Whether a leaf with this key carries a success callback (its kind is drawn at random, so
+    /// failing, slow, purged and starmap leaves all get some).
+    static func hasLink(_ key: Int) -> Bool { key % 3 == 1 }
 
     var errbacks: [Int] {
         switch self {
@@ -115,15 +121,20 @@ indirect enum FaultNode {
                 options["immutable"] = nil
             }
             object["options"] = options
+            if Self.hasLink(key) { object["link"] = ["task": "canvas.noop", "args": ["L\(key)"]] }
         case .chain(let nodes, _): object = ["chain": nodes.map(\.json)]
         case .group(let nodes, _): object = ["group": nodes.map(\.json)]
         case .chord(let header, let body, _): object = ["chord": header.map(\.json), "body": body.json]
         }
         let callbacks: [[String: Any]] = errbacks.map { ["task": "canvas.noop", "args": ["E\($0)"]] }
-        if callbacks.count == 1 {
-            object["on_error"] = callbacks[0]
-        } else if callbacks.count > 1 {
-            object["on_error"] = callbacks
+        // Both spellings, and both at once, chosen by the first marker so the text stays stable.
+        if let first = errbacks.first {
+            switch (first % 3, callbacks.count) {
+            case (0, 1): object["on_error"] = callbacks[0]
+            case (1, _): object["link_error"] = callbacks
+            case (2, 2...): (object["on_error"], object["link_error"]) = (callbacks[0], Array(callbacks[1...]))
+            default: object["on_error"] = callbacks
+            }
         }
         return object
     }

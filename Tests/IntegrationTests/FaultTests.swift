@@ -104,7 +104,7 @@ final class FaultRun {
     var longestRoot = 0.0
     /// Canvases in which a job the model does not know of failed.
     var unmodelledFailures: Set<Int> = []
-    var checked = (bodies: 0, callbacks: 0, callbackRuns: 0)
+    var checked = (bodies: 0, callbacks: 0, callbackRuns: 0, links: 0)
 
     static let workerArguments = [
         "-c", "2", "--loglevel", "warning", "--heartbeat-interval", "0.5", "--rescue-after", "3",
@@ -303,11 +303,20 @@ final class FaultRun {
         }
 
         // Every root ended, and nothing is left queued or running, least of all on a dead worker.
+        // (Success callbacks are canvases of their own, with roots of their own: they must end too.)
         var rootState: [Int64: String] = [:]
+        let generated = Set(rootIDs)
+        var pendingCallbacks = 0
         for row in try connection.query("SELECT id, state FROM canvas.chords WHERE kind = 'root'") {
-            rootState[try row.decode(Int64.self, 0)] = row.text(1)
-            rootStates[row.text(1) ?? "", default: 0] += 1
+            let id = try row.decode(Int64.self, 0)
+            rootState[id] = row.text(1)
+            if generated.contains(id) {
+                rootStates[row.text(1) ?? "", default: 0] += 1
+            } else if row.text(1) == "pending" {
+                pendingCallbacks += 1
+            }
         }
+        if pendingCallbacks > 0 { violations.append("\(pendingCallbacks) callback canvases did not end") }
         let orphans = try connection.query(
             """
             SELECT count(*) FROM canvas.jobs j WHERE j.state = 'running'
@@ -456,9 +465,51 @@ final class FaultRun {
                 "chord body \(key) got \(row.text(1) ?? ""), expected \(row.text(2) ?? ""): \(canvasText(leafCanvas[key]!))"
             )
         }
+        // Success callbacks: one run for a leaf that succeeded, with its result first; none for
+        // any other (a leaf's job succeeds at most once, whatever retries and rescues did).
+        var linkRuns: [Int: Int] = [:]
+        for row in try connection.query(
+            """
+            SELECT substr(args->>1, 2)::integer, count(*) FROM canvas.jobs
+            WHERE task = 'canvas.noop' AND jsonb_array_length(args) = 2 AND args->>1 ~ '^L[0-9]+$' GROUP BY 1
+            """)
+        {
+            linkRuns[try row.decode(Int.self, 0)] = try row.decode(Int.self, 1)
+        }
+        var linkKeys: [Int] = []
+        var linkArgs: [PostgresJSON] = []
+        for (index, canvas) in canvases.enumerated() {
+            for key in canvas.leafKeys where FaultNode.hasLink(key) {
+                let succeeded = leaves[key]?.state == "succeeded"
+                let runs = linkRuns[key] ?? 0
+                if runs != (succeeded ? 1 : 0) {
+                    violations.append(
+                        "success callback L\(key) ran \(runs) times (leaf \(leaves[key]?.state ?? "none")): \(canvasText(index))"
+                    )
+                }
+                let leaf = canvas.allNodes.first {
+                    if case .leaf(let k, _, _) = $0 { k == key } else { false }
+                }
+                if runs == 1, let expected = leaf?.expectedResult {
+                    linkKeys.append(key)
+                    linkArgs.append(PostgresJSON(text: "[\(expected), \"L\(key)\"]"))
+                }
+            }
+        }
+        for row in try connection.query(
+            """
+            SELECT e.k, j.args::text, e.x::text FROM unnest(\(linkKeys)::bigint[], \(linkArgs)::jsonb[]) e(k, x)
+            JOIN canvas.jobs j ON j.task = 'canvas.noop' AND j.args->>1 = 'L' || e.k WHERE j.args <> e.x
+            """)
+        {
+            let key = try row.decode(Int.self, 0)
+            violations.append(
+                "success callback L\(key) got \(row.text(1) ?? ""), expected \(row.text(2) ?? ""): \(canvasText(leafCanvas[key]!))"
+            )
+        }
         checked = (
             bodyKeys.count, canvases.reduce(0) { $0 + $1.allNodes.reduce(0) { $0 + $1.errbacks.count } },
-            errbackRuns.values.reduce(0, +)
+            errbackRuns.values.reduce(0, +), linkRuns.values.reduce(0, +)
         )
         if !violations.isEmpty {
             print(
@@ -476,7 +527,7 @@ final class FaultRun {
             and \(counts.workerKills) workers killed, \(counts.restarts) server restart, \(cancelledCanvases.count) canvases \
             and \(cancelledJobs.count) jobs cancelled, \(retries.values.reduce(0, +)) retries, \(counts.purges) purges \
             (\(purgedKeys.count) jobs); \(unmodelledFailures.count) canvases failed by their own jobs' crashes; \(checked.bodies) chord bodies and \(checked.callbacks) error callbacks \
-            checked (\(checked.callbackRuns) callback runs); \(violations) invariant violations
+            checked (\(checked.callbackRuns) callback runs), \(checked.links) success callback runs; \(violations) invariant violations
             """
     }
 }
