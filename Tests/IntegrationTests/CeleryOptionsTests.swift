@@ -215,7 +215,7 @@ final class CeleryOptionsTests {
 
     @Test func aJobNotStartedBeforeItExpiresIsCancelledAndFailsItsCanvasOnce() throws {
         let c = try database.connect()
-        // Claimed after its expiry (the same statement's clock): never handed to a worker.
+        // A claim reads past an expired job, and takes the one behind it.
         let me = try Broker.registerWorker(
             hostname: "test", pid: 1, queues: ["default"], concurrency: 1, rescueAfter: 15, on: c)
         let stale = try enqueue(
@@ -225,18 +225,20 @@ final class CeleryOptionsTests {
              "body": {"task": "canvas.sum"}, "on_error": {"task": "canvas.noop", "args": ["expired"]}}
             """#, on: c)
         try c.execute("UPDATE canvas.jobs SET expires_at = now() - interval '1 second' WHERE args = '[1, 1]'")
-        // (The chord's error callback is enqueued by then, and claimed too.)
-        let claimed = try Broker.claim(worker: me, queues: ["default"], limit: 10, on: c).filter {
-            $0.task == "canvas.add"
-        }
+        let claimed = try Broker.claim(worker: me, queues: ["default"], limit: 10, on: c)
         #expect(claimed.map(\.argsText) == ["[2, 2]"])
+        #expect(
+            try c.query("SELECT state FROM canvas.jobs WHERE args = '[1, 1]'")[0].decode(String.self, 0) == "queued")
+        // Maintenance's expiry cancels it and fails its canvas once.
+        #expect(try Broker.expireDue(on: c) == 1)
         let gone = try c.query("SELECT state, error, error_type FROM canvas.jobs WHERE args = '[1, 1]'")[0]
         #expect(try gone.decode(String.self, 0) == "cancelled")
-        #expect(try gone.decode(String.self, 1).hasPrefix("expired: not started by "))
+        #expect(try gone.decode(String.self, 1).hasPrefix("expired: not run by "))
         #expect(try gone.decode(String.self, 2) == "TaskRevokedError")
         #expect(try CanvasStatus.fetch(stale, on: c)?.state == .failed)
         #expect(
             try c.query("SELECT count(*) FROM canvas.jobs WHERE args->1 = '\"expired\"'")[0].decode(Int.self, 0) == 1)
+        #expect(try Broker.expireDue(on: c) == 0)
         // Its sibling's success later finds the chord failed: no body, no second callback.
         _ = try Broker.finish(
             worker: me, [Outcome(jobID: claimed[0].id, attempt: claimed[0].attempt, kind: .succeeded, resultText: "4")],
@@ -244,6 +246,18 @@ final class CeleryOptionsTests {
         #expect(try c.query("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.sum'")[0].decode(Int.self, 0) == 0)
         #expect(
             try c.query("SELECT count(*) FROM canvas.jobs WHERE args->1 = '\"expired\"'")[0].decode(Int.self, 0) == 1)
+
+        // A job waiting to retry expires too, and says what it failed with.
+        let flaky = try Enqueue.job(
+            JobRequest("canvas.add", [5, 5], options: JobOptions(retryBackoff: 60, expires: .after(600))), on: c)
+        let run = try #require(
+            try Broker.claim(worker: me, queues: ["default"], limit: 10, on: c).first { $0.id == flaky })
+        _ = try Broker.finish(
+            worker: me, [Outcome(jobID: flaky, attempt: run.attempt, kind: .error, error: "boom")], on: c)
+        try c.execute("UPDATE canvas.jobs SET expires_at = now() - interval '1 second' WHERE id = \(flaky)")
+        #expect(try Broker.expireDue(on: c) == 1)
+        let retried = try #require(try JobStatus.fetch(flaky, on: c))
+        #expect(retried.state == .cancelled && retried.error?.hasSuffix("; its last error: boom") == true)
         try Broker.deregister(worker: me, on: c)
 
         // A delayed job past its expiry, and one in a queue no worker serves: a live worker's
@@ -328,5 +342,66 @@ final class CeleryOptionsTests {
         let cancelled = try Enqueue.job(JobRequest("canvas.noop", options: JobOptions(countdown: 60)), on: c)
         _ = try c.query("SELECT canvas.cancel(\(cancelled))")
         #expect(try celery(cancelled) == "REVOKED")
+    }
+    /// A success callback written past validation cannot start: its task stays succeeded, says
+    /// why, and its canvas completes.
+    @Test func aSuccessCallbackThatCannotStartLeavesItsTaskSucceeded() throws {
+        let c = try database.connect()
+        let me = try Broker.registerWorker(
+            hostname: "test", pid: 1, queues: ["default"], concurrency: 1, rescueAfter: 15, on: c)
+        let root = try enqueue(#"{"task": "canvas.add", "args": [1, 2], "link": {"task": "canvas.noop"}}"#, on: c)
+        try c.execute(#"UPDATE canvas.jobs SET link = '[{"chord": 5}]' WHERE task = 'canvas.add'"#)
+        let job = try #require(try Broker.claim(worker: me, queues: ["default"], limit: 1, on: c).first)
+        let recorded = try Broker.finish(
+            worker: me, [Outcome(jobID: job.id, attempt: job.attempt, kind: .succeeded, resultText: "3")], on: c)
+        #expect(recorded.map(\.state) == ["succeeded"])
+        let status = try #require(try JobStatus.fetch(job.id, on: c))
+        #expect(status.state == .succeeded && status.result == 3)
+        #expect(status.error?.hasPrefix("its success callbacks could not be enqueued: ") == true)
+        #expect(status.errorType == "LinkRefused")
+        #expect(try CanvasStatus.fetch(root, on: c)?.state == .succeeded)
+    }
+
+    /// A group's success callbacks hear its list wherever the group stands: followed by more
+    /// links (where it becomes a chord) or inside a chord's header.
+    @Test func aGroupsSuccessCallbacksHearItsListWhereverItStands() throws {
+        let worker = try startWorker()
+        defer { _ = worker }
+        let c = try database.connect()
+        let chain = try enqueue(
+            #"""
+            {"chain": [{"group": [{"task": "canvas.add", "args": [1, 1]}, {"task": "canvas.add", "args": [2, 2]}],
+                        "link": {"task": "canvas.echo", "args": ["first"]}},
+                       {"task": "canvas.sum"}]}
+            """#, on: c)
+        #expect(try finished(chain, on: c).result == 6)
+        let chord = try enqueue(
+            #"""
+            {"chord": [{"group": [{"task": "canvas.add", "args": [3, 3]}], "link": {"task": "canvas.echo", "args": ["inner"]}},
+                       {"task": "canvas.add", "args": [4, 4]}],
+             "body": {"task": "canvas.identity"}}
+            """#, on: c)
+        #expect(try finished(chord, on: c).result == [[6], 8])
+        for (marker, list) in [("first", "[2, 4]"), ("inner", "[6]")] {
+            #expect(
+                eventually(timeout: 15) {
+                    (try? c.query(
+                        "SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.echo' AND state = 'succeeded' AND args = jsonb_build_array(\(list)::jsonb, \(marker)::text)"
+                    )[0].decode(Int.self, 0)) == 1
+                }, "the group's callback \(marker) heard \(list) once")
+        }
+    }
+
+    @Test func aMalformedCanvasCalledWithKeywordArgumentsIsNamedByItsPath() throws {
+        let c = try database.connect()
+        let error = try #require(throws: CanvasError.self) {
+            try enqueue(#"{"group": 5}"#, kwargs: ["a": 1], on: c)
+        }
+        #expect(error.description == "group: expected an array of canvases")
+        let notObject = try #require(throws: PostgresError.self) {
+            try c.query(#"SELECT canvas.enqueue_canvas('{"task": "canvas.noop"}', kwargs => '[1]')"#)
+        }
+        #expect(notObject.message == "kwargs: expected a JSON object of keyword arguments")
+        #expect(try c.query("SELECT count(*) FROM canvas.jobs")[0].decode(Int.self, 0) == 0)
     }
 }

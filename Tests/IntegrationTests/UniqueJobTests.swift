@@ -109,6 +109,15 @@ final class UniqueJobTests {
         #expect(refused.message.contains("unique_key \"nightly\", which stands for job \(third) now"))
         #expect(try jobsWithKey("nightly", on: c).count == 3)
 
+        // A window needs READ COMMITTED: an older snapshot could not see the last job of the key.
+        try c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        let isolated = try #require(throws: PostgresError.self) {
+            try Enqueue.job(JobRequest("canvas.noop", options: windowed), on: c)
+        }
+        try c.execute("ROLLBACK")
+        #expect(
+            isolated.message == "options.unique_for: needs a READ COMMITTED transaction (this one is repeatable read)")
+
         // Inside a canvas a key is refused: a duplicate would leave the chord waiting forever.
         let nested = try #require(throws: CanvasError.self) {
             try group([signature("canvas.noop", options: SignatureOptions(uniqueKey: "k"))]).enqueue(on: c)

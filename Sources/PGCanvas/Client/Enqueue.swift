@@ -32,7 +32,9 @@ public enum Enqueue {
             // A duplicate gives the id of the job its key stands for, which only canvas.enqueue
             // answers: one statement per job, all in one transaction.
             return try connection.withTransaction { c in
-                try requests.map { r in
+                // All keys first, in the one order every enqueuer takes them (docs/broker.md).
+                try c.execute("SELECT canvas.lock_unique_keys(\(requests.compactMap(\.options.uniqueKey)))")
+                return try requests.map { r in
                     try c.query(
                         """
                         SELECT canvas.enqueue(\(r.task), \(PostgresJSON(text: JSONValue.array(r.args).jsonText)),
@@ -45,12 +47,10 @@ public enum Enqueue {
         // JobRules bound priority and max_retries well inside Int32, so these conversions are exact.
         let args = requests.map { PostgresJSON(text: JSONValue.array($0.args).jsonText) }
         let kwargs = requests.map { $0.kwargs.isEmpty ? nil : PostgresJSON(text: JSONValue.object($0.kwargs).jsonText) }
-        let expires = requests.map { r -> Date? in
-            switch r.options.expires {
-            case .after(let seconds): now.addingTimeInterval(seconds)
-            case .at(let time): time
-            case nil: nil
-            }
+        // Times as given, seconds counted on the server's clock (as countdowns are).
+        let expiresAt = requests.map { r -> Date? in if case .at(let time) = r.options.expires { time } else { nil } }
+        let expiresIn = requests.map { r -> Double? in
+            if case .after(let seconds) = r.options.expires { seconds } else { nil }
         }
         let rows: Rows
         if let options = requests.first?.options, requests.allSatisfy({ $0.options == options }) {
@@ -61,8 +61,8 @@ public enum Enqueue {
                                          time_limit, expires_at, ignore_result)
                 SELECT t, a, k, \(options.queue), \(Int32(options.priority)),
                        coalesce(\(options.eta), now() + coalesce(\(options.countdown), 0) * interval '1 second'),
-                       \(Int32(options.maxRetries + 1)), \(options.retryBackoff), \(options.timeLimit), \(expires[0]),
-                       \(options.ignoreResult)
+                       \(Int32(options.maxRetries + 1)), \(options.retryBackoff), \(options.timeLimit),
+                       coalesce(\(expiresAt[0]), now() + \(expiresIn[0]) * interval '1 second'), \(options.ignoreResult)
                 FROM unnest(\(requests.map(\.task)), \(args), \(kwargs)) WITH ORDINALITY AS r(t, a, k, n)
                 ORDER BY n
                 RETURNING id
@@ -72,14 +72,15 @@ public enum Enqueue {
                 """
                 INSERT INTO canvas.jobs (task, args, kwargs, queue, priority, run_at, max_attempts, retry_backoff,
                                          time_limit, expires_at, ignore_result)
-                SELECT t, a, k, q, p, coalesce(eta, now() + coalesce(cd, 0) * interval '1 second'), m, rb, tl, ex, ir
+                SELECT t, a, k, q, p, coalesce(eta, now() + coalesce(cd, 0) * interval '1 second'), m, rb, tl,
+                       coalesce(ea, now() + ei * interval '1 second'), ir
                 FROM unnest(\(requests.map(\.task)), \(args), \(kwargs),
                             \(requests.map(\.options.queue)), \(requests.map { Int32($0.options.priority) }),
                             \(requests.map(\.options.eta)), \(requests.map(\.options.countdown)),
                             \(requests.map { Int32($0.options.maxRetries + 1) }),
-                            \(requests.map(\.options.retryBackoff)), \(requests.map(\.options.timeLimit)), \(expires),
-                            \(requests.map(\.options.ignoreResult)))
-                     WITH ORDINALITY AS r(t, a, k, q, p, eta, cd, m, rb, tl, ex, ir, n)
+                            \(requests.map(\.options.retryBackoff)), \(requests.map(\.options.timeLimit)),
+                            \(expiresAt), \(expiresIn), \(requests.map(\.options.ignoreResult)))
+                     WITH ORDINALITY AS r(t, a, k, q, p, eta, cd, m, rb, tl, ea, ei, ir, n)
                 ORDER BY n
                 RETURNING id
                 """)

@@ -73,9 +73,14 @@ public enum JobRules {
     public static func isPriority(_ value: Int) -> Bool { priority.contains(value) }
     public static func isMaxRetries(_ value: Int) -> Bool { maxRetries.contains(value) }
     /// NaN fails every comparison, so each check below refuses it without saying so.
-    public static func isCountdown(_ value: Double) -> Bool { value >= 0 && value <= maxCountdown }
-    public static func isTimeLimit(_ value: Double) -> Bool { value > 0 && value <= maxTimeLimit }
-    public static func isRetryBackoff(_ value: Double) -> Bool { value >= 0 && value <= maxRetryBackoff }
+    public static func isCountdown(_ value: Double) -> Bool { value >= 0 && value <= maxCountdown && isSeconds(value) }
+    public static func isTimeLimit(_ value: Double) -> Bool { value > 0 && value <= maxTimeLimit && isSeconds(value) }
+    public static func isRetryBackoff(_ value: Double) -> Bool {
+        value >= 0 && value <= maxRetryBackoff && isSeconds(value)
+    }
+
+    /// Zero, or at least a microsecond: what PostgreSQL's intervals resolve (canvas.is_seconds).
+    static func isSeconds(_ value: Double) -> Bool { value == 0 || abs(value) >= 1e-6 }
 
     /// No later than ten years after `now`. A past eta means "now", but one before the year 1 cannot
     /// be written as a PostgreSQL timestamp by this client, so it is refused with the same message.

@@ -139,9 +139,12 @@ BEGIN
 END
 $$;
 
--- Cancels waiting jobs whose expiry has passed (reason "expired"), failing their canvases with
--- their error callbacks, a bounded batch at a time. Cheap when nothing expires: one probe of
--- jobs_expiring_idx. Job rows are locked before the canvases' roots, as everywhere.
+-- Cancels waiting jobs whose expiry has passed, failing their canvases with their error
+-- callbacks, a bounded batch at a time, and wakes the queues they stood in. Cheap when nothing
+-- expires: one probe of jobs_expiring_idx. Called by each worker's maintenance thread in a
+-- transaction of its own, never inside a claim: it takes canvas roots, and a claim that follows a
+-- finish already holds some (docs/broker.md, lock order). A job waiting to retry that expires
+-- keeps its last error in the message.
 CREATE FUNCTION canvas.expire_due(p_limit integer DEFAULT 1000) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     gone canvas.jobs[];
@@ -154,7 +157,8 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     ), expired AS (
         UPDATE canvas.jobs x SET state = 'cancelled', finished_at = now(), worker_id = NULL,
-            error = format('expired: not started by %s', to_char(x.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
+            error = format('expired: not run by %s', to_char(x.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))
+                    || CASE WHEN x.attempt > 0 AND x.error IS NOT NULL THEN '; its last error: ' || x.error ELSE '' END,
             error_type = 'TaskRevokedError'
         FROM due WHERE x.id = due.id
         RETURNING x.*
@@ -167,14 +171,16 @@ BEGIN
     FOR j IN SELECT * FROM unnest(gone) g WHERE g.chord_id IS NOT NULL OR g.on_error IS NOT NULL LOOP
         PERFORM canvas.job_failed_safely(j.id, j.task, j.error, j.chord_id, j.on_error);
     END LOOP;
+    -- Claims read past expired jobs without taking them; the jobs behind them are runnable now.
+    PERFORM pg_notify('canvas_jobs', q.queue) FROM (SELECT DISTINCT g.queue FROM unnest(gone) g) q;
     RETURN cardinality(gone);
 END
 $$;
 
 -- Claims up to p_limit runnable jobs of the given queues for a worker, in priority order. Each
 -- queue is read through jobs_queued_idx on its own, so another queue's backlog is never scanned.
--- Expired jobs are cancelled first (canvas.expire_due); one that expires between that and the
--- claim (the same now()) is left for the next claim to cancel, never run.
+-- A job whose expiry has passed is never handed out: the claim reads past it, and maintenance
+-- cancels it (canvas.expire_due).
 CREATE FUNCTION canvas.claim(p_worker bigint, p_queues text[], p_limit integer)
 RETURNS TABLE (id bigint, task text, args jsonb, kwargs jsonb, attempt integer, time_limit double precision)
 LANGUAGE plpgsql AS $$
@@ -185,7 +191,6 @@ BEGIN
             USING ERRCODE = 'PCW01';
     END IF;
     PERFORM canvas.promote_due();
-    PERFORM canvas.expire_due();
     -- = ANY(ARRAY(…)) makes the planner run the SKIP LOCKED scans first and then fetch by id.
     -- With several queues each may lock up to p_limit rows; those not taken are unlocked at commit.
     RETURN QUERY
@@ -194,13 +199,12 @@ BEGIN
     WHERE j.id = ANY (ARRAY(
         SELECT c.id FROM unnest(p_queues) AS q(name), LATERAL (
             SELECT x.id, x.priority FROM canvas.jobs x
-            WHERE x.state = 'queued' AND x.queue = q.name
+            WHERE x.state = 'queued' AND x.queue = q.name AND (x.expires_at IS NULL OR x.expires_at > now())
             ORDER BY x.priority, x.id
             LIMIT p_limit
             FOR UPDATE SKIP LOCKED) c
         ORDER BY c.priority, c.id
         LIMIT p_limit))
-      AND (j.expires_at IS NULL OR j.expires_at > now())
     RETURNING j.id, j.task, j.args, j.kwargs, j.attempt, j.time_limit;
 END
 $$;
@@ -316,6 +320,12 @@ BEGIN
                   OR (d.state = 'failed' AND d.on_error IS NOT NULL)) THEN
         PERFORM canvas.lock_roots(ARRAY(SELECT DISTINCT d.chord_id FROM unnest(done) d WHERE d.chord_id IS NOT NULL));
 
+        -- Unique keys of the spawned canvases, locked in one order (advisory locks come last in
+        -- the lock order, ascending), so two batches spawning the same keys never deadlock.
+        PERFORM canvas.lock_unique_keys(ARRAY(
+            SELECT x.value->'options'->>'unique_key' FROM unnest(done) d, jsonb_array_elements(d.spawn) x
+            WHERE d.state = 'succeeded' AND jsonb_typeof(d.spawn) = 'array' AND x.value->'options' ? 'unique_key'));
+
         -- Spawned canvases first: one that cannot be enqueued fails its task, with the reason,
         -- instead of the batch.
         FOR i IN 1 .. cardinality(done) LOOP
@@ -336,11 +346,20 @@ BEGIN
             END;
         END LOOP;
 
-        -- Success callbacks: each a canvas of its own, with the result put first.
+        -- Success callbacks: each a canvas of its own, with the result put first. One that cannot
+        -- be started (it passed validation, so only a value written past it, or a result that
+        -- makes it too large) leaves the task succeeded, with the reason as its error.
         FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'succeeded' AND d.link IS NOT NULL ORDER BY d.id LOOP
-            FOR s IN SELECT value FROM jsonb_array_elements(r.link) LOOP
-                PERFORM canvas.start_canvas(s, r.id, jsonb_build_array(r.result));
-            END LOOP;
+            BEGIN
+                FOR s IN SELECT value FROM jsonb_array_elements(canvas.as_list(r.link)) LOOP
+                    PERFORM canvas.start_canvas(s, r.id, jsonb_build_array(r.result));
+                END LOOP;
+            EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
+                           OR raise_exception THEN
+                UPDATE canvas.jobs SET error = 'its success callbacks could not be enqueued: ' || SQLERRM,
+                    error_type = 'LinkRefused'
+                WHERE canvas.jobs.id = r.id;
+            END;
         END LOOP;
 
         -- The links still to run carry their own error callbacks: nothing is inherited here.

@@ -12,9 +12,10 @@
 -- in a chain carry their full lists with them, so nothing leaks from one link to the next.
 --
 -- Lock order (docs/broker.md): job rows first, in ascending id order; then the roots of the
--- canvases concerned, in ascending id order (canvas.lock_roots); only then any chord row. Every
--- change to a canvas's chords holds its root's lock, so two transactions never wait on each other
--- inside one canvas.
+-- canvases concerned, in ascending id order (canvas.lock_roots); only then any chord row; last,
+-- the advisory locks of unique keys, ascending (canvas.lock_unique_keys). Every change to a
+-- canvas's chords holds its root's lock, so two transactions never wait on each other inside one
+-- canvas.
 
 -- The most bytes a job's arguments or result, or a chord's gathered results, may take. Set it
 -- per database or role: ALTER DATABASE … SET pgcanvas.max_payload_bytes = '1048576'.
@@ -654,14 +655,33 @@ BEGIN
 END
 $$;
 
+-- A unique key's lock: a transaction advisory lock, held until commit.
+CREATE FUNCTION canvas.unique_lock_id(p_key text) RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+    SELECT hashtextextended('canvas.unique_key:' || p_key, 0)
+$$;
+
+-- Locks several unique keys at once, in ascending lock id: the order every transaction that
+-- enqueues more than one takes them in (advisory locks come last in the lock order).
+CREATE FUNCTION canvas.lock_unique_keys(p_keys text[]) RETURNS void LANGUAGE sql AS $$
+    SELECT count(pg_advisory_xact_lock(k.id))
+    FROM (SELECT DISTINCT canvas.unique_lock_id(x) AS id FROM unnest(p_keys) x ORDER BY 1) k
+$$;
+
 -- The job a unique key stands for now: one waiting or running, or, with p_for seconds, one
 -- enqueued within them. Holds the key's lock until commit, so concurrent enqueues of one key are
--- serialised and each sees the others' jobs (every statement here reads a fresh snapshot).
+-- serialised and each sees the others' jobs: under READ COMMITTED every statement here reads a
+-- fresh snapshot. Under REPEATABLE READ or SERIALIZABLE the snapshot may predate the other's
+-- commit: a waiting or running duplicate then fails on jobs_unique_active_idx (unique_violation)
+-- rather than passing, but a window (p_for) could not be honoured, so it is refused.
 CREATE FUNCTION canvas.unique_match(p_key text, p_for double precision) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     found_id bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended('canvas.unique_key:' || p_key, 0));
+    IF coalesce(p_for, 0) > 0 AND current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'options.unique_for: needs a READ COMMITTED transaction (this one is %)',
+            current_setting('transaction_isolation') USING ERRCODE = '25000';
+    END IF;
+    PERFORM pg_advisory_xact_lock(canvas.unique_lock_id(p_key));
     SELECT id INTO found_id FROM canvas.jobs
     WHERE unique_key = p_key AND state IN ('scheduled', 'queued', 'running');
     IF found_id IS NULL AND coalesce(p_for, 0) > 0 THEN
@@ -704,8 +724,9 @@ BEGIN
     IF kwargs IS NOT NULL AND jsonb_typeof(kwargs) <> 'object' THEN
         RAISE EXCEPTION 'kwargs: expected a JSON object of keyword arguments' USING ERRCODE = '22023';
     END IF;
-    c := canvas.with_call_kwargs(c, kwargs);
+    -- Validated before the merge, so a malformed canvas is named by its path.
     PERFORM canvas.validate_canvas(c, '');
+    c := canvas.with_call_kwargs(c, kwargs);
     IF c->'options' ? 'unique_key' THEN
         existing := canvas.unique_match(c->'options'->>'unique_key', (c->'options'->>'unique_for')::float8);
         IF existing IS NOT NULL THEN

@@ -95,11 +95,12 @@ BEGIN
     ELSIF j.state NOT IN ('failed', 'cancelled') THEN
         RETURN 'not failed';
     END IF;
+    PERFORM canvas.lock_roots(ARRAY[j.chord_id]);
+    -- After the roots: advisory locks come last in the lock order.
     IF j.unique_key IS NOT NULL AND canvas.unique_match(j.unique_key, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'job % has unique_key "%", which stands for job % now: retry refused', p_id, j.unique_key,
             canvas.unique_match(j.unique_key, NULL) USING ERRCODE = '23505';
     END IF;
-    PERFORM canvas.lock_roots(ARRAY[j.chord_id]);
     -- Back to queued even if it had expired: an operator's retry is a new start.
     UPDATE canvas.jobs SET state = 'queued', run_at = now(), finished_at = NULL, worker_id = NULL,
         max_attempts = greatest(max_attempts, attempt - crashes + 1), crashes = 0,
