@@ -106,30 +106,41 @@ $$;
 
 -- Claims up to p_limit runnable jobs of the given queues for a worker, in priority order. Each
 -- queue is read through jobs_queued_idx on its own, so another queue's backlog is never scanned.
+-- Paused queues claim nothing, and rate and concurrency limits hold (canvas.claim_select).
 CREATE FUNCTION canvas.claim(p_worker bigint, p_queues text[], p_limit integer)
 RETURNS TABLE (id bigint, task text, args jsonb, attempt integer, time_limit double precision)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+    picked bigint[];
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM canvas.workers w WHERE w.id = p_worker) THEN
         RAISE EXCEPTION 'worker % is not registered (presumed dead and rescued)', p_worker
             USING ERRCODE = 'PCW01';
     END IF;
     PERFORM canvas.promote_due();
-    -- = ANY(ARRAY(…)) makes the planner run the SKIP LOCKED scans first and then fetch by id.
-    -- With several queues each may lock up to p_limit rows; those not taken are unlocked at commit.
+    -- A rate or concurrency limit or a paused queue anywhere: canvas.claim_select (limits.sql)
+    -- picks the jobs under its locks. None (the normal case): three probes of empty tables.
+    IF EXISTS (SELECT 1 FROM canvas.paused_queues) OR EXISTS (SELECT 1 FROM canvas.rate_limits)
+       OR EXISTS (SELECT 1 FROM canvas.concurrency_limits) THEN
+        picked := canvas.claim_select(p_queues, p_limit);
+    ELSE
+        -- ARRAY(…) runs the SKIP LOCKED scans first; the UPDATE then fetches by id. With several
+        -- queues each may lock up to p_limit rows; those not taken are unlocked at commit.
+        picked := ARRAY(
+            SELECT c.id FROM unnest(p_queues) AS q(name), LATERAL (
+                SELECT x.id, x.priority FROM canvas.jobs x
+                WHERE x.state = 'queued' AND x.queue = q.name
+                ORDER BY x.priority, x.id
+                LIMIT p_limit
+                FOR UPDATE SKIP LOCKED) c
+            ORDER BY c.priority, c.id
+            LIMIT p_limit);
+    END IF;
     RETURN QUERY
     UPDATE canvas.jobs j
     SET state = 'running', worker_id = p_worker, attempt = j.attempt + 1, started_at = now()
-    WHERE j.id = ANY (ARRAY(
-        SELECT c.id FROM unnest(p_queues) AS q(name), LATERAL (
-            SELECT x.id, x.priority FROM canvas.jobs x
-            WHERE x.state = 'queued' AND x.queue = q.name
-            ORDER BY x.priority, x.id
-            LIMIT p_limit
-            FOR UPDATE SKIP LOCKED) c
-        ORDER BY c.priority, c.id
-        LIMIT p_limit))
+    WHERE j.id = ANY (picked)
     RETURNING j.id, j.task, j.args, j.attempt, j.time_limit;
 END
 $$;
