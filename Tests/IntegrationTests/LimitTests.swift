@@ -63,6 +63,42 @@ final class LimitTests {
         #expect(try Broker.claim(worker: w, queues: ["default"], limit: 100, on: c).count == 43)
     }
 
+    /// The limited claim reads through jobs_queued_idx, like the plain one, even where the
+    /// planner's statistics make a sequential scan look cheap (one task and one queue in them, a
+    /// limit on that task; written as `task <> ALL (skipped)`, the claim read all 100,000 rows):
+    /// counted around the calls, in their own transaction, rather than an EXPLAIN of a copy.
+    @Test func aLimitedClaimReadsTheIndexNotTheTable() throws {
+        let c = try database.connect()
+        let w = try registerWorker(c)
+        try c.executeScript(
+            """
+            INSERT INTO canvas.jobs (task, queue) SELECT 'canvas.noop', 'other' FROM generate_series(1, 100000);
+            ANALYZE canvas.jobs;
+            INSERT INTO canvas.jobs (task) SELECT 'canvas.noop' FROM generate_series(1, 30);
+            """)
+        try Limits.setRate(task: "canvas.noop", RateLimit(count: 25, per: .hour), on: c)
+        try Limits.setConcurrency(.queue("default"), max: 1000, on: c)
+        let (claimed, scans, read) = try c.withTransaction { tx in
+            func stats() throws -> (Int, Int) {
+                let row = try tx.query(
+                    """
+                    SELECT pg_stat_get_xact_numscans('canvas.jobs'::regclass),
+                           pg_stat_get_xact_tuples_fetched('canvas.jobs'::regclass)
+                    """)[0]
+                return (try row.decode(Int.self, 0), try row.decode(Int.self, 1))
+            }
+            let before = try stats()
+            var claimed = 0
+            // More calls than PostgreSQL's five custom plans, so the cached plan is the one measured.
+            for _ in 0..<8 { claimed += try Broker.claim(worker: w, queues: ["default"], limit: 10, on: tx).count }
+            let after = try stats()
+            return (claimed, after.0 - before.0, after.1 - before.1)
+        }
+        #expect(claimed == 25)
+        #expect(scans == 0, "sequential scans of canvas.jobs: \(scans)")
+        #expect(read < 2000, "rows fetched: \(read)")
+    }
+
     @Test func concurrencyLimitsOfAQueueAndOfATaskCountRunningJobs() throws {
         let c = try database.connect()
         let w = try registerWorker(c, queues: ["pdf", "default"])
