@@ -42,17 +42,21 @@ struct StatusCommand: ParsableCommand {
         let connection = try database.connect(applicationName: "voteradmin status")
         try SchemaCheck.requireCanvasSchema(on: connection)
         let report = try QueueReport.fetch(on: connection)
+        let limits = try Limits.list(on: connection)
         let states = ["scheduled", "queued", "running", "succeeded", "failed", "cancelled"]
         print(
             "QUEUE".padding(toLength: 16, withPad: " ", startingAt: 0)
                 + states.map { $0.padding(toLength: 11, withPad: " ", startingAt: 0) }.joined())
         if report.queues.isEmpty { print("(no jobs)") }
+        let paused = Set(limits.paused.map(\.queue))
         for q in report.queues {
             print(
                 q.queue.padding(toLength: 16, withPad: " ", startingAt: 0)
                     + states.map { formatCount(q.counts[$0] ?? 0).padding(toLength: 11, withPad: " ", startingAt: 0) }
-                    .joined())
+                    .joined() + (paused.contains(q.queue) ? "PAUSED" : ""))
         }
+        print("\nLIMITS AND PAUSED QUEUES")
+        for line in LimitLines.render(limits) { print(line) }
         print("\nWORKERS")
         if report.workers.isEmpty { print("(none)") }
         for w in report.workers {

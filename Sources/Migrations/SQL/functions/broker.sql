@@ -179,24 +179,36 @@ $$;
 
 -- Claims up to p_limit runnable jobs of the given queues for a worker, in priority order. Each
 -- queue is read through jobs_queued_idx on its own, so another queue's backlog is never scanned.
--- A job whose expiry has passed is never handed out: the claim reads past it, and maintenance
--- cancels it (canvas.expire_due).
+-- Paused queues claim nothing, and rate and concurrency limits hold (canvas.claim_select). A job
+-- whose expiry has passed is never handed out: the claim reads past it, and maintenance cancels
+-- it (canvas.expire_due).
 CREATE FUNCTION canvas.claim(p_worker bigint, p_queues text[], p_limit integer)
 RETURNS TABLE (id bigint, task text, args jsonb, kwargs jsonb, attempt integer, time_limit double precision)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+    picked bigint[];
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM canvas.workers w WHERE w.id = p_worker) THEN
         RAISE EXCEPTION 'worker % is not registered (presumed dead and rescued)', p_worker
             USING ERRCODE = 'PCW01';
     END IF;
     PERFORM canvas.promote_due();
-    -- = ANY(ARRAY(…)) makes the planner run the SKIP LOCKED scans first and then fetch by id.
-    -- With several queues each may lock up to p_limit rows; those not taken are unlocked at commit.
+    -- A rate or concurrency limit or a paused queue anywhere: canvas.claim_select (limits.sql)
+    -- picks the jobs under its locks. None (the normal case): three probes of empty tables, and
+    -- the plain selection below, in the UPDATE itself (a statement of its own would be planned
+    -- again on every call, as this one is: tens of microseconds a claim).
+    IF EXISTS (SELECT 1 FROM canvas.paused_queues) OR EXISTS (SELECT 1 FROM canvas.rate_limits)
+       OR EXISTS (SELECT 1 FROM canvas.concurrency_limits) THEN
+        picked := canvas.claim_select(p_queues, p_limit);
+    END IF;
+    -- ARRAY(…) runs the SKIP LOCKED scans first (and only when picked is NULL); the UPDATE then
+    -- fetches by id. With several queues each may lock up to p_limit rows; those not taken are
+    -- unlocked at commit.
     RETURN QUERY
     UPDATE canvas.jobs j
     SET state = 'running', worker_id = p_worker, attempt = j.attempt + 1, started_at = now()
-    WHERE j.id = ANY (ARRAY(
+    WHERE j.id = ANY (CASE WHEN picked IS NOT NULL THEN picked ELSE ARRAY(
         SELECT c.id FROM unnest(p_queues) AS q(name), LATERAL (
             SELECT x.id, x.priority FROM canvas.jobs x
             WHERE x.state = 'queued' AND x.queue = q.name AND (x.expires_at IS NULL OR x.expires_at > now())
@@ -204,7 +216,7 @@ BEGIN
             LIMIT p_limit
             FOR UPDATE SKIP LOCKED) c
         ORDER BY c.priority, c.id
-        LIMIT p_limit))
+        LIMIT p_limit) END)
     RETURNING j.id, j.task, j.args, j.kwargs, j.attempt, j.time_limit;
 END
 $$;
