@@ -193,9 +193,14 @@ final class FailurePathTests {
                         for id in targets.prefix(6) + roots.prefix(2) {
                             do {
                                 _ = try c.query("SELECT canvas.cancel(\(id))")
-                                _ = try c.query(
-                                    "SELECT canvas.retry(id) FROM canvas.jobs WHERE state = 'failed' AND id % 5 = 0 LIMIT 2"
-                                )
+                                // One retry a transaction, as `voteradmin retry` does: two in one
+                                // statement would take a second canvas's root after the first's,
+                                // in whatever order they came, outside the lock order.
+                                for failed in try c.query(
+                                    "SELECT id FROM canvas.jobs WHERE state = 'failed' AND id % 5 = 0 LIMIT 2")
+                                {
+                                    _ = try c.query("SELECT canvas.retry(\(try failed.decode(Int64.self, 0)))")
+                                }
                             } catch let e as PostgresError where e.sqlState == PostgresError.State.deadlockDetected {
                                 deadlocks.add()
                             }
