@@ -55,6 +55,12 @@ struct EnqueueCommand: ParsableCommand {
         transform: number(JobRules.Message.timeLimit))
     var timeLimit: Double?
 
+    @Option(
+        name: .customLong("soft-time-limit"), parsing: .unconditional,
+        help: "Seconds after which the task is told to stop, before --time-limit kills it.",
+        transform: number(JobRules.Message.softTimeLimit))
+    var softTimeLimit: Double?
+
     @Flag(help: "Wait until the job has finished and print its outcome; exit 0 only if it succeeded.")
     var wait = false
 
@@ -107,6 +113,7 @@ struct EnqueueCommand: ParsableCommand {
         if maxRetries != 3 { given.append("--max-retries") }
         if retryBackoff != 1 { given.append("--retry-backoff") }
         if timeLimit != nil { given.append("--time-limit") }
+        if softTimeLimit != nil { given.append("--soft-time-limit") }
         return given
     }
 
@@ -122,7 +129,7 @@ struct EnqueueCommand: ParsableCommand {
         }
         return JobOptions(
             queue: queue, priority: priority, countdown: countdown, eta: etaDate, maxRetries: maxRetries,
-            retryBackoff: retryBackoff, timeLimit: timeLimit)
+            retryBackoff: retryBackoff, timeLimit: timeLimit, softTimeLimit: softTimeLimit)
     }
 
     static func parseTime(_ text: String) -> Date? {

@@ -14,12 +14,15 @@ public struct SignatureOptions: Sendable, Hashable {
     public var maxRetries: Int?
     public var retryBackoff: Double?
     public var timeLimit: Double?
+    /// Seconds after which the task is told to stop (`ctx.softTimeLimitExceeded`, cancellation);
+    /// less than `timeLimit` when both are given.
+    public var softTimeLimit: Double?
     /// An immutable signature does not receive the previous link's result (Celery's `.si()`).
     public var immutable: Bool
 
     public init(
         queue: String? = nil, priority: Int? = nil, countdown: Double? = nil, maxRetries: Int? = nil,
-        retryBackoff: Double? = nil, timeLimit: Double? = nil, immutable: Bool = false
+        retryBackoff: Double? = nil, timeLimit: Double? = nil, softTimeLimit: Double? = nil, immutable: Bool = false
     ) {
         self.queue = queue
         self.priority = priority
@@ -27,6 +30,7 @@ public struct SignatureOptions: Sendable, Hashable {
         self.maxRetries = maxRetries
         self.retryBackoff = retryBackoff
         self.timeLimit = timeLimit
+        self.softTimeLimit = softTimeLimit
         self.immutable = immutable
     }
 
@@ -38,6 +42,7 @@ public struct SignatureOptions: Sendable, Hashable {
         if let maxRetries { o["max_retries"] = .int(maxRetries) }
         if let retryBackoff { o["retry_backoff"] = .double(retryBackoff) }
         if let timeLimit { o["time_limit"] = .double(timeLimit) }
+        if let softTimeLimit { o["soft_time_limit"] = .double(softTimeLimit) }
         if immutable { o["immutable"] = .bool(true) }
         return o.isEmpty ? nil : .object(o)
     }
@@ -191,7 +196,7 @@ extension SignatureOptions {
     func validate(at path: String, now: Date) throws {
         let options = JobOptions(
             queue: queue ?? "default", priority: priority ?? 0, countdown: countdown, maxRetries: maxRetries ?? 3,
-            retryBackoff: retryBackoff ?? 1, timeLimit: timeLimit)
+            retryBackoff: retryBackoff ?? 1, timeLimit: timeLimit, softTimeLimit: softTimeLimit)
         do {
             try options.validate(now: now)
         } catch let error as CanvasError {

@@ -35,10 +35,12 @@ public enum Enqueue {
             // The usual bulk case: one set of options for every job, sent once instead of per row.
             rows = try connection.query(
                 """
-                INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit)
+                INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit,
+                                         soft_time_limit)
                 SELECT t, a, \(options.queue), \(Int32(options.priority)),
                        coalesce(\(options.eta), now() + coalesce(\(options.countdown), 0) * interval '1 second'),
-                       \(Int32(options.maxRetries + 1)), \(options.retryBackoff), \(options.timeLimit)
+                       \(Int32(options.maxRetries + 1)), \(options.retryBackoff), \(options.timeLimit),
+                       \(options.softTimeLimit)
                 FROM unnest(\(requests.map(\.task)), \(args)) WITH ORDINALITY AS r(t, a, n)
                 ORDER BY n
                 RETURNING id
@@ -46,14 +48,16 @@ public enum Enqueue {
         } else {
             rows = try connection.query(
                 """
-                INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit)
-                SELECT t, a, q, p, coalesce(eta, now() + coalesce(cd, 0) * interval '1 second'), m, rb, tl
+                INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit,
+                                         soft_time_limit)
+                SELECT t, a, q, p, coalesce(eta, now() + coalesce(cd, 0) * interval '1 second'), m, rb, tl, stl
                 FROM unnest(\(requests.map(\.task)), \(args),
                             \(requests.map(\.options.queue)), \(requests.map { Int32($0.options.priority) }),
                             \(requests.map(\.options.eta)), \(requests.map(\.options.countdown)),
                             \(requests.map { Int32($0.options.maxRetries + 1) }),
-                            \(requests.map(\.options.retryBackoff)), \(requests.map(\.options.timeLimit)))
-                     WITH ORDINALITY AS r(t, a, q, p, eta, cd, m, rb, tl, n)
+                            \(requests.map(\.options.retryBackoff)), \(requests.map(\.options.timeLimit)),
+                            \(requests.map(\.options.softTimeLimit)))
+                     WITH ORDINALITY AS r(t, a, q, p, eta, cd, m, rb, tl, stl, n)
                 ORDER BY n
                 RETURNING id
                 """)

@@ -21,10 +21,12 @@ public struct JobOptions: Sendable, Hashable {
     public var retryBackoff: Double = 1
     /// Seconds a run may take before its pool process is killed.
     public var timeLimit: Double? = nil
+    /// Seconds after which the task is told to stop, before the hard `timeLimit` kills it.
+    public var softTimeLimit: Double? = nil
 
     public init(
         queue: String = "default", priority: Int = 0, countdown: Double? = nil, eta: Date? = nil, maxRetries: Int = 3,
-        retryBackoff: Double = 1, timeLimit: Double? = nil
+        retryBackoff: Double = 1, timeLimit: Double? = nil, softTimeLimit: Double? = nil
     ) {
         self.queue = queue
         self.priority = priority
@@ -33,6 +35,7 @@ public struct JobOptions: Sendable, Hashable {
         self.maxRetries = maxRetries
         self.retryBackoff = retryBackoff
         self.timeLimit = timeLimit
+        self.softTimeLimit = softTimeLimit
     }
 
     /// Checks every option against `JobRules`, the same rules `canvas.enqueue` applies.
@@ -47,6 +50,10 @@ public struct JobOptions: Sendable, Hashable {
         if let eta, !JobRules.isEta(eta, now: now) { throw CanvasError(JobRules.Message.eta) }
         if let timeLimit, !JobRules.isTimeLimit(timeLimit) { throw CanvasError(JobRules.Message.timeLimit) }
         if !JobRules.isRetryBackoff(retryBackoff) { throw CanvasError(JobRules.Message.retryBackoff) }
+        if let softTimeLimit {
+            if !JobRules.isTimeLimit(softTimeLimit) { throw CanvasError(JobRules.Message.softTimeLimit) }
+            if let timeLimit, !(softTimeLimit < timeLimit) { throw CanvasError(JobRules.Message.softTimeLimitOrder) }
+        }
     }
 }
 

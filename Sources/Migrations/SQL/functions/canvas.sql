@@ -58,9 +58,10 @@ BEGIN
     END IF;
     -- One jsonb operation in the common case; the keys are listed only to name an unknown one.
     IF (o - ARRAY['queue', 'priority', 'countdown', 'eta', 'max_retries', 'retry_backoff', 'time_limit',
-                  'immutable']) <> '{}'::jsonb THEN
+                  'soft_time_limit', 'immutable']) <> '{}'::jsonb THEN
         k := (SELECT min(x) FROM jsonb_object_keys(o - ARRAY['queue', 'priority', 'countdown', 'eta', 'max_retries',
-                                                             'retry_backoff', 'time_limit', 'immutable']) x);
+                                                             'retry_backoff', 'time_limit', 'soft_time_limit',
+                                                             'immutable']) x);
         RAISE EXCEPTION '%options: unknown option "%"', p, k USING ERRCODE = '22023';
     END IF;
     IF o ? 'queue' AND NOT canvas.is_name(o->'queue') THEN
@@ -96,6 +97,16 @@ BEGIN
                              OR (o->>'time_limit')::numeric = 0) THEN
         RAISE EXCEPTION '%options.time_limit: expected seconds, more than 0 and at most 31536000', p
             USING ERRCODE = '22023';
+    END IF;
+    IF o ? 'soft_time_limit' THEN
+        IF NOT canvas.is_seconds(o->'soft_time_limit', 0, 31536000) OR (o->>'soft_time_limit')::numeric = 0 THEN
+            RAISE EXCEPTION '%options.soft_time_limit: expected seconds, more than 0 and at most 31536000', p
+                USING ERRCODE = '22023';
+        END IF;
+        IF o ? 'time_limit' AND (o->>'soft_time_limit')::numeric >= (o->>'time_limit')::numeric THEN
+            RAISE EXCEPTION '%options.soft_time_limit: expected less than options.time_limit', p
+                USING ERRCODE = '22023';
+        END IF;
     END IF;
     IF o ? 'retry_backoff' AND NOT canvas.is_seconds(o->'retry_backoff', 0, 86400) THEN
         RAISE EXCEPTION '%options.retry_backoff: expected seconds from 0 to 86400', p USING ERRCODE = '22023';
@@ -254,7 +265,7 @@ $$;
 -- planner inlines it into the INSERTs below, the 100,000-row one included.
 CREATE FUNCTION canvas.job_fields(s jsonb, p_prepend jsonb)
 RETURNS TABLE (task text, args jsonb, queue text, priority integer, run_at timestamptz, max_attempts integer,
-               retry_backoff double precision, time_limit double precision)
+               retry_backoff double precision, time_limit double precision, soft_time_limit double precision)
 LANGUAGE sql STABLE AS $$
     SELECT s->>'task',
            CASE WHEN p_prepend IS NOT NULL AND NOT coalesce((s->'options'->>'immutable')::boolean, false)
@@ -265,7 +276,8 @@ LANGUAGE sql STABLE AS $$
                     now() + coalesce((s->'options'->>'countdown')::float8, 0) * interval '1 second'),
            coalesce((s->'options'->>'max_retries')::numeric::integer, 3) + 1,
            coalesce((s->'options'->>'retry_backoff')::float8, 1),
-           (s->'options'->>'time_limit')::float8
+           (s->'options'->>'time_limit')::float8,
+           (s->'options'->>'soft_time_limit')::float8
 $$;
 
 -- Inserts one signature as a job, with where it stands in its canvas and the error callbacks it
@@ -278,7 +290,7 @@ DECLARE
 BEGIN
     -- PL/pgSQL, so the INSERT is planned once a session rather than once a call.
     INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit,
-                             chain, chord_id, position, on_error, parent_id)
+                             soft_time_limit, chain, chord_id, position, on_error, parent_id)
     SELECT f.*, nullif(p_chain, '[]'::jsonb), p_chord, p_position,
            nullif(canvas.as_list(s->'on_error') || canvas.as_list(p_on_error), '[]'::jsonb), p_parent
     FROM canvas.job_fields(s, p_prepend) f
@@ -357,7 +369,7 @@ BEGIN
     ELSIF NOT EXISTS (SELECT 1 FROM jsonb_array_elements(members) m WHERE NOT (m ? 'task') OR m ? 'on_error') THEN
         -- Every member a plain signature: one INSERT for all of them, however many.
         INSERT INTO canvas.jobs (task, args, queue, priority, run_at, max_attempts, retry_backoff, time_limit,
-                                 chord_id, position, parent_id)
+                                 soft_time_limit, chord_id, position, parent_id)
         SELECT f.*, chord_id, (k - 1)::integer, p_parent
         FROM jsonb_array_elements(members) WITH ORDINALITY AS e(m, k), canvas.job_fields(m, p_prepend) f
         ORDER BY k;
