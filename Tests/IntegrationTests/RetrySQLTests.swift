@@ -81,6 +81,19 @@ final class RetrySQLTests {
                 .decode(Int.self, 0) == 1)
     }
 
+    /// Terms from a client in another language: any JSON number is clamped, never refused.
+    @Test func retryTermsOutOfRangeAreClamped() throws {
+        let c = try database.connect()
+        let me = try worker(c)
+        let id = try Enqueue.job(JobRequest("t", options: JobOptions(maxRetries: 0)), on: c)
+        let far = try run(me, .retry, result: #"{"countdown": 1e400, "max_retries": 2.5e9}"#, on: c)
+        #expect(far.state == "scheduled")
+        #expect(abs(try secondsUntilRun(id, on: c) - 315_360_000) < 60)
+        try c.execute("UPDATE canvas.jobs SET run_at = now() WHERE id = \(id)")
+        _ = try c.query("SELECT canvas.promote_due()")
+        #expect(try run(me, .retry, result: #"{"countdown": -5, "max_retries": -1}"#, on: c).state == "failed")
+    }
+
     @Test func aRetryWithoutAReasonFailsAsCeleryDoesWhenNoneIsLeft() throws {
         let c = try database.connect()
         let me = try worker(c)

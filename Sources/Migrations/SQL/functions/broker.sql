@@ -196,14 +196,15 @@ BEGIN
                     WHEN i.outcome = 'error' AND j.attempt - j.crashes < j.max_attempts THEN 'retry'
                     WHEN i.outcome = 'retry' AND j.attempt - j.crashes
                          < CASE WHEN jsonb_typeof(i.result->'max_retries') = 'number'
-                                THEN least(greatest((i.result->>'max_retries')::integer, 0), 1000) + 1
+                                THEN least(greatest((i.result->>'max_retries')::numeric, 0), 1000)::integer + 1
                                 ELSE j.max_attempts END
                         THEN 'retry'
                     WHEN i.outcome = 'crashed' AND j.crashes + 1 < canvas.max_crashes() THEN 'requeue'
                     ELSE 'failed'
                 END AS verdict,
                 CASE WHEN i.outcome = 'retry' AND jsonb_typeof(i.result->'countdown') = 'number'
-                    THEN least(greatest((i.result->>'countdown')::float8, 0), 315360000)
+                    -- Through numeric, so that any JSON number a client sends is clamped, never refused.
+                    THEN least(greatest((i.result->>'countdown')::numeric, 0), 315360000)::float8
                     ELSE least(j.retry_backoff * power(2, least(greatest(j.attempt - j.crashes - 1, 0), 30)), 3600)
                          * (0.9 + random() * 0.2)
                 END AS backoff
@@ -223,7 +224,8 @@ BEGIN
                                j.crashes + 1, d.error)
                     -- Celery's MaxRetriesExceededError, when the task gave no error of its own.
                     WHEN d.outcome = 'retry' AND d.error IS NULL THEN
-                        CASE d.verdict WHEN 'failed' THEN format('Can''t retry %s[%s]: max retries exceeded', j.task, j.id)
+                        CASE d.verdict
+                            WHEN 'failed' THEN format('Can''t retry %s[%s]: max retries exceeded', j.task, j.id)
                             ELSE 'retry requested by the task' END
                     ELSE d.error END,
                 crashes = j.crashes + (d.outcome = 'crashed')::integer,
