@@ -93,18 +93,20 @@ final class RetryTests {
 
     @Test func aChordMemberThatRetriesThenSucceedsCompletesTheChordOnce() throws {
         let c = try database.connect()
-        // The first member asks for a retry twice (countdown 0.2 s), then returns its attempt: 3.
+        // The first member asks for a retry twice (countdown 0.2 s), then returns its attempt: 3;
+        // the second, a typed task, once, then returns 2.
         let root = try enqueue(
             #"""
             {"chord": [{"task": "test.retry", "args": [0.2, null, "again", 3]},
-                       {"task": "canvas.add", "args": [1, 2]}],
+                       {"task": "test.retry_typed", "args": [2]}],
              "body": {"task": "canvas.sum"}}
             """#, on: c)
         let w = try startWorker()
         let status = try CanvasHandle(id: root).wait(on: c, timeout: 20)
         #expect(status.state == .succeeded, "\(w.log)")
-        #expect(status.result == .int(6))
+        #expect(status.result == .int(5))
         #expect(try job("test.retry", on: c).attempt == 3)
+        #expect(try job("test.retry_typed", on: c).attempt == 2)
         #expect(try c.query("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.sum'")[0].decode(Int.self, 0) == 1)
         #expect(
             try c.query("SELECT remaining, state FROM canvas.chords WHERE kind = 'chord'")[0].decode(Int.self, 0) == 0)

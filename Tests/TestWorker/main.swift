@@ -45,8 +45,14 @@ let softAsync = TaskDefinition(
     return "slept"
 }
 
+/// A typed body asks for a retry until its run's attempt reaches `n`, then returns the attempt.
+let retryTyped = TaskDefinition("test.retry_typed") { (n: Int, ctx) async throws -> Int in
+    if ctx.attempt < n { try ctx.retry(countdown: 0.05, because: Transient()) }
+    return ctx.attempt
+}
+
 var registry = TaskRegistry()
-registry.register([flaky, slowButRetried, softAsync])
+registry.register([flaky, slowButRetried, softAsync, retryTyped])
 
 // [countdown, max_retries, message, succeed_on_attempt]: asks for a retry (Celery's
 // self.retry(countdown=…, max_retries=…, exc=…)) until the run's attempt reaches the last
