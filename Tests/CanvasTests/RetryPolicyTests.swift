@@ -126,8 +126,10 @@ import Testing
             }
         }
         _ = error
-        let took = Date().timeIntervalSince(started)
-        #expect(took >= 0.19 && took < 2, "\(took)")
+        // Not before the deadline. No upper bound here: this test blocks a thread of Swift's
+        // cooperative pool, which the whole test run shares, so the cancelled task may wait for
+        // a thread. A pool process waits on its main thread instead; RetryTests times that.
+        #expect(Date().timeIntervalSince(started) >= 0.19)
         // One that finishes first is not disturbed.
         #expect(try runToCompletion(cancelAt: Date().addingTimeInterval(5)) { 7 } == 7)
     }
