@@ -75,6 +75,9 @@ let package = Package(
         .executableTarget(name: "pgworker", dependencies: ["PGCanvasWorker", "VoterRolls"]),
         .executableTarget(
             name: "canvas-bench", dependencies: ["PGCanvas", "Postgres", "RollPDF"], path: "bench/canvas-bench"),
+        // A pgworker with the tasks RetryTests needs (retry policies, time limits), run as a real process.
+        .executableTarget(
+            name: "pgcanvas-testworker", dependencies: ["PGCanvasWorker", "PGCanvas"], path: "Tests/TestWorker"),
         .target(
             name: "TestSupport",
             dependencies: ["Postgres", "Migrations", "PGCanvas", "VoterRolls"],

@@ -71,6 +71,11 @@ struct WorkerCommand: ParsableCommand {
     @Option(name: .customLong("time-limit"), help: "Seconds a job may run before its pool process is killed.")
     var timeLimit: Double?
 
+    @Option(
+        name: .customLong("soft-time-limit"),
+        help: "Seconds after which a job is told to stop (ctx.softTimeLimitExceeded, cancellation).")
+    var softTimeLimit: Double?
+
     @Option(name: .customLong("poll-interval"), help: "Seconds between polls when no NOTIFY arrives.")
     var pollInterval: Double = 1
 
@@ -122,6 +127,7 @@ struct WorkerCommand: ParsableCommand {
         config.hostname = hostname
         config.prefetch = prefetch ?? 2 * concurrency
         config.timeLimit = timeLimit
+        config.softTimeLimit = softTimeLimit
         config.pollInterval = pollInterval
         config.pollOnly = pollOnly
         config.rescueAfter = rescueAfter

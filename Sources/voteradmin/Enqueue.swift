@@ -59,6 +59,12 @@ struct EnqueueCommand: ParsableCommand {
     var timeLimit: Double?
 
     @Option(
+        name: .customLong("soft-time-limit"), parsing: .unconditional,
+        help: "Seconds after which the task is told to stop, before --time-limit kills it.",
+        transform: number(JobRules.Message.softTimeLimit))
+    var softTimeLimit: Double?
+
+    @Option(
         help: ArgumentHelp(
             "Cancel the job if it has not started by then: seconds, or an ISO 8601 time with a zone.",
             valueName: "seconds-or-time"))
@@ -151,6 +157,7 @@ struct EnqueueCommand: ParsableCommand {
         if ignoreResult { given.append("--ignore-result") }
         if uniqueKey != nil { given.append("--unique-key") }
         if uniqueFor != nil { given.append("--unique-for") }
+        if softTimeLimit != nil { given.append("--soft-time-limit") }
         return given
     }
 
@@ -178,8 +185,8 @@ struct EnqueueCommand: ParsableCommand {
         }
         return JobOptions(
             queue: queue, priority: priority, countdown: countdown, eta: etaDate, maxRetries: maxRetries,
-            retryBackoff: retryBackoff, timeLimit: timeLimit, expires: expiry, ignoreResult: ignoreResult,
-            uniqueKey: uniqueKey, uniqueFor: uniqueFor)
+            retryBackoff: retryBackoff, timeLimit: timeLimit, softTimeLimit: softTimeLimit, expires: expiry,
+            ignoreResult: ignoreResult, uniqueKey: uniqueKey, uniqueFor: uniqueFor)
     }
 
     static func parseTime(_ text: String) -> Date? {

@@ -50,6 +50,22 @@ import Testing
         #expect(l.decide(at(2), want: 3) == .init(claim: 3, checkCancels: true))
     }
 
+    @Test func aRetryScheduledBeforeThePollIsClaimedWhenItComesDue() {
+        let l = loop(poll: 2)
+        _ = l.decide(at(0), want: 5)
+        l.claimed(0, of: 5)
+        l.pacer.retryScheduled(at: at(0.75))
+        l.pacer.retryScheduled(at: at(1.5))
+        #expect(l.wait(at(0.5)) == .upTo(0.25))
+        #expect(l.decide(at(0.5), want: 5) == .init(claim: 0, checkCancels: false))
+        #expect(l.decide(at(0.75), want: 5) == .init(claim: 5, checkCancels: false))
+        l.claimed(0, of: 5)
+        // Taken: back to the poll's own rhythm, restarted by that claim (only the soonest retry
+        // is remembered; a later one is found by a claim no later than the next poll).
+        #expect(l.wait(at(1)) == .upTo(1.75))
+        #expect(l.decide(at(1), want: 5) == .init(claim: 0, checkCancels: false))
+    }
+
     @Test func theIdleWaitIsAtMostTheHeartbeatInterval() {
         let l = loop(poll: 60, heartbeat: 5)
         _ = l.decide(at(0), want: 5)

@@ -77,15 +77,18 @@ import Testing
                 argsText: Self.text(&g, large: i == 0),
                 attempt: i, timeLimit: nil)
         }
+        // Every other job carries a soft time limit; the rest have none, which must stay nil.
+        let softLimits = jobs.indices.map { $0 % 2 == 0 ? Double.random(in: 0.001...31_536_000, using: &g) : nil }
         var stream: [UInt8] = []
-        for job in jobs { WireFormat.appendJob(job, to: &stream) }
+        for (job, soft) in zip(jobs, softLimits) { WireFormat.appendJob(job, softTimeLimit: soft, to: &stream) }
         var decoded: [WireFormat.JobMessage] = []
         let decoder = Self.decode(stream, &g) { decoded.append(try! #require(WireFormat.parseJob($0))) }
         #expect(decoder.pendingCount == 0)
         try #require(decoded.count == jobs.count)
-        for (job, message) in zip(jobs, decoded) {
+        for ((job, soft), message) in zip(zip(jobs, softLimits), decoded) {
             #expect(message.id == job.id && message.attempt == job.attempt)
             #expect(message.task == job.task && message.argsText == job.argsText)
+            #expect(message.softTimeLimit == soft)
         }
     }
 
@@ -126,7 +129,7 @@ import Testing
     @Test(arguments: [31, 32, 33, 34, 35] as [UInt64])
     func resultFramesCarryAnyTextAndTellAbsentFromEmpty(seed: UInt64) throws {
         var g = SplitMix64(state: seed)
-        let kinds: [Outcome.Kind] = [.succeeded, .error, .timeout, .fatal, .crashed]
+        let kinds: [Outcome.Kind] = [.succeeded, .error, .timeout, .fatal, .crashed, .retry]
         func maybe(_ g: inout SplitMix64, large: Bool = false) -> String? {
             large || Bool.random(using: &g) ? Self.text(&g, large: large) : nil
         }

@@ -95,6 +95,11 @@ final class EnqueueCommandTests {
         (["--time-limit", "31536000.5"], "options.time_limit: expected seconds, more than 0 and at most 31536000"),
         (["--time-limit", "inf"], "options.time_limit: expected seconds, more than 0 and at most 31536000"),
         (["--retry-backoff", "86400.5"], "options.retry_backoff: expected seconds from 0 to 86400"),
+        (["--soft-time-limit", "0"], "options.soft_time_limit: expected seconds, more than 0 and at most 31536000"),
+        (
+            ["--time-limit", "5", "--soft-time-limit", "5"],
+            "options.soft_time_limit: expected less than options.time_limit"
+        ),
         (["--retry-backoff", "-1"], "options.retry_backoff: expected seconds from 0 to 86400"),
         (["--eta", "2999-01-01T00:00:00Z"], "options.eta: expected a time within 10 years"),
         (["--eta", "2030-01-01"], "--eta: expected an ISO 8601 time with a zone"),

@@ -142,7 +142,9 @@ final class WorkerTests {
         )
     }
 
-    @Test func aTimeLimitKillsTheRunAndRetriesIt() throws {
+    /// A time limit fails the job at once, retries left or not: only a retry policy that names
+    /// TimeLimitExceeded retries it (RetryTests), as in Celery.
+    @Test func aTimeLimitKillsTheRunAndFailsTheJobWithoutRetry() throws {
         let c = try database.connect()
         let id = try Enqueue.job(
             JobRequest("canvas.sleep", [30], options: JobOptions(maxRetries: 1, retryBackoff: 0, timeLimit: 0.5)), on: c
@@ -150,7 +152,7 @@ final class WorkerTests {
         let w = try startWorker(["-c", "1"])
         #expect(try eventually(timeout: 15) { try JobStatus.fetch(id, on: c)?.state == .failed }, "\(w.log)")
         let status = try #require(try JobStatus.fetch(id, on: c))
-        #expect(status.attempt == 2)
+        #expect(status.attempt == 1)
         #expect(status.error?.contains("Hard time limit") == true)
         #expect(w.log.contains("Hard time limit (0.5000s) exceeded for canvas.sleep[\(id)]"))
     }

@@ -7,12 +7,16 @@ public final class WorkerProcess: @unchecked Sendable {
     public let logURL: URL
     private var exitStatus: Int32?
 
-    public init(databaseURL: String, arguments: [String], environment: [String: String] = [:]) throws {
+    /// - Parameter executable: the worker binary beside the tests (`pgworker`, or
+    ///   `pgcanvas-testworker` for tasks only tests need).
+    public init(
+        databaseURL: String, arguments: [String], environment: [String: String] = [:], executable: String = "pgworker"
+    ) throws {
         logURL = FileManager.default.temporaryDirectory.appendingPathComponent("pgworker-\(UUID().uuidString).log")
         let log = open(logURL.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         defer { close(log) }
         pid = try spawnProcess(
-            Binaries.url("pgworker"), arguments, environment: environment.merging(["DATABASE_URL": databaseURL]) { $1 },
+            Binaries.url(executable), arguments, environment: environment.merging(["DATABASE_URL": databaseURL]) { $1 },
             stdout: log, stderr: log)
     }
 

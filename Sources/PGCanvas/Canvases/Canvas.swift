@@ -14,6 +14,9 @@ public struct SignatureOptions: Sendable, Hashable {
     public var maxRetries: Int?
     public var retryBackoff: Double?
     public var timeLimit: Double?
+    /// Seconds after which the task is told to stop (`ctx.softTimeLimitExceeded`, cancellation);
+    /// less than `timeLimit` when both are given.
+    public var softTimeLimit: Double?
     /// An immutable signature does not receive the previous link's result (Celery's `.si()`).
     public var immutable: Bool
     /// Not started by then: cancelled with reason "expired", failing its canvas.
@@ -27,8 +30,8 @@ public struct SignatureOptions: Sendable, Hashable {
 
     public init(
         queue: String? = nil, priority: Int? = nil, countdown: Double? = nil, maxRetries: Int? = nil,
-        retryBackoff: Double? = nil, timeLimit: Double? = nil, immutable: Bool = false, expires: Expiry? = nil,
-        ignoreResult: Bool = false, uniqueKey: String? = nil, uniqueFor: Double? = nil
+        retryBackoff: Double? = nil, timeLimit: Double? = nil, softTimeLimit: Double? = nil, immutable: Bool = false,
+        expires: Expiry? = nil, ignoreResult: Bool = false, uniqueKey: String? = nil, uniqueFor: Double? = nil
     ) {
         self.queue = queue
         self.priority = priority
@@ -36,6 +39,7 @@ public struct SignatureOptions: Sendable, Hashable {
         self.maxRetries = maxRetries
         self.retryBackoff = retryBackoff
         self.timeLimit = timeLimit
+        self.softTimeLimit = softTimeLimit
         self.immutable = immutable
         self.expires = expires
         self.ignoreResult = ignoreResult
@@ -51,6 +55,7 @@ public struct SignatureOptions: Sendable, Hashable {
         if let maxRetries { o["max_retries"] = .int(maxRetries) }
         if let retryBackoff { o["retry_backoff"] = .double(retryBackoff) }
         if let timeLimit { o["time_limit"] = .double(timeLimit) }
+        if let softTimeLimit { o["soft_time_limit"] = .double(softTimeLimit) }
         if immutable { o["immutable"] = .bool(true) }
         if let expires { o["expires"] = expires.json }
         if ignoreResult { o["ignore_result"] = .bool(true) }
@@ -235,8 +240,8 @@ extension SignatureOptions {
     func validate(at path: String, now: Date) throws {
         let options = JobOptions(
             queue: queue ?? "default", priority: priority ?? 0, countdown: countdown, maxRetries: maxRetries ?? 3,
-            retryBackoff: retryBackoff ?? 1, timeLimit: timeLimit, expires: expires, ignoreResult: ignoreResult,
-            uniqueKey: uniqueKey, uniqueFor: uniqueFor)
+            retryBackoff: retryBackoff ?? 1, timeLimit: timeLimit, softTimeLimit: softTimeLimit, expires: expires,
+            ignoreResult: ignoreResult, uniqueKey: uniqueKey, uniqueFor: uniqueFor)
         do {
             try options.validate(now: now)
         } catch let error as CanvasError {

@@ -58,10 +58,11 @@ public enum Enqueue {
             rows = try connection.query(
                 """
                 INSERT INTO canvas.jobs (task, args, kwargs, queue, priority, run_at, max_attempts, retry_backoff,
-                                         time_limit, expires_at, ignore_result)
+                                         time_limit, soft_time_limit, expires_at, ignore_result)
                 SELECT t, a, k, \(options.queue), \(Int32(options.priority)),
                        coalesce(\(options.eta), now() + coalesce(\(options.countdown), 0) * interval '1 second'),
                        \(Int32(options.maxRetries + 1)), \(options.retryBackoff), \(options.timeLimit),
+                       \(options.softTimeLimit),
                        coalesce(\(expiresAt[0]), now() + \(expiresIn[0]) * interval '1 second'), \(options.ignoreResult)
                 FROM unnest(\(requests.map(\.task)), \(args), \(kwargs)) WITH ORDINALITY AS r(t, a, k, n)
                 ORDER BY n
@@ -71,16 +72,17 @@ public enum Enqueue {
             rows = try connection.query(
                 """
                 INSERT INTO canvas.jobs (task, args, kwargs, queue, priority, run_at, max_attempts, retry_backoff,
-                                         time_limit, expires_at, ignore_result)
-                SELECT t, a, k, q, p, coalesce(eta, now() + coalesce(cd, 0) * interval '1 second'), m, rb, tl,
+                                         time_limit, soft_time_limit, expires_at, ignore_result)
+                SELECT t, a, k, q, p, coalesce(eta, now() + coalesce(cd, 0) * interval '1 second'), m, rb, tl, stl,
                        coalesce(ea, now() + ei * interval '1 second'), ir
                 FROM unnest(\(requests.map(\.task)), \(args), \(kwargs),
                             \(requests.map(\.options.queue)), \(requests.map { Int32($0.options.priority) }),
                             \(requests.map(\.options.eta)), \(requests.map(\.options.countdown)),
                             \(requests.map { Int32($0.options.maxRetries + 1) }),
                             \(requests.map(\.options.retryBackoff)), \(requests.map(\.options.timeLimit)),
-                            \(expiresAt), \(expiresIn), \(requests.map(\.options.ignoreResult)))
-                     WITH ORDINALITY AS r(t, a, k, q, p, eta, cd, m, rb, tl, ea, ei, ir, n)
+                            \(requests.map(\.options.softTimeLimit)), \(expiresAt), \(expiresIn),
+                            \(requests.map(\.options.ignoreResult)))
+                     WITH ORDINALITY AS r(t, a, k, q, p, eta, cd, m, rb, tl, stl, ea, ei, ir, n)
                 ORDER BY n
                 RETURNING id
                 """)

@@ -21,6 +21,8 @@ public struct JobOptions: Sendable, Hashable {
     public var retryBackoff: Double = 1
     /// Seconds a run may take before its pool process is killed.
     public var timeLimit: Double? = nil
+    /// Seconds after which the task is told to stop, before the hard `timeLimit` kills it.
+    public var softTimeLimit: Double? = nil
     /// A job not started by then is cancelled with reason "expired" (Celery's `expires`).
     public var expires: Expiry? = nil
     /// The result is not stored (Celery's `ignore_result`).
@@ -32,8 +34,8 @@ public struct JobOptions: Sendable, Hashable {
 
     public init(
         queue: String = "default", priority: Int = 0, countdown: Double? = nil, eta: Date? = nil, maxRetries: Int = 3,
-        retryBackoff: Double = 1, timeLimit: Double? = nil, expires: Expiry? = nil, ignoreResult: Bool = false,
-        uniqueKey: String? = nil, uniqueFor: Double? = nil
+        retryBackoff: Double = 1, timeLimit: Double? = nil, softTimeLimit: Double? = nil, expires: Expiry? = nil,
+        ignoreResult: Bool = false, uniqueKey: String? = nil, uniqueFor: Double? = nil
     ) {
         self.queue = queue
         self.priority = priority
@@ -42,6 +44,7 @@ public struct JobOptions: Sendable, Hashable {
         self.maxRetries = maxRetries
         self.retryBackoff = retryBackoff
         self.timeLimit = timeLimit
+        self.softTimeLimit = softTimeLimit
         self.expires = expires
         self.ignoreResult = ignoreResult
         self.uniqueKey = uniqueKey
@@ -60,6 +63,10 @@ public struct JobOptions: Sendable, Hashable {
         if let eta, !JobRules.isEta(eta, now: now) { throw CanvasError(JobRules.Message.eta) }
         if let timeLimit, !JobRules.isTimeLimit(timeLimit) { throw CanvasError(JobRules.Message.timeLimit) }
         if !JobRules.isRetryBackoff(retryBackoff) { throw CanvasError(JobRules.Message.retryBackoff) }
+        if let softTimeLimit {
+            if !JobRules.isTimeLimit(softTimeLimit) { throw CanvasError(JobRules.Message.softTimeLimit) }
+            if let timeLimit, !(softTimeLimit < timeLimit) { throw CanvasError(JobRules.Message.softTimeLimitOrder) }
+        }
         switch expires {
         case .after(let seconds) where !JobRules.isCountdown(seconds):
             throw CanvasError(JobRules.Message.expiresSeconds)
@@ -82,6 +89,7 @@ public struct JobOptions: Sendable, Hashable {
         if let countdown { o["countdown"] = .double(countdown) }
         if let eta { o["eta"] = .string(JobOptions.timeText(eta)) }
         if let timeLimit { o["time_limit"] = .double(timeLimit) }
+        if let softTimeLimit { o["soft_time_limit"] = .double(softTimeLimit) }
         if let expires { o["expires"] = expires.json }
         if ignoreResult { o["ignore_result"] = .bool(true) }
         if let uniqueKey { o["unique_key"] = .string(uniqueKey) }

@@ -39,6 +39,9 @@ public enum JobRules {
         public static let eta = "options.eta: expected a time within 10 years"
         public static let timeLimit =
             "options.time_limit: expected seconds, more than 0 and at most \(seconds(maxTimeLimit))"
+        public static let softTimeLimit =
+            "options.soft_time_limit: expected seconds, more than 0 and at most \(seconds(maxTimeLimit))"
+        public static let softTimeLimitOrder = "options.soft_time_limit: expected less than options.time_limit"
         public static let retryBackoff = "options.retry_backoff: expected seconds from 0 to \(seconds(maxRetryBackoff))"
         public static let expiresSeconds =
             "options.expires: expected seconds from 0 to \(seconds(maxCountdown)), or a time"

@@ -37,10 +37,17 @@ public final class TaskContext: @unchecked Sendable {
     }
     private var spawnedCanvases: [JSONValue] = []
     private let lock = NSLock()
+    /// When this run's soft time limit passes (Celery's `soft_time_limit`), or nil without one.
+    /// Past it an async body is cancelled (`Task.isCancelled`, `CancellationError`); sync code
+    /// asks `softTimeLimitExceeded` or calls `checkSoftTimeLimit()`. The hard limit, if any,
+    /// still kills the pool process later.
+    public let softDeadline: Date?
+    /// The soft time limit in seconds, when there is one.
+    public let softTimeLimit: Double?
 
     public init(
         jobID: Int64, task: String, attempt: Int, kwargs: [String: JSONValue] = [:], logger: Logger,
-        registry: TaskRegistry, connection: @escaping () throws -> Connection
+        registry: TaskRegistry, softTimeLimit: Double? = nil, connection: @escaping () throws -> Connection
     ) {
         self.jobID = jobID
         self.task = task
@@ -48,7 +55,40 @@ public final class TaskContext: @unchecked Sendable {
         self.kwargs = kwargs
         self.logger = logger
         self.registry = registry
+        self.softTimeLimit = softTimeLimit
+        self.softDeadline = softTimeLimit.map { Date().addingTimeInterval($0) }
         self.connectionProvider = connection
+    }
+
+    /// Whether the soft time limit has passed: sync code checks it between steps and wraps up.
+    public var softTimeLimitExceeded: Bool { softDeadline.map { Date() >= $0 } ?? false }
+
+    /// Throws `SoftTimeLimitExceeded` once the soft time limit has passed, as Celery raises it
+    /// inside the task.
+    public func checkSoftTimeLimit() throws {
+        if softTimeLimitExceeded, let softTimeLimit { throw SoftTimeLimitExceeded(seconds: softTimeLimit) }
+    }
+
+    /// Ends this run as a retry, as Celery's `self.retry(countdown=…, max_retries=…, exc=…)`: the
+    /// job runs again in `countdown` seconds, or fails with `because` when no retry is left.
+    /// Nothing the run spawned is enqueued.
+    ///
+    /// ```swift
+    /// } catch let error as Upstream where error.status == 503 {
+    ///     try ctx.retry(countdown: 30, maxRetries: 10, because: error)
+    /// }
+    /// ```
+    /// - Parameters:
+    ///   - countdown: seconds until the retry; nil lets the task's `RetryPolicy` (or else the
+    ///     job's exponential backoff) decide. Clamped to 0…315360000.
+    ///   - maxRetries: overrides the task's and the job's `max_retries` for this decision.
+    ///   - because: the error the job fails with when the retries are spent.
+    /// - Throws: always `TaskRetry`; let it out of the task.
+    public func retry(countdown: Double? = nil, maxRetries: Int? = nil, because: (any Error)? = nil) throws -> Never {
+        throw TaskRetry(
+            countdown: countdown.map(RetryPolicy.clampSeconds),
+            maxRetries: maxRetries.map { min(max($0, JobRules.maxRetries.lowerBound), JobRules.maxRetries.upperBound) },
+            reason: because.map { ($0 as? TaskError)?.message ?? "\($0)" })
     }
 
     /// This pool process's own connection to the application database (opened on first use).

@@ -11,8 +11,8 @@ import Logging
 /// ```
 public typealias TaskFunction = @Sendable (inout TaskContext, [JSONValue]) throws -> JSONValue
 
-/// A task as a worker holds it: its name, its code on JSON values, and its own time limit if it
-/// has one. `TaskDefinition` (typed) and `register(_:_:)` (untyped) both end up as one.
+/// A task as a worker holds it: its name, its code on JSON values, its own time limits and retry
+/// policy if it has them. `TaskDefinition` (typed) and `register(_:_:)` (untyped) both end up as one.
 ///
 /// ```swift
 /// var registry = TaskRegistry()
@@ -22,11 +22,20 @@ public typealias TaskFunction = @Sendable (inout TaskContext, [JSONValue]) throw
 public struct RegisteredTask: Sendable {
     public var name: String
     public var timeLimit: Double?
+    /// Seconds after which the run is told to stop (a job's own `soft_time_limit` wins).
+    public var softTimeLimit: Double?
+    /// Which errors retry and when; nil keeps the broker's default (docs/retries.md).
+    public var retryPolicy: RetryPolicy?
     public var run: TaskFunction
 
-    public init(_ name: String, timeLimit: Double? = nil, run: @escaping TaskFunction) {
+    public init(
+        _ name: String, timeLimit: Double? = nil, softTimeLimit: Double? = nil, retry: RetryPolicy? = nil,
+        run: @escaping TaskFunction
+    ) {
         self.name = name
         self.timeLimit = timeLimit
+        self.softTimeLimit = softTimeLimit
+        self.retryPolicy = retry
         self.run = run
     }
 }
@@ -51,8 +60,14 @@ public struct TaskRegistry: Sendable {
     }
 
     /// Registers an untyped task: JSON values in, a JSON value out.
-    public mutating func register(_ name: String, timeLimit: Double? = nil, _ run: @escaping TaskFunction) {
-        register(RegisteredTask(name, timeLimit: timeLimit, run: run))
+    /// - Parameters:
+    ///   - softTimeLimit: seconds after which the run is told to stop (`ctx.softTimeLimitExceeded`).
+    ///   - retry: which errors retry automatically, how often and how far apart.
+    public mutating func register(
+        _ name: String, timeLimit: Double? = nil, softTimeLimit: Double? = nil, retry: RetryPolicy? = nil,
+        _ run: @escaping TaskFunction
+    ) {
+        register(RegisteredTask(name, timeLimit: timeLimit, softTimeLimit: softTimeLimit, retry: retry, run: run))
     }
 
     /// Registers tasks defined with `TaskDefinition` (or anything else a worker can run).

@@ -38,18 +38,25 @@ public struct TaskDefinition<Arguments: Codable & Sendable, Output: Codable & Se
     public let name: String
     /// Defaults for every signature and enqueue of this task (queue, priority, retries, time limit).
     public var options: SignatureOptions
+    /// Which errors retry automatically, how often and how far apart; nil keeps the broker's
+    /// default (docs/retries.md).
+    public var retryPolicy: RetryPolicy?
     let body: @Sendable (Arguments, TaskContext) async throws -> Output
 
     /// - Parameters:
     ///   - name: the task's name on the wire (`"math.add"`): 1 to 200 characters, no control characters.
-    ///   - options: defaults for its signatures; `timeLimit` is also enforced by the worker.
-    ///   - body: the task's code; what it throws fails the run (retried while retries remain).
+    ///   - options: defaults for its signatures; `timeLimit` and `softTimeLimit` are also enforced
+    ///     by the worker for jobs that do not carry their own.
+    ///   - retry: the task's retry policy (Celery's `autoretry_for`, `retry_backoff`, …).
+    ///   - body: the task's code; what it throws fails the run (retried as `retry` or the default
+    ///     says). It is cancelled when its soft time limit passes.
     public init(
-        _ name: String, options: SignatureOptions = SignatureOptions(),
+        _ name: String, options: SignatureOptions = SignatureOptions(), retry: RetryPolicy? = nil,
         _ body: @escaping @Sendable (Arguments, TaskContext) async throws -> Output
     ) {
         self.name = name
         self.options = options
+        self.retryPolicy = retry
         self.body = body
     }
 
@@ -70,6 +77,7 @@ public struct TaskDefinition<Arguments: Codable & Sendable, Output: Codable & Se
         o.maxRetries = overrides.maxRetries ?? o.maxRetries
         o.retryBackoff = overrides.retryBackoff ?? o.retryBackoff
         o.timeLimit = overrides.timeLimit ?? o.timeLimit
+        o.softTimeLimit = overrides.softTimeLimit ?? o.softTimeLimit
         o.immutable = overrides.immutable || o.immutable
         o.expires = overrides.expires ?? o.expires
         o.ignoreResult = overrides.ignoreResult || o.ignoreResult
@@ -118,14 +126,18 @@ public struct TaskDefinition<Arguments: Codable & Sendable, Output: Codable & Se
     public func register(into registry: inout TaskRegistry) {
         let body = self.body
         let name = self.name
-        registry.register(name, timeLimit: options.timeLimit) { context, args in
+        registry.register(
+            name, timeLimit: options.timeLimit, softTimeLimit: options.softTimeLimit, retry: retryPolicy
+        ) { context, args in
             let arguments: Arguments
             do {
                 arguments = try TypedJSON.decode(Arguments.self, from: Self.argumentValue(args, context.kwargs))
             } catch {
                 throw TaskError("\(name) cannot read its arguments: \(error)", retryable: false)
             }
-            let output = try runToCompletion { [context] in try await body(arguments, context) }
+            let output = try runToCompletion(cancelAt: context.softDeadline) { [context] in
+                try await body(arguments, context)
+            }
             do {
                 return try TypedJSON.encode(output)
             } catch {
@@ -232,10 +244,14 @@ enum TypedJSON {
 /// Runs async task code to completion from a pool process's synchronous run loop. The pool
 /// process runs one job at a time on its main thread; the task runs on Swift's global executor
 /// meanwhile, and the main thread waits for it.
-func runToCompletion<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+/// - Parameter cancelAt: the soft deadline: past it the task is cancelled (and still waited for;
+///   the hard time limit is the supervisor's).
+func runToCompletion<T: Sendable>(cancelAt deadline: Date? = nil, _ body: @escaping @Sendable () async throws -> T)
+    throws -> T
+{
     let box = CompletionBox<T>()
     let done = DispatchSemaphore(value: 0)
-    Task {
+    let task = Task {
         do {
             box.result = .success(try await body())
         } catch {
@@ -243,7 +259,15 @@ func runToCompletion<T: Sendable>(_ body: @escaping @Sendable () async throws ->
         }
         done.signal()
     }
-    done.wait()
+    if let deadline {
+        let wait = DispatchTime.now() + max(0, deadline.timeIntervalSinceNow)
+        if done.wait(timeout: wait) == .timedOut {
+            task.cancel()
+            done.wait()
+        }
+    } else {
+        done.wait()
+    }
     return try box.result!.get()
 }
 

@@ -17,6 +17,8 @@ public struct ClaimedJob: Sendable {
     public var kwargsText: String? = nil
     public var attempt: Int
     public var timeLimit: Double?
+    /// The job's own soft time limit (`options.soft_time_limit`).
+    public var softTimeLimit: Double? = nil
 }
 
 /// How one run ended, as `canvas.finish` records it.
@@ -43,6 +45,10 @@ public struct Outcome: Sendable {
     /// How the run ended, as `canvas.finish` reads it (see docs/broker.md).
     public enum Kind: String, Sendable {
         case succeeded, error, timeout, fatal, crashed
+        /// A retry the task asked for or its retry policy chose: `resultText` holds
+        /// `{"countdown": seconds, "max_retries": n}` (both optional), `error` what the job fails
+        /// with when no retry is left.
+        case retry
     }
     public var jobID: Int64
     public var attempt: Int
@@ -91,13 +97,16 @@ public struct Broker: Sendable {
     public static func claim(worker: Int64, queues: [String], limit: Int, on c: Connection) throws -> [ClaimedJob] {
         guard limit > 0 else { return [] }
         let rows = try c.query(
-            "SELECT id, task, args, kwargs, attempt, time_limit FROM canvas.claim(\(worker), \(queues), \(Int32(clamping: limit)))"
-        )
+            """
+            SELECT id, task, args, kwargs, attempt, time_limit, soft_time_limit
+            FROM canvas.claim(\(worker), \(queues), \(Int32(clamping: limit)))
+            """)
         return try rows.map { row in
             ClaimedJob(
                 id: try row.decode(Int64.self, 0), task: try row.decode(String.self, 1),
                 argsText: try row.decode(String.self, 2), kwargsText: try row.decodeIfPresent(String.self, 3),
-                attempt: try row.decode(Int.self, 4), timeLimit: try row.decodeIfPresent(Double.self, 5))
+                attempt: try row.decode(Int.self, 4), timeLimit: try row.decodeIfPresent(Double.self, 5),
+                softTimeLimit: try row.decodeIfPresent(Double.self, 6))
         }.sorted { $0.id < $1.id }
     }
 
@@ -133,7 +142,8 @@ public struct Broker: Sendable {
     ) throws -> (recorded: [Recorded], claimed: [ClaimedJob]) {
         let rows = try c.query(
             """
-            SELECT kind, id, state, retry_in, task, args, kwargs, attempt, time_limit FROM canvas.finish_and_claim(
+            SELECT kind, id, state, retry_in, task, args, kwargs, attempt, time_limit, soft_time_limit
+            FROM canvas.finish_and_claim(
                 \(worker), \(outcomes.map(\.jobID)), \(outcomes.map { Int32(clamping: $0.attempt) }),
                 \(outcomes.map(\.kind.rawValue)), \(outcomes.map { $0.resultText.map(PostgresJSON.init(text:)) }),
                 \(outcomes.map(\.error)), \(outcomes.map { $0.spawnText.map(PostgresJSON.init(text:)) }),
@@ -152,7 +162,8 @@ public struct Broker: Sendable {
                     ClaimedJob(
                         id: try row.decode(Int64.self, 1), task: try row.decode(String.self, 4),
                         argsText: try row.decode(String.self, 5), kwargsText: try row.decodeIfPresent(String.self, 6),
-                        attempt: try row.decode(Int.self, 7), timeLimit: try row.decodeIfPresent(Double.self, 8)))
+                        attempt: try row.decode(Int.self, 7), timeLimit: try row.decodeIfPresent(Double.self, 8),
+                        softTimeLimit: try row.decodeIfPresent(Double.self, 9)))
             }
         }
         claimed.sort { $0.id < $1.id }

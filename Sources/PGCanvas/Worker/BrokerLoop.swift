@@ -19,6 +19,9 @@ final class BrokerLoop: @unchecked Sendable {
     /// Batches in a row that failed with an error that may pass later (a statement timeout): after
     /// `Self.patience` of them, the batch is isolated like one refused for its data.
     private var failuresInARow = 0
+    /// When the soonest retry this worker's finishes scheduled comes due (the broker loop's own
+    /// thread only): the pacer claims then, so a short countdown is not stretched to the poll.
+    private var retryDue: Date?
     static let patience = 3
     /// `pgcanvas.max_payload_bytes`, read on every connect: larger results fail their job.
     private var maxPayloadBytes = Int.max
@@ -92,6 +95,10 @@ final class BrokerLoop: @unchecked Sendable {
                 if !outcomes.isEmpty || !releases.isEmpty || decision.claim > 0 {
                     let claimed = try exchange(c, outcomes, releases, claim: decision.claim)
                     if decision.claim > 0 { pacer.claimed(claimed, of: decision.claim) }
+                    if let due = retryDue {
+                        pacer.retryScheduled(at: due)
+                        retryDue = nil
+                    }
                 }
                 if stopping && !state.hasOutgoing { break }
                 guard case .upTo(let wait) = pacer.wait(now: Date(), hasOutgoing: state.hasOutgoing, stopping: stopping)
@@ -178,7 +185,15 @@ final class BrokerLoop: @unchecked Sendable {
         failuresInARow = 0
         state.settled(outcomes.map(\.jobID))
         logger.debug("exchanged", metadata: ["finished": "\(outcomes.count)", "claimed": "\(result.claimed.count)"])
-        if !outcomes.isEmpty { logRecorded(outcomes, result.recorded) }
+        if !outcomes.isEmpty {
+            logRecorded(outcomes, result.recorded)
+            // Successes alone (the hot path) schedule nothing: only runs that did not succeed are looked at.
+            if outcomes.contains(where: { $0.kind != .succeeded }),
+                let soonest = result.recorded.lazy.filter({ $0.state == "scheduled" }).compactMap(\.retryIn).min()
+            {
+                retryDue = Date().addingTimeInterval(max(0, soonest))
+            }
+        }
         if !result.claimed.isEmpty {
             if logger.logLevel <= .info {
                 for job in result.claimed { logger.info("Task \(job.task)[\(job.id)] received") }

@@ -19,6 +19,8 @@ struct ClaimPacer {
     private var lastPoll = Date.distantPast
     /// This round's claim, until `wait` has looked at it.
     private var claimedThisRound = false
+    /// The soonest retry this worker scheduled: a claim then promotes it and takes it.
+    private var retryDue: Date?
 
     init(pollInterval: Double, heartbeatInterval: Double) {
         self.pollInterval = pollInterval
@@ -46,8 +48,10 @@ struct ClaimPacer {
     /// - Parameter want: free slots (0 while stopping or when every slot is taken).
     mutating func decide(now: Date, want: Int) -> Decision {
         let pollDue = now.timeIntervalSince(lastPoll) >= pollInterval
+        let retryNow = retryDue.map { now >= $0 } ?? false
         // A NOTIFY or a due poll claims only when there is room; a full last claim claims again.
-        let claimNow = want > 0 && (notified || lastClaimFull || pollDue)
+        let claimNow = want > 0 && (notified || lastClaimFull || pollDue || retryNow)
+        if claimNow && retryNow { retryDue = nil }
         if claimNow || (pollDue && want == 0) {
             notified = false
             lastPoll = now
@@ -70,7 +74,15 @@ struct ClaimPacer {
         if stopping { return .upTo(0.05) }
         // At least once a heartbeat interval even when idle: the heartbeat vouches that the
         // broker loop goes round.
-        return .upTo(min(heartbeatInterval, max(0.0, pollInterval - now.timeIntervalSince(lastPoll))))
+        let untilPoll = max(0.0, pollInterval - now.timeIntervalSince(lastPoll))
+        let untilRetry = retryDue.map { max(0.0, $0.timeIntervalSince(now)) } ?? .infinity
+        return .upTo(min(heartbeatInterval, untilPoll, untilRetry))
+    }
+
+    /// A finish scheduled a retry of one of our jobs for `due`: claim then rather than at the
+    /// next poll (the claim promotes it), whoever ends up taking it.
+    mutating func retryScheduled(at due: Date) {
+        retryDue = min(retryDue ?? due, due)
     }
 
     /// A NOTIFY for one of our queues.

@@ -126,13 +126,16 @@ final class PoolProcess {
 
     /// Queues jobs and writes what the pipe takes now; the rest goes out as poll reports room.
     /// - Returns: false when the process is gone (its jobs stay in flight until its exit is handled).
-    func send(_ jobs: [ClaimedJob], timeLimit: (ClaimedJob) -> Double?) -> Bool {
+    /// - Parameter softTimeLimit: each job's soft limit, carried to the process in the job frame.
+    func send(
+        _ jobs: [ClaimedJob], timeLimit: (ClaimedJob) -> Double?, softTimeLimit: (ClaimedJob) -> Double? = { _ in nil }
+    ) -> Bool {
         guard !jobs.isEmpty else { return true }
         let wasIdle = inFlight.isEmpty
         inFlight.append(contentsOf: jobs)
         if wasIdle { startHead(timeLimit) }
         guard !jobPipeBroken else { return false }
-        for job in jobs { WireFormat.appendJob(job, to: &outgoing) }
+        for job in jobs { WireFormat.appendJob(job, softTimeLimit: softTimeLimit(job), to: &outgoing) }
         return flush()
     }
 

@@ -102,7 +102,7 @@ package enum PoolProcessMain {
         }
         var context = TaskContext(
             jobID: job.id, task: job.task, attempt: job.attempt, kwargs: kwargs, logger: logger, registry: registry,
-            connection: connection)
+            softTimeLimit: job.softTimeLimit, connection: connection)
         do {
             let result = try definition.run(&context, args)
             let seconds = elapsed()
@@ -113,9 +113,6 @@ package enum PoolProcessMain {
             reply(
                 .succeeded, seconds, result: text,
                 spawn: context.spawned.isEmpty ? nil : JSONValue.array(context.spawned).jsonText)
-        } catch let error as TaskError {
-            logger.error("Task \(label) raised unexpected: \(error.message)")
-            reply(error.retryable ? .error : .fatal, elapsed(), error: error.message)
         } catch let error as PostgresError where error.isConnectionProblem {
             // The database went away under the task (a restart, a failover): not the task's fault.
             // Retried at once without spending an attempt, bounded like crashes; the next job
@@ -124,10 +121,34 @@ package enum PoolProcessMain {
             logger.warning("Task \(label) will be retried: \(message)")
             reply(.crashed, elapsed(), error: message)
         } catch {
-            let message = "\(error)"
-            logger.error("Task \(label) raised unexpected: \(message)")
-            reply(.error, elapsed(), error: message)
+            var error = error
+            // An async body cancelled at its soft deadline ends in CancellationError: it is the
+            // soft time limit that stopped it, and the outcome says so.
+            if error is CancellationError, context.softTimeLimitExceeded, let soft = context.softTimeLimit {
+                error = SoftTimeLimitExceeded(seconds: soft)
+            }
+            let message = (error as? TaskError)?.message ?? "\(error)"
+            let decided =
+                RetryDecision.outcome(
+                    for: error, policy: definition.retryPolicy, attempt: job.attempt, message: message)
+                ?? defaultOutcome(for: error, message: message)
+            // A retry is logged by the supervisor once the broker has decided it (it may refuse:
+            // no retries left).
+            if decided.kind != .retry { logger.error("Task \(label) raised unexpected: \(message)") }
+            reply(decided.kind, elapsed(), result: decided.resultText, error: decided.error)
         }
+    }
+
+    /// Without a retry policy: a time limit fails at once, a `TaskError` says whether it may be
+    /// retried, and any other error is left to the broker's default rules.
+    static func defaultOutcome(for error: any Error, message: String) -> RetryDecision.Decided {
+        if error is SoftTimeLimitExceeded || error is TimeLimitExceeded {
+            return RetryDecision.Decided(kind: .timeout, error: message)
+        }
+        if let taskError = error as? TaskError, !taskError.retryable {
+            return RetryDecision.Decided(kind: .fatal, error: message)
+        }
+        return RetryDecision.Decided(kind: .error, error: message)
     }
 
     /// Exits when the supervisor is gone, even while a task is running (no orphans).

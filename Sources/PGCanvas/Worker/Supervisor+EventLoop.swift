@@ -92,10 +92,18 @@ extension Supervisor {
                 state.report(
                     Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .crashed, error: "cancelled"))
             case .timeLimit:
-                let limit = timeLimit(for: job).map { formatSeconds($0) } ?? "?"
-                let error = "Hard time limit (\(limit)s) exceeded for \(job.task)[\(job.id)]"
+                let limit = timeLimit(for: job)
+                let error =
+                    "Hard time limit (\(limit.map { formatSeconds($0) } ?? "?")s) exceeded for \(job.task)[\(job.id)]"
                 logger.error("\(error)")
-                state.report(Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .timeout, error: error))
+                // Failed at once unless the task's policy names TimeLimitExceeded, as in Celery.
+                let outcome = RetryDecision.outcome(
+                    for: TimeLimitExceeded(seconds: limit ?? 0), policy: registry[job.task]?.retryPolicy,
+                    attempt: job.attempt, message: "TimeLimitExceeded: " + error)
+                state.report(
+                    Outcome(
+                        jobID: job.id, attempt: job.attempt, task: job.task, kind: outcome?.kind ?? .timeout,
+                        resultText: outcome?.resultText, error: outcome?.error ?? error))
             case nil where shutdown == .cold:
                 state.handBack([job])
             case nil:
@@ -215,7 +223,7 @@ extension Supervisor {
         let end = min(waiting.count, waitingStart + room)
         let batch = Array(waiting[waitingStart..<end])
         waitingStart = end
-        if !p.send(batch, timeLimit: timeLimit(for:)) {
+        if !p.send(batch, timeLimit: timeLimit(for:), softTimeLimit: softTimeLimit(for:)) {
             // The process is gone; poll notices its exit and the jobs are dealt with then.
             logger.warning("could not hand jobs to \(p.name); they will be retried")
         }

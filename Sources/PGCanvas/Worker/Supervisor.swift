@@ -112,6 +112,11 @@ package final class Supervisor {
         job.timeLimit ?? registry[job.task]?.timeLimit ?? configuration.timeLimit
     }
 
+    /// The job's own, else its task's, else the worker's `--soft-time-limit`.
+    func softTimeLimit(for job: ClaimedJob) -> Double? {
+        job.softTimeLimit ?? registry[job.task]?.softTimeLimit ?? configuration.softTimeLimit
+    }
+
     func printBanner(workerID: Int64) {
         let lines =
             [

@@ -1,9 +1,10 @@
 /// The framing between the supervisor and its pool processes, over two pipes.
 ///
 /// Every frame is a little-endian `UInt32` length, then that many bytes: a tag byte and the fields.
-/// Supervisor → pool process (fd 3), tag `J`: id `Int64`, attempt `Int64`, the task name as a
-/// `UInt32` length and its bytes, the keyword arguments' JSON text as a `UInt32` length (`UInt32.max`
-/// when there are none) and its bytes, then the arguments' JSON text (the rest of the frame).
+/// Supervisor → pool process (fd 3), tag `J`: id `Int64`, attempt `Int64`, the soft time limit in
+/// seconds (`Double` bits, NaN when there is none), the task name as a `UInt32` length and its
+/// bytes, the keyword arguments' JSON text as a `UInt32` length (`UInt32.max` when there are none)
+/// and its bytes, then the arguments' JSON text (the rest of the frame).
 /// Pool process → supervisor (fd 4), tag `R`: id `Int64`, attempt `Int64`, kind `UInt8`, seconds
 /// (`Double` bits), then the result JSON, the error text and the spawned canvases' JSON array, each
 /// a `UInt32` length (`UInt32.max` when absent) and its bytes.
@@ -17,24 +18,26 @@ enum WireFormat {
     /// The largest frame body a `UInt32` length can describe (`UInt32.max` marks an absent field).
     static let maxFrameBody = Int(UInt32.max - 1)
 
-    static func appendJob(_ job: ClaimedJob, to out: inout [UInt8]) {
+    /// - Parameter softTimeLimit: the run's soft time limit, as the supervisor settled it.
+    static func appendJob(_ job: ClaimedJob, softTimeLimit: Double? = nil, to out: inout [UInt8]) {
         appendJob(
-            id: job.id, attempt: job.attempt, task: job.task.utf8, kwargs: job.kwargsText?.utf8,
-            args: job.argsText.utf8,
-            to: &out)
+            id: job.id, attempt: job.attempt, softTimeLimit: softTimeLimit, task: job.task.utf8,
+            kwargs: job.kwargsText?.utf8, args: job.argsText.utf8, to: &out)
     }
 
     /// Arguments come from one PostgreSQL value (at most 1 GB), so a job frame always fits its length.
     static func appendJob<Task: Collection<UInt8>, Args: Collection<UInt8>>(
-        id: Int64, attempt: Int, task: Task, kwargs: String.UTF8View? = nil, args: Args, to out: inout [UInt8]
+        id: Int64, attempt: Int, softTimeLimit: Double? = nil, task: Task, kwargs: String.UTF8View? = nil, args: Args,
+        to out: inout [UInt8]
     ) {
         let taskCount = task.count
-        let body = 1 + 8 + 8 + 4 + taskCount + 4 + (kwargs?.count ?? 0) + args.count
+        let body = 1 + 8 + 8 + 8 + 4 + taskCount + 4 + (kwargs?.count ?? 0) + args.count
         out.reserveCapacity(out.count + 4 + body)
         append(UInt32(body), to: &out)
         out.append(jobTag)
         append(id, to: &out)
         append(Int64(attempt), to: &out)
+        append((softTimeLimit ?? .nan).bitPattern, to: &out)
         append(UInt32(taskCount), to: &out)
         out.append(contentsOf: task)
         appendField(kwargs, to: &out)
@@ -47,17 +50,19 @@ enum WireFormat {
         var task: String
         var kwargsText: String?
         var argsText: String
+        var softTimeLimit: Double? = nil
     }
 
     /// - Parameter frame: one frame's body, as `FrameDecoder` hands it over. - Returns: nil if it is no job.
     static func parseJob(_ frame: UnsafeRawBufferPointer) -> JobMessage? {
         var r = FrameReader(frame)
-        guard r.byte() == jobTag, let id = r.int64(), let attempt = r.int64(), let taskCount = r.uint32(),
-            let task = r.bytes(Int(taskCount)), let kwargs = r.field()
+        guard r.byte() == jobTag, let id = r.int64(), let attempt = r.int64(), let soft = r.uint64(),
+            let taskCount = r.uint32(), let task = r.bytes(Int(taskCount)), let kwargs = r.field()
         else { return nil }
+        let softTimeLimit = Double(bitPattern: soft)
         return JobMessage(
             id: id, attempt: Int(truncatingIfNeeded: attempt), task: text(task), kwargsText: kwargs.map(text),
-            argsText: text(r.rest()))
+            argsText: text(r.rest()), softTimeLimit: softTimeLimit.isNaN ? nil : softTimeLimit)
     }
 
     /// Appends a result frame. A frame too large for its length becomes a `fatal` outcome saying so.
@@ -109,7 +114,7 @@ enum WireFormat {
         String(decoding: bytes.assumingMemoryBound(to: UInt8.self), as: UTF8.self)
     }
 
-    private static let kinds: [Outcome.Kind] = [.succeeded, .error, .timeout, .fatal, .crashed]
+    private static let kinds: [Outcome.Kind] = [.succeeded, .error, .timeout, .fatal, .crashed, .retry]
 
     private static func code(_ kind: Outcome.Kind) -> UInt8 {
         switch kind {
@@ -118,6 +123,7 @@ enum WireFormat {
         case .timeout: 2
         case .fatal: 3
         case .crashed: 4
+        case .retry: 5
         }
     }
 

@@ -17,6 +17,8 @@ package struct WorkerConfiguration: Sendable {
     package var flushDelay: Double = 0.004
     /// Seconds a run may take when neither the job nor its task sets a limit (nil: no limit).
     package var timeLimit: Double? = nil
+    /// Seconds after which a run is told to stop when neither the job nor its task sets a soft limit.
+    package var softTimeLimit: Double? = nil
     /// Seconds between polls when no NOTIFY arrives (also the fallback for poolers without LISTEN).
     package var pollInterval: Double = 1
     /// Never LISTEN; poll only (for connection poolers in transaction mode).
@@ -57,6 +59,12 @@ package struct WorkerConfiguration: Sendable {
         }
         if let timeLimit, !(timeLimit <= 31_536_000) {
             throw CanvasError("--time-limit must be at most 31536000 seconds")
+        }
+        if let softTimeLimit, !(softTimeLimit > 0 && softTimeLimit <= 31_536_000) {
+            throw CanvasError("--soft-time-limit must be more than 0 seconds and at most 31536000")
+        }
+        if let softTimeLimit, let timeLimit, softTimeLimit >= timeLimit {
+            throw CanvasError("--soft-time-limit must be less than --time-limit")
         }
         if prefetch > 100_000 { throw CanvasError("--prefetch must be at most 100000") }
         if !(shutdownTimeout > 0 && shutdownTimeout <= 86_400) {

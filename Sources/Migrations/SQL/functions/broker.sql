@@ -75,11 +75,11 @@ BEGIN
         END IF;
     END IF;
     INSERT INTO canvas.jobs (task, args, kwargs, queue, priority, run_at, max_attempts, retry_backoff, time_limit,
-                             expires_at, ignore_result, unique_key, unique_for)
+                             soft_time_limit, expires_at, ignore_result, unique_key, unique_for)
     SELECT f.task, f.args, f.kwargs, f.queue, f.priority,
            CASE WHEN s->'options' ?| ARRAY['countdown', 'eta'] THEN f.run_at ELSE enqueue.run_at END,
            CASE WHEN s->'options' ? 'max_retries' THEN f.max_attempts ELSE enqueue.max_attempts END,
-           f.retry_backoff, f.time_limit, f.expires_at, f.ignore_result, f.unique_key, f.unique_for
+           f.retry_backoff, f.time_limit, f.soft_time_limit, f.expires_at, f.ignore_result, f.unique_key, f.unique_for
     FROM canvas.job_fields(s, NULL) f
     RETURNING id INTO new_id;
     RETURN new_id;
@@ -183,7 +183,8 @@ $$;
 -- whose expiry has passed is never handed out: the claim reads past it, and maintenance cancels
 -- it (canvas.expire_due).
 CREATE FUNCTION canvas.claim(p_worker bigint, p_queues text[], p_limit integer)
-RETURNS TABLE (id bigint, task text, args jsonb, kwargs jsonb, attempt integer, time_limit double precision)
+RETURNS TABLE (id bigint, task text, args jsonb, kwargs jsonb, attempt integer, time_limit double precision,
+               soft_time_limit double precision)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -217,7 +218,7 @@ BEGIN
             FOR UPDATE SKIP LOCKED) c
         ORDER BY c.priority, c.id
         LIMIT p_limit) END)
-    RETURNING j.id, j.task, j.args, j.kwargs, j.attempt, j.time_limit;
+    RETURNING j.id, j.task, j.args, j.kwargs, j.attempt, j.time_limit, j.soft_time_limit;
 END
 $$;
 
@@ -225,7 +226,13 @@ $$;
 -- the next link of a chain, a chord's counter, error callbacks, and the canvases a task spawned
 -- (committed with its success, so a task that crashes and is retried leaves no duplicate).
 --   outcome 'succeeded': result holds the task's return value, spawn a JSON array of canvases;
---   'error' or 'timeout': retried with exponential backoff while attempts remain, else failed;
+--   'error': retried with exponential backoff while attempts remain, else failed (the default
+--   for tasks without a retry policy, and for every client that is not a pgworker);
+--   'retry': the task asked for a retry (ctx.retry) or its worker's retry policy chose one;
+--   result holds {"countdown": seconds, "max_retries": n}, both optional (no countdown: the
+--   job's backoff; max_retries overrides the job's for this decision); the error is what the job
+--   fails with when no retry is left;
+--   'timeout': a time limit passed: failed at once (a policy that retries it sends 'retry');
 --   'fatal': failed at once (unknown task, malformed arguments, a result too large);
 --   'crashed': the pool process died, or lost its database connection; retried at once, without
 --   spending an attempt, until canvas.max_crashes().
@@ -274,12 +281,21 @@ BEGIN
             SELECT j.id, i.attempt, i.outcome, i.result, i.error, i.spawn,
                 CASE
                     WHEN i.outcome = 'succeeded' THEN 'succeeded'
-                    WHEN i.outcome IN ('error', 'timeout') AND j.attempt - j.crashes < j.max_attempts THEN 'retry'
+                    WHEN i.outcome = 'error' AND j.attempt - j.crashes < j.max_attempts THEN 'retry'
+                    WHEN i.outcome = 'retry' AND j.attempt - j.crashes
+                         < CASE WHEN jsonb_typeof(i.result->'max_retries') = 'number'
+                                THEN least(greatest((i.result->>'max_retries')::numeric, 0), 1000)::integer + 1
+                                ELSE j.max_attempts END
+                        THEN 'retry'
                     WHEN i.outcome = 'crashed' AND j.crashes + 1 < canvas.max_crashes() THEN 'requeue'
                     ELSE 'failed'
                 END AS verdict,
-                least(j.retry_backoff * power(2, least(greatest(j.attempt - j.crashes - 1, 0), 30)), 3600)
-                    * (0.9 + random() * 0.2) AS backoff
+                CASE WHEN i.outcome = 'retry' AND jsonb_typeof(i.result->'countdown') = 'number'
+                    -- Through numeric, so that any JSON number a client sends is clamped, never refused.
+                    THEN least(greatest((i.result->>'countdown')::numeric, 0), 315360000)::float8
+                    ELSE least(j.retry_backoff * power(2, least(greatest(j.attempt - j.crashes - 1, 0), 30)), 3600)
+                         * (0.9 + random() * 0.2)
+                END AS backoff
             FROM canvas.jobs j JOIN input i ON i.id = j.id
             WHERE j.worker_id = p_worker AND j.attempt = i.attempt AND j.finished_at IS NULL
         ), updated AS (
@@ -294,12 +310,18 @@ BEGIN
                     WHEN d.verdict = 'succeeded' THEN NULL
                     WHEN d.outcome = 'timeout' THEN 'TimeLimitExceeded'
                     WHEN d.outcome = 'crashed' THEN 'WorkerLostError'
+                    WHEN d.outcome = 'retry' AND d.error IS NULL THEN 'MaxRetriesExceededError'
                     ELSE 'TaskError' END,
                 error = CASE
                     WHEN d.verdict = 'succeeded' THEN NULL
                     WHEN d.outcome = 'crashed' AND d.verdict = 'failed' THEN
                         format('the pool process died %s times running this job (%s); not retrying it again',
                                j.crashes + 1, d.error)
+                    -- Celery's MaxRetriesExceededError, when the task gave no error of its own.
+                    WHEN d.outcome = 'retry' AND d.error IS NULL THEN
+                        CASE d.verdict
+                            WHEN 'failed' THEN format('Can''t retry %s[%s]: max retries exceeded', j.task, j.id)
+                            ELSE 'retry requested by the task' END
                     ELSE d.error END,
                 crashes = j.crashes + (d.outcome = 'crashed')::integer,
                 run_at = CASE d.verdict
@@ -431,17 +453,17 @@ CREATE FUNCTION canvas.finish_and_claim(
     p_spawns jsonb[], p_queues text[], p_limit integer
 ) RETURNS TABLE (
     kind text, id bigint, state text, retry_in double precision, task text, args jsonb, kwargs jsonb,
-    attempt integer, time_limit double precision
+    attempt integer, time_limit double precision, soft_time_limit double precision
 ) LANGUAGE plpgsql AS $$
 BEGIN
     IF cardinality(p_ids) > 0 THEN
         RETURN QUERY SELECT 'finished'::text, f.id, f.state, f.retry_in, NULL::text, NULL::jsonb, NULL::jsonb,
-                            NULL::integer, NULL::double precision
+                            NULL::integer, NULL::double precision, NULL::double precision
                      FROM canvas.finish(p_worker, p_ids, p_attempts, p_outcomes, p_results, p_errors, p_spawns) f;
     END IF;
     IF p_limit > 0 THEN
         RETURN QUERY SELECT 'claimed'::text, c.id, NULL::text, NULL::double precision, c.task, c.args, c.kwargs,
-                            c.attempt, c.time_limit
+                            c.attempt, c.time_limit, c.soft_time_limit
                      FROM canvas.claim(p_worker, p_queues, p_limit) c;
     END IF;
 END

@@ -50,7 +50,7 @@ $$;
 -- Every option a signature may carry (docs/canvas.md, docs/celery.md).
 CREATE FUNCTION canvas.option_names() RETURNS text[] LANGUAGE sql IMMUTABLE AS $$
     SELECT ARRAY['queue', 'priority', 'countdown', 'eta', 'expires', 'max_retries', 'retry_backoff', 'time_limit',
-                 'immutable', 'ignore_result', 'unique_key', 'unique_for']
+                 'soft_time_limit', 'immutable', 'ignore_result', 'unique_key', 'unique_for']
 $$;
 
 -- A time as options spell it (ISO 8601 with a zone), no later than ten years from now.
@@ -140,6 +140,16 @@ BEGIN
                              OR (o->>'time_limit')::numeric = 0) THEN
         RAISE EXCEPTION '%options.time_limit: expected seconds, more than 0 and at most 31536000', p
             USING ERRCODE = '22023';
+    END IF;
+    IF o ? 'soft_time_limit' THEN
+        IF NOT canvas.is_seconds(o->'soft_time_limit', 0, 31536000) OR (o->>'soft_time_limit')::numeric = 0 THEN
+            RAISE EXCEPTION '%options.soft_time_limit: expected seconds, more than 0 and at most 31536000', p
+                USING ERRCODE = '22023';
+        END IF;
+        IF o ? 'time_limit' AND (o->>'soft_time_limit')::numeric >= (o->>'time_limit')::numeric THEN
+            RAISE EXCEPTION '%options.soft_time_limit: expected less than options.time_limit', p
+                USING ERRCODE = '22023';
+        END IF;
     END IF;
     IF o ? 'retry_backoff' AND NOT canvas.is_seconds(o->'retry_backoff', 0, 86400) THEN
         RAISE EXCEPTION '%options.retry_backoff: expected seconds from 0 to 86400', p USING ERRCODE = '22023';
@@ -327,7 +337,8 @@ $$;
 CREATE FUNCTION canvas.job_fields(s jsonb, p_prepend jsonb)
 RETURNS TABLE (task text, args jsonb, kwargs jsonb, queue text, priority integer, run_at timestamptz,
                max_attempts integer, retry_backoff double precision, time_limit double precision,
-               expires_at timestamptz, ignore_result boolean, unique_key text, unique_for double precision)
+               soft_time_limit double precision, expires_at timestamptz, ignore_result boolean, unique_key text,
+               unique_for double precision)
 LANGUAGE sql STABLE AS $$
     SELECT s->>'task',
            CASE WHEN p_prepend IS NOT NULL AND NOT coalesce((s->'options'->>'immutable')::boolean, false)
@@ -340,6 +351,7 @@ LANGUAGE sql STABLE AS $$
            coalesce((s->'options'->>'max_retries')::numeric::integer, 3) + 1,
            coalesce((s->'options'->>'retry_backoff')::float8, 1),
            (s->'options'->>'time_limit')::float8,
+           (s->'options'->>'soft_time_limit')::float8,
            CASE jsonb_typeof(s->'options'->'expires')
                WHEN 'number' THEN now() + (s->'options'->>'expires')::float8 * interval '1 second'
                WHEN 'string' THEN (s->'options'->>'expires')::timestamptz END,
@@ -358,7 +370,7 @@ DECLARE
 BEGIN
     -- PL/pgSQL, so the INSERT is planned once a session rather than once a call.
     INSERT INTO canvas.jobs (task, args, kwargs, queue, priority, run_at, max_attempts, retry_backoff, time_limit,
-                             expires_at, ignore_result, unique_key, unique_for,
+                             soft_time_limit, expires_at, ignore_result, unique_key, unique_for,
                              chain, chord_id, position, on_error, link, parent_id)
     SELECT f.*, nullif(p_chain, '[]'::jsonb), p_chord, p_position,
            nullif(canvas.errbacks(s) || canvas.as_list(p_on_error), '[]'::jsonb),
@@ -460,7 +472,8 @@ BEGIN
                       WHERE NOT (m ? 'task') OR m ?| ARRAY['on_error', 'link_error', 'link']) THEN
         -- Every member a plain signature: one INSERT for all of them, however many.
         INSERT INTO canvas.jobs (task, args, kwargs, queue, priority, run_at, max_attempts, retry_backoff, time_limit,
-                                 expires_at, ignore_result, unique_key, unique_for, chord_id, position, parent_id)
+                                 soft_time_limit, expires_at, ignore_result, unique_key, unique_for, chord_id, position,
+                                 parent_id)
         SELECT f.*, chord_id, (k - 1)::integer, p_parent
         FROM jsonb_array_elements(members) WITH ORDINALITY AS e(m, k), canvas.job_fields(m, p_prepend) f
         ORDER BY k;
