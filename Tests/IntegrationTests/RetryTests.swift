@@ -127,7 +127,8 @@ final class RetryTests {
         _ = try CanvasHandle(id: permanent).wait(on: c, timeout: 20)
         let jobs = try c.query(
             """
-            SELECT args->0->>'kind', state, error, attempt FROM canvas.jobs WHERE task = 'test.autoretry' ORDER BY id
+            SELECT args->0->>'kind', state, error, attempt, error_type FROM canvas.jobs
+            WHERE task = 'test.autoretry' ORDER BY id
             """)
         #expect(jobs.count == 2)
         // Named by autoretry_for: retried up to the policy's max_retries (2), not the job's (3).
@@ -138,6 +139,9 @@ final class RetryTests {
         #expect(try jobs[1].decode(String.self, 1) == "failed")
         #expect(try jobs[1].decode(String.self, 2) == "Permanent: never works")
         #expect(try jobs[1].decode(Int.self, 3) == 1)
+        // Each names the Swift type of what it threw, for its error callbacks and `voteradmin result`.
+        #expect(try jobs[0].decode(String.self, 4) == "Transient")
+        #expect(try jobs[1].decode(String.self, 4) == "Permanent")
         #expect(try errbacks("transient-errback", on: c) == 1)
         // Each of its three runs asked for a retry; the broker granted two (logged with the time
         // left) and refused the third. Jittered countdowns stay within the policy's cap (0.1 s).

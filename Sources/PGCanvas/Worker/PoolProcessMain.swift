@@ -135,8 +135,17 @@ package enum PoolProcessMain {
             // A retry is logged by the supervisor once the broker has decided it (it may refuse:
             // no retries left).
             if decided.kind != .retry { logger.error("Task \(label) raised unexpected: \(message)") }
-            reply(decided.kind, elapsed(), result: decided.resultText, error: decided.error)
+            reply(
+                decided.kind, elapsed(), result: withErrorType(decided.resultText, of: error), error: decided.error)
         }
+    }
+
+    /// A failed run's `result` slot, which only canvas.finish reads, also names the error's Swift
+    /// type, for the job's `error_type` and its error callbacks (Celery passes the exception).
+    static func withErrorType(_ resultText: String?, of error: any Error) -> String {
+        var object = resultText.flatMap { try? JSONValue(parsing: $0).objectValue } ?? [:]
+        object["error_type"] = .string(String(describing: type(of: error)))
+        return JSONValue.object(object).jsonText
     }
 
     /// Without a retry policy: a time limit fails at once, a `TaskError` says whether it may be

@@ -308,9 +308,11 @@ BEGIN
                               ELSE j.result END,
                 error_type = CASE
                     WHEN d.verdict = 'succeeded' THEN NULL
-                    WHEN d.outcome = 'timeout' THEN 'TimeLimitExceeded'
                     WHEN d.outcome = 'crashed' THEN 'WorkerLostError'
                     WHEN d.outcome = 'retry' AND d.error IS NULL THEN 'MaxRetriesExceededError'
+                    -- The worker names the error's type beside a failed run (its result slot).
+                    WHEN jsonb_typeof(d.result->'error_type') = 'string' THEN left(d.result->>'error_type', 200)
+                    WHEN d.outcome = 'timeout' THEN 'TimeLimitExceeded'
                     ELSE 'TaskError' END,
                 error = CASE
                     WHEN d.verdict = 'succeeded' THEN NULL
