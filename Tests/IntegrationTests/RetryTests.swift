@@ -89,6 +89,8 @@ final class RetryTests {
         let callback = try c.query(
             "SELECT args->0->>'error' FROM canvas.jobs WHERE task = 'canvas.noop' AND args->1 = '\"retry-errback\"'")[0]
         #expect(try callback.decode(String.self, 0) == "quota exceeded")
+        // Its type is the reason's (Celery re-raises exc), not the retry request's.
+        #expect(done.errorType == "TaskError")
     }
 
     @Test func aChordMemberThatRetriesThenSucceedsCompletesTheChordOnce() throws {
@@ -175,6 +177,7 @@ final class RetryTests {
             retried.error?.hasPrefix("TimeLimitExceeded: Hard time limit (0.5000s) exceeded") == true,
             "\(retried.error ?? "")")
         #expect(retried.crashes == 0)
+        #expect(plain.errorType == "TimeLimitExceeded" && retried.errorType == "TimeLimitExceeded")
     }
 
     @Test func theSoftTimeLimitReachesTheTaskBeforeTheHardLimit() throws {

@@ -112,11 +112,14 @@ public struct TaskRetry: Error, CustomStringConvertible, Sendable {
     public var maxRetries: Int?
     /// What the job fails with when no retry is left (Celery's `exc`).
     public var reason: String?
+    /// The Swift type of that error, for the job's `error_type` and its error callbacks.
+    public var reasonType: String?
 
-    public init(countdown: Double? = nil, maxRetries: Int? = nil, reason: String? = nil) {
+    public init(countdown: Double? = nil, maxRetries: Int? = nil, reason: String? = nil, reasonType: String? = nil) {
         self.countdown = countdown
         self.maxRetries = maxRetries
         self.reason = reason
+        self.reasonType = reasonType
     }
 
     public var description: String {

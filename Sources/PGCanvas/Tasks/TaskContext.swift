@@ -88,7 +88,8 @@ public final class TaskContext: @unchecked Sendable {
         throw TaskRetry(
             countdown: countdown.map(RetryPolicy.clampSeconds),
             maxRetries: maxRetries.map { min(max($0, JobRules.maxRetries.lowerBound), JobRules.maxRetries.upperBound) },
-            reason: because.map { ($0 as? TaskError)?.message ?? "\($0)" })
+            reason: because.map { ($0 as? TaskError)?.message ?? "\($0)" },
+            reasonType: because.map { String(describing: type(of: $0)) })
     }
 
     /// This pool process's own connection to the application database (opened on first use).

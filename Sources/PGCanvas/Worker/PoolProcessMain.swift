@@ -142,9 +142,13 @@ package enum PoolProcessMain {
 
     /// A failed run's `result` slot, which only canvas.finish reads, also names the error's Swift
     /// type, for the job's `error_type` and its error callbacks (Celery passes the exception).
+    static func typeName(of error: any Error) -> String { String(describing: type(of: error)) }
+
     static func withErrorType(_ resultText: String?, of error: any Error) -> String {
         var object = resultText.flatMap { try? JSONValue(parsing: $0).objectValue } ?? [:]
-        object["error_type"] = .string(String(describing: type(of: error)))
+        // A retry that runs out fails with its reason (Celery's exc): name that, not TaskRetry.
+        let retry = error as? TaskRetry
+        object["error_type"] = .string(retry.map { $0.reasonType ?? "MaxRetriesExceededError" } ?? typeName(of: error))
         return JSONValue.object(object).jsonText
     }
 

@@ -97,13 +97,15 @@ extension Supervisor {
                     "Hard time limit (\(limit.map { formatSeconds($0) } ?? "?")s) exceeded for \(job.task)[\(job.id)]"
                 logger.error("\(error)")
                 // Failed at once unless the task's policy names TimeLimitExceeded, as in Celery.
+                let exceeded = TimeLimitExceeded(seconds: limit ?? 0)
                 let outcome = RetryDecision.outcome(
-                    for: TimeLimitExceeded(seconds: limit ?? 0), policy: registry[job.task]?.retryPolicy,
-                    attempt: job.attempt, message: "TimeLimitExceeded: " + error)
+                    for: exceeded, policy: registry[job.task]?.retryPolicy, attempt: job.attempt,
+                    message: "TimeLimitExceeded: " + error)
                 state.report(
                     Outcome(
                         jobID: job.id, attempt: job.attempt, task: job.task, kind: outcome?.kind ?? .timeout,
-                        resultText: outcome?.resultText, error: outcome?.error ?? error))
+                        resultText: PoolProcessMain.withErrorType(outcome?.resultText, of: exceeded),
+                        error: outcome?.error ?? error))
             case nil where shutdown == .cold:
                 state.handBack([job])
             case nil:

@@ -507,7 +507,8 @@ BEGIN
         PERFORM canvas.fail_chord(p_chord, jsonb_build_object(
             'id', p_chord, 'task', ch.kind,
             'error', format('the %s''s gathered results take %s bytes; the limit is %s (pgcanvas.max_payload_bytes)',
-                            ch.kind, pg_column_size(results), lim)));
+                            ch.kind, pg_column_size(results), lim),
+            'error_type', 'ResultTooLarge', 'attempt', 0));
         RETURN;
     END IF;
     UPDATE canvas.chords SET state = 'succeeded', finished_at = now() WHERE id = p_chord;

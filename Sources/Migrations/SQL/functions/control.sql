@@ -55,7 +55,8 @@ BEGIN
     UPDATE canvas.chords SET state = 'cancelled', finished_at = now(), error = 'cancelled'
     WHERE id = ANY (inside) AND id <> p_id AND state = 'pending';
     BEGIN
-        PERFORM canvas.fail_chord(p_id, jsonb_build_object('id', p_id, 'task', ch.kind, 'error', 'cancelled'),
+        PERFORM canvas.fail_chord(p_id, jsonb_build_object('id', p_id, 'task', ch.kind, 'error', 'cancelled',
+                                                           'error_type', 'TaskRevokedError', 'attempt', 0),
                                   'cancelled');
     EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded OR raise_exception THEN
         -- Its callbacks were refused: it ends all the same, and so does what contains it.
