@@ -45,7 +45,14 @@ public final class Connection: @unchecked Sendable {
         if PQstatus(conn) != CONNECTION_OK {
             let message = oneLine(String(cString: PQerrorMessage(conn)))
             PQfinish(conn)
-            throw PostgresError(.connectionFailed, message: "cannot connect to PostgreSQL: \(message)")
+            // libpq gives no SQLSTATE for a refused start-up, only the text: the server's (in
+            // English, its default lc_messages) or PgBouncer's when its max_client_conn is reached.
+            let full =
+                ["too many clients already", "remaining connection slots are reserved", "no more connections allowed"]
+                .contains { message.contains($0) }
+            throw PostgresError(
+                .connectionFailed, message: "cannot connect to PostgreSQL: \(message)",
+                sqlState: full ? PostgresError.State.tooManyConnections : nil)
         }
         // Reported by the server (and by PgBouncer, which tracks it) at start-up: no round trip.
         // ISO is PostgreSQL's default; another style is a setting someone chose, so it is named
