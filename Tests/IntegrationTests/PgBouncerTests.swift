@@ -90,4 +90,52 @@ final class PgBouncerTests {
             #expect(worker.waitForExit(timeout: 30) == 0, "\(worker.log.suffix(2000))")
         }
     }
+
+    /// PgBouncer killed mid-chord (every client and server connection cut) and started again on
+    /// the same port: the workers reconnect through it, and every member and the body still run
+    /// once.
+    @Test func aPgBouncerKilledMidChordLosesAndRepeatsNothing() throws {
+        let bouncer = try PgBouncer(poolMode: "transaction")
+        let url = bouncer.url(database: database.name)
+        let direct = try database.connect()
+        let members = 3000
+        let handle = try chord(
+            (0..<members).map { i in
+                chain([signature("canvas.sleep", 0.002), .signature(Signature("canvas.identity", [.int(i)]).immutable)])
+            }, body: signature("canvas.identity")
+        )
+        .enqueue(on: direct)
+        let arguments = ["--poll-only", "-c", "3", "--loglevel", "warning"]
+        let a = try WorkerProcess(databaseURL: url, arguments: arguments)
+        let b = try WorkerProcess(databaseURL: url, arguments: arguments)
+        func identities() throws -> Int {
+            try direct.query("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.identity' AND state = 'succeeded'")[
+                0
+            ].decode(Int.self, 0)
+        }
+        #expect(try eventually(timeout: 60) { try identities() > members / 4 })
+        bouncer.stop(signal: SIGKILL)
+        usleep(1_000_000)
+        try bouncer.start()
+        let status = try handle.wait(on: direct, timeout: 180)
+        #expect(status.state == .succeeded, "\(a.log.suffix(2000))\n\(b.log.suffix(2000))")
+        #expect(status.result == .array((0..<members).map { .int($0) }))
+        let row = try direct.query(
+            """
+            SELECT count(*), count(DISTINCT args->>0), count(*) FILTER (WHERE state = 'succeeded')
+            FROM canvas.jobs WHERE task = 'canvas.identity' AND jsonb_typeof(args->0) = 'number'
+            """)[0]
+        #expect(try row.decode(Int.self, 0) == members)
+        #expect(try row.decode(Int.self, 1) == members)
+        #expect(try row.decode(Int.self, 2) == members)
+        let bodies = try direct.query(
+            "SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.identity' AND jsonb_typeof(args->0) = 'array'")
+        #expect(try bodies[0].decode(Int.self, 0) == 1)
+        // The cut was felt, and survived.
+        #expect((a.log + b.log).contains("PostgreSQL is unavailable"), "\(a.log.suffix(2000))")
+        for w in [a, b] {
+            w.signal(SIGTERM)
+            #expect(w.waitForExit(timeout: 30) == 0, "\(w.log.suffix(2000))")
+        }
+    }
 }

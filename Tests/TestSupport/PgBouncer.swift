@@ -9,8 +9,10 @@ public final class PgBouncer: @unchecked Sendable {
     public let port: Int
     public let user: String
     let directory: URL
-    let pid: pid_t
+    private(set) var pid: pid_t = 0
     private var stopped = false
+    private var arguments: [String] = []
+    private let executable: URL
 
     /// The binary: `PGCANVAS_PGBOUNCER`, else Debian's path, else the PATH.
     static var executable: URL? {
@@ -24,9 +26,10 @@ public final class PgBouncer: @unchecked Sendable {
 
     /// - Parameter poolMode: "transaction" or "session".
     public init(poolMode: String) throws {
-        guard let executable = Self.executable else {
+        guard let found = Self.executable else {
             throw SpawnError(description: "pgbouncer is not installed (apt-get install pgbouncer; scripts/deps.sh)")
         }
+        executable = found
         // Where the tests' server listens, as the server itself says (socket or TCP).
         let admin = try Connection.connect(TestDatabase.adminConfiguration)
         let row = try admin.query(
@@ -61,15 +64,19 @@ public final class PgBouncer: @unchecked Sendable {
         try Data("\"\(user)\" \"\"\n".utf8).write(to: directory.appendingPathComponent("userlist.txt"))
         for file in ["pgbouncer.ini", "userlist.txt"] { chmod(directory.appendingPathComponent(file).path, 0o644) }
 
-        let log = open(
-            directory.appendingPathComponent("pgbouncer.log").path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        defer { close(log) }
-        var arguments: [String] = []
         if getuid() == 0 { arguments += ["-u", user == "root" ? "postgres" : user] }
         arguments.append(directory.appendingPathComponent("pgbouncer.ini").path)
-        pid = try spawnProcess(executable, arguments, environment: [:], stdout: log, stderr: log)
+        try start()
+    }
 
-        let probe = ConnectionConfiguration(conninfo: "postgresql://\(user)@127.0.0.1:\(port)/postgres")
+    /// Starts the process (again, after `stop`) on the same port and waits until it accepts
+    /// connections.
+    public func start() throws {
+        let log = open(logURL.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        defer { close(log) }
+        pid = try spawnProcess(executable, arguments, environment: [:], stdout: log, stderr: log)
+        stopped = false
+        let probe = ConnectionConfiguration(conninfo: url(database: "postgres"))
         let ready = eventually(timeout: 10, interval: 0.05) {
             !processExists(pid) || (try? Connection.connect(probe)) != nil
         }
@@ -90,10 +97,11 @@ public final class PgBouncer: @unchecked Sendable {
     /// A URL for a database behind this PgBouncer.
     public func url(database: String) -> String { "postgresql://\(user)@127.0.0.1:\(port)/\(database)" }
 
-    public func stop() {
+    /// Stops the process: SIGTERM by default; SIGKILL for a crash (every connection cut at once).
+    public func stop(signal: Int32 = SIGTERM) {
         guard !stopped else { return }
         stopped = true
-        kill(pid, SIGTERM)
+        kill(pid, signal)
         if waitForChild(pid, timeout: 5) == nil {
             kill(pid, SIGKILL)
             _ = waitForChild(pid, timeout: 5)
