@@ -11,7 +11,7 @@ import Foundation
 public struct ConnectionBudget: Sendable, Equatable {
     /// `max_connections − superuser_reserved_connections (− reserved_connections)`.
     public var usable: Int
-    /// Client connections that are not pgcanvas workers' (`application_name` not `pgworker…`).
+    /// Client connections open now that are not this database's workers' (`pgworker…`).
     public var otherClients: Int
     /// The bounds live workers registered.
     public var workersBound: Int

@@ -112,10 +112,12 @@ BEGIN
     usable := current_setting('max_connections')::integer
         - current_setting('superuser_reserved_connections')::integer
         - coalesce(current_setting('reserved_connections', true)::integer, 0);
-    -- Every pgcanvas worker connection is named 'pgworker…' (application_name) and counted in
-    -- its worker's bound instead.
+    -- A worker of this database names its connections 'pgworker…' (application_name) and is
+    -- counted by its bound instead; workers of other databases on the server count as what they
+    -- hold now (their bounds are in their own canvas.workers).
     SELECT count(*) INTO other_clients FROM pg_stat_activity
-    WHERE backend_type = 'client backend' AND coalesce(application_name, '') NOT LIKE 'pgworker%';
+    WHERE backend_type = 'client backend'
+      AND NOT (datname = current_database() AND coalesce(application_name, '') LIKE 'pgworker%');
     SELECT coalesce(sum(w.connections), 0) INTO workers_bound FROM canvas.workers w
     WHERE w.heartbeat_at > now() - w.rescue_after * interval '1 second';
 END
