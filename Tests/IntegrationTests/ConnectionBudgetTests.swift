@@ -142,4 +142,17 @@ final class ConnectionBudgetTests {
         w.signal(SIGTERM)
         #expect(w.waitForExit(timeout: 30) == 0)
     }
+
+    /// An idle timeout that cannot work is one line and exit 64, before anything connects.
+    @Test func badIdleConnectionTimeoutsAreOneLineAndExit64() throws {
+        for value in ["0", "-1", "nan", "1e9", "soon"] {
+            let result = try runCommand(
+                Binaries.url("pgworker"), ["--idle-connection-timeout", value],
+                environment: ["DATABASE_URL": server.url])
+            #expect(result.status == 64, "\(value): \(result.stderr)")
+            #expect(result.stderrLines.count == 1, "\(value): \(result.stderr)")
+            #expect(result.stderr.contains("--idle-connection-timeout"), "\(value): \(result.stderr)")
+        }
+        #expect(try Connection.connect(config).query("SELECT count(*) FROM canvas.workers")[0].decode(Int.self, 0) == 0)
+    }
 }

@@ -138,4 +138,18 @@ final class PgBouncerTests {
             #expect(w.waitForExit(timeout: 30) == 0, "\(w.log.suffix(2000))")
         }
     }
+
+    /// Nothing is set per session, so a database whose DateStyle is not ISO cannot be read: the
+    /// worker says so in one line at start and exits, rather than misreading dates later.
+    @Test func aDatabaseWritingDatesInAnotherStyleStopsTheWorkerAtStartInOneLine() throws {
+        let admin = try database.connect()
+        try admin.executeScript("ALTER DATABASE \(quoteIdentifier(database.name)) SET DateStyle = 'German, DMY'")
+        let w = try WorkerProcess(databaseURL: database.url, arguments: ["-c", "1", "--loglevel", "info"])
+        #expect(w.waitForExit(timeout: 20) == 1, "\(w.log)")
+        #expect(
+            w.log
+                == "pgworker: error: the server writes dates as 'German, DMY' (DateStyle); pgcanvas reads ISO only: "
+                + "ALTER DATABASE … SET DateStyle = 'ISO, MDY' (or ALTER ROLE …)\n")
+        try admin.executeScript("ALTER DATABASE \(quoteIdentifier(database.name)) RESET DateStyle")
+    }
 }
