@@ -151,4 +151,45 @@ final class RolesTests {
         #expect(
             result.stderr == "voteradmin: error: the database has no canvas schema: run 'voteradmin migrate' first\n")
     }
+
+    /// The owner runs migrations (function files dropped and made again included), and what it
+    /// creates later is granted to the worker and reader roles by default privileges.
+    @Test func theOwnerMigratesAndWhatItCreatesLaterIsGranted() throws {
+        let roleArguments = ["roles", "--owner", owner, "--worker", workerRole, "--reader", reader]
+        #expect(try voteradmin(roleArguments).status == 0)
+        let admin = try database.connect()
+        try admin.executeScript(
+            """
+            ALTER ROLE \(quoteIdentifier(owner)) LOGIN;
+            CREATE ROLE \(quoteIdentifier(workerLogin)) LOGIN IN ROLE \(quoteIdentifier(workerRole));
+            CREATE ROLE \(quoteIdentifier(readerLogin)) LOGIN IN ROLE \(quoteIdentifier(reader));
+            DELETE FROM pgcanvas_functions;
+            """)
+        let migrated = try voteradmin(["migrate"], url: try url(as: owner))
+        #expect(migrated.status == 0, "\(migrated.stderr)")
+        #expect(migrated.stdout.contains("Applied pgcanvas: functions/broker.sql"), "\(migrated.stdout)")
+        #expect(
+            try admin.query(
+                "SELECT count(*) FROM pg_proc WHERE pronamespace = 'canvas'::regnamespace AND proowner <> \(owner)::regrole"
+            )[0].decode(Int.self, 0) == 0)
+
+        let asOwner = try Connection.connect(ConnectionConfiguration(conninfo: try url(as: owner)))
+        try asOwner.executeScript("CREATE TABLE canvas.added_later (id int)")
+        let asWorker = try Connection.connect(ConnectionConfiguration(conninfo: try url(as: workerLogin)))
+        #expect(refusal("INSERT INTO canvas.added_later VALUES (1)", on: asWorker) == nil)
+        let asReader = try Connection.connect(ConnectionConfiguration(conninfo: try url(as: readerLogin)))
+        #expect(try asReader.query("SELECT count(*) FROM canvas.added_later")[0].decode(Int.self, 0) == 1)
+        #expect(refusal("INSERT INTO canvas.added_later VALUES (2)", on: asReader) == "42501")
+
+        // A worker through the worker role still runs jobs on the functions made again.
+        let workerURL = try url(as: workerLogin)
+        let w = try WorkerProcess(databaseURL: workerURL, arguments: ["-c", "1", "--loglevel", "warning"])
+        let handle = try chain([signature("canvas.add", 2, 3), signature("canvas.add", 10)]).enqueue(on: asWorker)
+        let status = try handle.wait(on: asWorker, timeout: 60)
+        #expect(status.state == .succeeded, "\(w.log.suffix(2000))")
+        #expect(status.result == .int(15))
+        w.signal(SIGTERM)
+        #expect(w.waitForExit(timeout: 30) == 0)
+        try admin.executeScript("DROP TABLE canvas.added_later")
+    }
 }
