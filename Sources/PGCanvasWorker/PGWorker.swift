@@ -92,6 +92,10 @@ struct WorkerCommand: ParsableCommand {
         help: "Seconds a pool process keeps a database connection no task has used.")
     var idleConnectionTimeout: Double = 30
 
+    // How long a task waits for a server slot when refused with "too many clients" (tests).
+    @Option(name: .customLong("connection-slot-wait"), help: .hidden)
+    var connectionSlotWait: Double = 20
+
     @Option(name: .customLong("rescue-after"), help: "Seconds of silence after which a worker is presumed dead.")
     var rescueAfter: Double = 15
 
@@ -142,6 +146,7 @@ struct WorkerCommand: ParsableCommand {
         config.pollOnly = pollOnly
         config.checkConnections = !noConnectionCheck
         config.idleConnectionTimeout = idleConnectionTimeout
+        config.connectionSlotWait = connectionSlotWait
         config.rescueAfter = rescueAfter
         config.heartbeatInterval = heartbeatInterval
         config.shutdownTimeout = shutdownTimeout
@@ -164,7 +169,7 @@ struct WorkerCommand: ParsableCommand {
             PoolProcessMain.run(
                 index: index, registry: registry,
                 database: ConnectionConfiguration.resolve(databaseURL: url, applicationName: "pgworker \(name)"),
-                idleConnectionTimeout: idleConnectionTimeout,
+                idleConnectionTimeout: idleConnectionTimeout, connectionSlotWait: connectionSlotWait,
                 logger: Logger(label: "pgcanvas.pool"))
         }
         LoggingSystem.bootstrap { [level] _ in CeleryStyleLogHandler(processName: "MainProcess", level: level) }

@@ -143,6 +143,34 @@ final class ConnectionBudgetTests {
         #expect(w.waitForExit(timeout: 30) == 0)
     }
 
+    /// The server stays full past the task's wait for a slot: the run counts as a lost connection,
+    /// so the job is tried again at once without spending an attempt, and succeeds once a slot
+    /// comes back.
+    @Test func aTaskThatFindsNoSlotInTimeIsRetriedWithoutSpendingAnAttempt() throws {
+        let c = try Connection.connect(config)
+        let w = try worker(["-c", "1", "--connection-slot-wait", "0.3"])
+        #expect(ready(w), "\(w.log.suffix(2000))")
+        var fillers: [Connection] = []
+        while fillers.count < 20, let filler = try? Connection.connect(config) { fillers.append(filler) }
+        let handle = try signature("test.db_backend").enqueue(on: c)
+        let job = try c.query("SELECT id FROM canvas.jobs")[0].decode(Int64.self, 0)
+        // One run that found no slot in time.
+        #expect(
+            try eventually(timeout: 15) { try (JobStatus.fetch(job, on: c)?.crashes ?? 0) >= 1 },
+            "\(w.log.suffix(2000))")
+        fillers.removeAll()
+        let status = try handle.wait(on: c, timeout: 30)
+        let row = try #require(try JobStatus.fetch(job, on: c))
+        // Released within a poll of the first crash: far from canvas.max_crashes() (3).
+        #expect(status.state == .succeeded, "\(w.log.suffix(2000))")
+        #expect(row.crashes >= 1)
+        #expect(row.attempt - row.crashes == 1, "attempt \(row.attempt), crashes \(row.crashes)")
+        #expect(w.log.contains("the task lost its database connection"), "\(w.log.suffix(2000))")
+        #expect(w.log.contains("SQLSTATE 53300"), "\(w.log.suffix(2000))")
+        w.signal(SIGTERM)
+        #expect(w.waitForExit(timeout: 30) == 0)
+    }
+
     /// An idle timeout that cannot work is one line and exit 64, before anything connects.
     @Test func badIdleConnectionTimeoutsAreOneLineAndExit64() throws {
         for value in ["0", "-1", "nan", "1e9", "soon"] {

@@ -5,11 +5,13 @@ import Postgres
 /// The life of a pool process: read jobs from fd 3, run them, answer on fd 4, until the
 /// supervisor closes the pipe or dies.
 package enum PoolProcessMain {
-    /// - Parameter idleConnectionTimeout: seconds the process keeps a database connection that no
-    ///   task used, so an idle pool holds no server slots.
+    /// - Parameters:
+    ///   - idleConnectionTimeout: seconds the process keeps a database connection that no task
+    ///     used, so an idle pool holds no server slots.
+    ///   - connectionSlotWait: seconds a task waits for a slot on a server with too many clients.
     package static func run(
         index: Int, registry: TaskRegistry, database: ConnectionConfiguration, idleConnectionTimeout: Double = 30,
-        logger: Logger
+        connectionSlotWait: Double = slotWait, logger: Logger
     ) -> Never {
         TaskExecution.processIsPoolProcess = true
         signal(SIGINT, SIG_IGN)  // Ctrl-C reaches the whole process group; the supervisor decides.
@@ -24,7 +26,7 @@ package enum PoolProcessMain {
         let provider: () throws -> Connection = {
             if let c = connection, c.isHealthy { return c }
             connection = nil
-            let c = try connectWaitingForASlot(configuration, logger: logger)
+            let c = try connectWaitingForASlot(configuration, logger: logger, slotWait: connectionSlotWait)
             connection = c
             return c
         }

@@ -128,6 +128,7 @@ package final class Supervisor {
             arguments: [
                 "--pool-process", String(index), "--loglevel", "\(configuration.logLevel)",
                 "--idle-connection-timeout", String(configuration.idleConnectionTimeout),
+                "--connection-slot-wait", String(configuration.connectionSlotWait),
             ],
             environment: environment)
     }

@@ -27,6 +27,8 @@ package struct WorkerConfiguration: Sendable {
     package var checkConnections: Bool = true
     /// Seconds a pool process keeps a database connection no task has used.
     package var idleConnectionTimeout: Double = 30
+    /// Seconds a task waits for a server slot when refused with "too many clients".
+    package var connectionSlotWait: Double = 20
     package var heartbeatInterval: Double = 2
     /// A worker whose heartbeat is older than this is presumed dead and its jobs are rescued.
     package var rescueAfter: Double = 15
@@ -72,6 +74,9 @@ package struct WorkerConfiguration: Sendable {
         }
         if !(idleConnectionTimeout > 0 && idleConnectionTimeout <= 86_400) {
             throw CanvasError("--idle-connection-timeout must be more than 0 seconds and at most 86400")
+        }
+        if !(connectionSlotWait >= 0 && connectionSlotWait <= 3600) {
+            throw CanvasError("--connection-slot-wait must be from 0 to 3600 seconds")
         }
         if prefetch > 100_000 { throw CanvasError("--prefetch must be at most 100000") }
         if !(shutdownTimeout > 0 && shutdownTimeout <= 86_400) {
