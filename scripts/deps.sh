@@ -2,7 +2,8 @@
 # Installs the system packages pgcanvas needs, through apt, only when something is missing.
 set -euo pipefail
 
-packages=(postgresql postgresql-contrib libpq-dev pkg-config libcairo2-dev fonts-dejavu-core poppler-utils qpdf)
+# pgbouncer: the tests run workers through it (PgBouncerTests), as a child process of their own.
+packages=(postgresql postgresql-contrib libpq-dev pkg-config libcairo2-dev fonts-dejavu-core poppler-utils qpdf pgbouncer)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -31,4 +32,8 @@ if command -v pg_ctlcluster >/dev/null && [ "$(id -u)" = 0 ]; then
         v="$(basename "$(dirname "$c")")"
         pg_ctlcluster "$v" main stop 2>/dev/null || true
     done
+fi
+# Likewise the package's own PgBouncer service (where an init system started it): tests start theirs.
+if [ "$(id -u)" = 0 ] && command -v service >/dev/null && [ -e /etc/init.d/pgbouncer ]; then
+    service pgbouncer stop >/dev/null 2>&1 || true
 fi

@@ -82,6 +82,20 @@ struct WorkerCommand: ParsableCommand {
     @Flag(name: .customLong("poll-only"), help: "Never LISTEN (for poolers in transaction mode); only poll.")
     var pollOnly = false
 
+    @Flag(
+        name: .customLong("no-connection-check"),
+        help: "Start even if max_connections has no room for this worker's connections (behind PgBouncer).")
+    var noConnectionCheck = false
+
+    @Option(
+        name: .customLong("idle-connection-timeout"),
+        help: "Seconds a pool process keeps a database connection no task has used.")
+    var idleConnectionTimeout: Double = 30
+
+    // How long a task waits for a server slot when refused with "too many clients" (tests).
+    @Option(name: .customLong("connection-slot-wait"), help: .hidden)
+    var connectionSlotWait: Double = 20
+
     @Option(name: .customLong("rescue-after"), help: "Seconds of silence after which a worker is presumed dead.")
     var rescueAfter: Double = 15
 
@@ -130,6 +144,9 @@ struct WorkerCommand: ParsableCommand {
         config.softTimeLimit = softTimeLimit
         config.pollInterval = pollInterval
         config.pollOnly = pollOnly
+        config.checkConnections = !noConnectionCheck
+        config.idleConnectionTimeout = idleConnectionTimeout
+        config.connectionSlotWait = connectionSlotWait
         config.rescueAfter = rescueAfter
         config.heartbeatInterval = heartbeatInterval
         config.shutdownTimeout = shutdownTimeout
@@ -152,6 +169,7 @@ struct WorkerCommand: ParsableCommand {
             PoolProcessMain.run(
                 index: index, registry: registry,
                 database: ConnectionConfiguration.resolve(databaseURL: url, applicationName: "pgworker \(name)"),
+                idleConnectionTimeout: idleConnectionTimeout, connectionSlotWait: connectionSlotWait,
                 logger: Logger(label: "pgcanvas.pool"))
         }
         LoggingSystem.bootstrap { [level] _ in CeleryStyleLogHandler(processName: "MainProcess", level: level) }

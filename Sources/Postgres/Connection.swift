@@ -18,14 +18,15 @@ public final class Connection: @unchecked Sendable {
     private var cancelHandle: OpaquePointer?
     private let cancelLock = NSLock()
 
-    /// Opens a connection, with `TimeZone=UTC` and `DateStyle=ISO` so timestamps parse one way.
+    /// Opens a connection. It sends no start-up `options` and sets nothing for the session, so it
+    /// works through PgBouncer in transaction pooling mode (which refuses `options`): timestamps
+    /// are parsed with the offset the server writes, whatever its `TimeZone`.
     /// - Throws: `PostgresError` with `.connectionFailed`, naming the host, port or socket tried
-    ///   and the server's message (never the password).
+    ///   and the server's message (never the password); `.misuse` when the server writes dates in
+    ///   a style other than ISO (`DateStyle`), which no decoder here reads.
     public static func connect(_ configuration: ConnectionConfiguration) throws -> Connection {
-        var keys = ["dbname", "application_name", "options"]
-        var values = [
-            configuration.conninfo, configuration.applicationName, "-c TimeZone=UTC -c DateStyle=ISO",
-        ]
+        var keys = ["dbname", "application_name"]
+        var values = [configuration.conninfo, configuration.applicationName]
         if let timeout = configuration.connectTimeout {
             // Before dbname, whose expanded conninfo overrides it when it sets one of its own.
             keys.insert("connect_timeout", at: 0)
@@ -44,7 +45,25 @@ public final class Connection: @unchecked Sendable {
         if PQstatus(conn) != CONNECTION_OK {
             let message = oneLine(String(cString: PQerrorMessage(conn)))
             PQfinish(conn)
-            throw PostgresError(.connectionFailed, message: "cannot connect to PostgreSQL: \(message)")
+            // libpq gives no SQLSTATE for a refused start-up, only the text: the server's (in
+            // English, its default lc_messages) or PgBouncer's when its max_client_conn is reached.
+            let full =
+                ["too many clients already", "remaining connection slots are reserved", "no more connections allowed"]
+                .contains { message.contains($0) }
+            throw PostgresError(
+                .connectionFailed, message: "cannot connect to PostgreSQL: \(message)",
+                sqlState: full ? PostgresError.State.tooManyConnections : nil)
+        }
+        // Reported by the server (and by PgBouncer, which tracks it) at start-up: no round trip.
+        // ISO is PostgreSQL's default; another style is a setting someone chose, so it is named
+        // rather than overridden (a SET would not survive transaction pooling anyway).
+        let dateStyle = PQparameterStatus(conn, "DateStyle").map { String(cString: $0) } ?? ""
+        if !dateStyle.hasPrefix("ISO") {
+            PQfinish(conn)
+            throw PostgresError(
+                .misuse,
+                message: "the server writes dates as '\(dateStyle)' (DateStyle); pgcanvas reads ISO only: "
+                    + "ALTER DATABASE … SET DateStyle = 'ISO, MDY' (or ALTER ROLE …)")
         }
         return Connection(pg: conn)
     }

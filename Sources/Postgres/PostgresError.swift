@@ -88,7 +88,6 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
 }
 
 extension PostgresError {
-    /// SQLSTATEs callers commonly branch on.
     /// SQLSTATEs callers commonly branch on, by name.
     public enum State {
         public static let uniqueViolation = "23505"
@@ -101,5 +100,7 @@ extension PostgresError {
         public static let deadlockDetected = "40P01"
         public static let invalidCatalogName = "3D000"
         public static let raiseException = "P0001"
+        /// "sorry, too many clients already" and its kin; set on a refused connection too.
+        public static let tooManyConnections = "53300"
     }
 }

@@ -1,7 +1,9 @@
 import Foundation
 
-/// Text format of `timestamptz` as the server sends it with `DateStyle=ISO` and `TimeZone=UTC`,
-/// which every `Connection` sets at start-up (so there is one format to parse).
+/// Text format of `timestamptz` as the server sends it with `DateStyle=ISO` (checked when a
+/// `Connection` opens) in whatever `TimeZone` the server, database or role sets: the offset it
+/// writes is parsed, so no session setting is needed (PgBouncer's transaction pooling allows none).
+/// Values sent carry their own offset (`+00`), which every `DateStyle` reads the same way.
 enum PostgresTimestamp {
     static func format(_ date: Date) -> String {
         let seconds = date.timeIntervalSince1970
@@ -24,7 +26,8 @@ enum PostgresTimestamp {
             + String(repeating: "0", count: 6 - micro.count) + micro + "+00"
     }
 
-    /// Parses `YYYY-MM-DD HH:MM:SS[.ffffff]+HH[:MM]`.
+    /// Parses `YYYY-MM-DD HH:MM:SS[.ffffff]±HH[:MM[:SS]]` (offsets in seconds are what the server
+    /// writes for local mean time, before a zone's first standard offset).
     static func parse(_ text: String) -> Date? {
         let u = Array(text.utf8)
         guard u.count >= 19, u[4] == 45, u[7] == 45, u[13] == 58, u[16] == 58 else { return nil }
@@ -53,11 +56,19 @@ enum PostgresTimestamp {
         var offsetSeconds = 0
         if i < u.count, u[i] == 43 || u[i] == 45 {
             let sign = u[i] == 45 ? -1 : 1
-            guard let h = num(i + 1, i + 3) else { return nil }
-            var m = 0
-            if i + 5 < u.count + 1, i + 3 < u.count, u[i + 3] == 58, let mm = num(i + 4, i + 6) { m = mm }
-            offsetSeconds = sign * (h * 3600 + m * 60)
+            guard i + 3 <= u.count, let h = num(i + 1, i + 3) else { return nil }
+            var seconds = h * 3600
+            var at = i + 3
+            for scale in [60, 1] {
+                guard at + 3 <= u.count, u[at] == 58 else { break }
+                guard let v = num(at + 1, at + 3) else { return nil }
+                seconds += v * scale
+                at += 3
+            }
+            offsetSeconds = sign * seconds
+            i = at
         }
+        if i < u.count { return nil }
         var parts = tm()
         parts.tm_year = Int32(year - 1900)
         parts.tm_mon = Int32(month - 1)

@@ -157,4 +157,45 @@ final class ConnectionTests {
         let fresh = try database.connect()
         #expect(try fresh.query("SELECT 41 + 1")[0].decode(Int.self, 0) == 42)
     }
+
+    /// No session settings (PgBouncer's transaction pooling allows none): a database in any time
+    /// zone decodes and round-trips instants exactly.
+    @Test func timestampsDoNotDependOnTheServersTimeZone() throws {
+        let admin = try database.connect()
+        let when = Date(timeIntervalSince1970: 1_795_000_000.123456)
+        for zone in ["Asia/Kathmandu", "America/St_Johns", "Europe/Paris", "UTC"] {
+            try admin.executeScript("ALTER DATABASE \(quoteIdentifier(database.name)) SET TimeZone = '\(zone)'")
+            let c = try database.connect()
+            let row = try c.query(
+                """
+                SELECT current_setting('TimeZone'), \(when)::timestamptz, now(),
+                       '1900-01-01 00:00:00+00'::timestamptz, \(when)::timestamptz::text
+                """)[0]
+            #expect(try row.decode(String.self, 0) == zone)
+            let roundTripped = try row.decode(Date.self, 1)
+            #expect(abs(roundTripped.timeIntervalSince1970 - when.timeIntervalSince1970) < 0.000_001, "\(zone)")
+            #expect(abs(try row.decode(Date.self, 2).timeIntervalSinceNow) < 60, "\(zone)")
+            #expect(try row.decode(Date.self, 3).timeIntervalSince1970 == -2_208_988_800, "\(zone)")
+            if zone != "UTC" { #expect(try !row.decode(String.self, 4).hasSuffix("+00"), "\(zone)") }
+        }
+    }
+
+    /// ISO is PostgreSQL's default DateStyle; a database set otherwise is refused at connect, in
+    /// one line that says what to change, rather than misreading dates later.
+    @Test func aDateStyleOtherThanISOIsRefusedInOneLine() throws {
+        let admin = try database.connect()
+        try admin.executeScript("ALTER DATABASE \(quoteIdentifier(database.name)) SET DateStyle = 'SQL, DMY'")
+        defer {
+            _ = try? admin.executeScript("ALTER DATABASE \(quoteIdentifier(database.name)) RESET DateStyle")
+        }
+        let error = try #require(throws: PostgresError.self) { try database.connect() }
+        #expect(error.code == .misuse)
+        #expect(!error.isConnectionProblem)
+        #expect(error.description.contains("'SQL, DMY' (DateStyle)"))
+        #expect(error.description.contains("SET DateStyle = 'ISO, MDY'"))
+        #expect(!error.description.contains("\n"))
+        try admin.executeScript("ALTER DATABASE \(quoteIdentifier(database.name)) SET DateStyle = 'ISO, DMY'")
+        #expect(
+            try database.connect().query("SELECT '2026-01-02'::date::text")[0].decode(String.self, 0) == "2026-01-02")
+    }
 }

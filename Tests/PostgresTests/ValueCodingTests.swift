@@ -31,6 +31,28 @@ import Testing
         #expect(PostgresTimestamp.parse("yesterday") == nil)
     }
 
+    /// Whatever `TimeZone` the server runs in, the offset it writes decides the instant.
+    @Test func timestampsParseEveryOffsetTheServerWrites() throws {
+        let instant = 1_795_000_000.0
+        for (text, expected) in [
+            ("2026-11-18 16:51:40+05:45", instant),  // Asia/Kathmandu
+            ("2026-11-18 07:36:40-03:30", instant),  // America/St_Johns
+            ("2026-11-18 11:06:40.5+00", instant + 0.5),
+            ("2026-11-18 11:06:40", instant),  // timestamp without time zone
+            ("1900-01-01 00:00:00+00:09:21", -2_208_989_361.0),  // Europe/Paris before 1911
+            ("1900-01-01 00:00:00-00:09:21", -2_208_988_239.0),
+        ] {
+            let parsed = try #require(PostgresTimestamp.parse(text), "\(text)")
+            #expect(parsed.timeIntervalSince1970 == expected, "\(text)")
+        }
+        for bad in [
+            "2026-11-18 11:06:40+", "2026-11-18 11:06:40+5", "2026-11-18 11:06:40+05:4", "infinity",
+            "2026-11-18 11:06:40+00 BC", "2026-11-18 11:06:40+00:0x",
+        ] {
+            #expect(PostgresTimestamp.parse(bad) == nil, "\(bad)")
+        }
+    }
+
     @Test func interpolationBindsValuesInsteadOfSplicingThem() {
         let name = "Robert'); DROP TABLE voter;--"
         let query: Query = "SELECT * FROM voter WHERE voter_name = \(name) AND voter_id = \(42)"

@@ -88,4 +88,9 @@ registry.register("test.soft_check") { ctx, _ in
     }
 }
 
+// Uses the application database (ConnectionBudgetTests): returns the server process that served it.
+registry.register("test.db_backend") { ctx, _ in
+    .int(Int(try ctx.connection().query("SELECT pg_backend_pid()")[0].decode(Int32.self, 0)))
+}
+
 PGWorker.main(registry: registry)

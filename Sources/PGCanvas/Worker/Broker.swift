@@ -78,15 +78,25 @@ public struct Broker: Sendable {
     /// - Parameters:
     ///   - heartbeatInterval: seconds between this worker's heartbeats.
     ///   - rescueAfter: seconds of silence after which other workers presume it dead and rescue its jobs.
+    ///   - connections: the most connections the worker may hold (see `ConnectionBudget`).
     public static func registerWorker(
         hostname: String, pid: Int32, queues: [String], concurrency: Int, heartbeatInterval: Double = 2,
-        rescueAfter: Double = 15, on c: Connection
+        rescueAfter: Double = 15, connections: Int = 0, on c: Connection
     ) throws -> Int64 {
         try c.query(
             """
             SELECT canvas.register_worker(\(hostname), \(pid), \(queues), \(Int32(clamping: concurrency)),
-                                          \(heartbeatInterval), \(rescueAfter))
+                                          \(heartbeatInterval), \(rescueAfter), \(Int32(clamping: connections)))
             """)[0].decode(Int64.self, 0)
+    }
+
+    /// The server's connection slots as a starting worker sees them (`canvas.connection_budget`).
+    /// Call it in the transaction that registers the worker: it locks until that ends.
+    public static func connectionBudget(on c: Connection) throws -> ConnectionBudget {
+        let row = try c.query("SELECT usable, other_clients, workers_bound FROM canvas.connection_budget()")[0]
+        return ConnectionBudget(
+            usable: try row.decode(Int.self, 0), otherClients: try row.decode(Int.self, 1),
+            workersBound: try row.decode(Int.self, 2))
     }
 
     /// - Returns: false when the worker's row is gone (it was presumed dead and rescued).

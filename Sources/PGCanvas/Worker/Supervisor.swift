@@ -30,16 +30,17 @@ package final class Supervisor {
     /// Runs until shut down. - Returns: the process exit status. - Throws: start-up failures.
     package func run() throws -> Int32 {
         try configuration.validate()
-        let setup = try Connection.connect(configuration.database)
+        let fixed = ConnectionBudget.fixed(beat: configuration.beat)
+        let bound = fixed + configuration.concurrency
         let register: (Connection) throws -> Int64 = { [configuration] c in
             try Broker.registerWorker(
                 hostname: configuration.hostname, pid: getpid(), queues: configuration.queues,
                 concurrency: configuration.concurrency, heartbeatInterval: configuration.heartbeatInterval,
-                rescueAfter: configuration.rescueAfter, on: c)
+                rescueAfter: configuration.rescueAfter, connections: bound, on: c)
         }
         let workerID: Int64
         do {
-            workerID = try register(setup)
+            workerID = try registerWithinBudget(register, fixed: fixed, bound: bound)
         } catch let error as PostgresError
             where error.sqlState == PostgresError.State.undefinedFunction
             || error.sqlState == "3F000"
@@ -50,6 +51,10 @@ package final class Supervisor {
         state = try SharedState(workerID: workerID, capacity: configuration.concurrency + configuration.prefetch)
         try Signals.install()
         printBanner(workerID: workerID)
+        let holders = configuration.beat ? "broker and beat" : "broker"
+        logger.info(
+            "connections: \(fixed) for the \(holders) + up to \(configuration.concurrency) for tasks (pool processes connect only when a task uses the database)"
+        )
 
         for i in 1...configuration.concurrency { pool.append(try spawn(index: i)) }
 
@@ -97,6 +102,22 @@ package final class Supervisor {
         return 0
     }
 
+    /// Registers the worker if the server has room for its connections (unless told not to
+    /// check), on a connection of its own that is closed on return: it is no part of the budget.
+    /// - Throws: `CanvasError` with one line when the worker does not fit.
+    private func registerWithinBudget(_ register: (Connection) throws -> Int64, fixed: Int, bound: Int) throws -> Int64
+    {
+        let setup = try Connection.connect(configuration.database)
+        guard configuration.checkConnections else { return try register(setup) }
+        return try setup.withTransaction { tx in
+            let budget = try Broker.connectionBudget(on: tx)
+            guard bound <= budget.free else {
+                throw CanvasError(budget.refusal(need: bound, fixed: fixed, concurrency: configuration.concurrency))
+            }
+            return try register(tx)
+        }
+    }
+
     func spawn(index: Int) throws -> PoolProcess {
         var environment = ProcessInfo.processInfo.environment
         if !configuration.database.conninfo.isEmpty {
@@ -104,7 +125,11 @@ package final class Supervisor {
         }
         return try PoolProcess.spawn(
             index: index, executable: configuration.executablePath,
-            arguments: ["--pool-process", String(index), "--loglevel", "\(configuration.logLevel)"],
+            arguments: [
+                "--pool-process", String(index), "--loglevel", "\(configuration.logLevel)",
+                "--idle-connection-timeout", String(configuration.idleConnectionTimeout),
+                "--connection-slot-wait", String(configuration.connectionSlotWait),
+            ],
             environment: environment)
     }
 

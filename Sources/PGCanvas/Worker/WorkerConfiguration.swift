@@ -23,6 +23,12 @@ package struct WorkerConfiguration: Sendable {
     package var pollInterval: Double = 1
     /// Never LISTEN; poll only (for connection poolers in transaction mode).
     package var pollOnly: Bool = false
+    /// Check at start that the server has room for this worker's connections (`ConnectionBudget`).
+    package var checkConnections: Bool = true
+    /// Seconds a pool process keeps a database connection no task has used.
+    package var idleConnectionTimeout: Double = 30
+    /// Seconds a task waits for a server slot when refused with "too many clients".
+    package var connectionSlotWait: Double = 20
     package var heartbeatInterval: Double = 2
     /// A worker whose heartbeat is older than this is presumed dead and its jobs are rescued.
     package var rescueAfter: Double = 15
@@ -65,6 +71,12 @@ package struct WorkerConfiguration: Sendable {
         }
         if let softTimeLimit, let timeLimit, softTimeLimit >= timeLimit {
             throw CanvasError("--soft-time-limit must be less than --time-limit")
+        }
+        if !(idleConnectionTimeout > 0 && idleConnectionTimeout <= 86_400) {
+            throw CanvasError("--idle-connection-timeout must be more than 0 seconds and at most 86400")
+        }
+        if !(connectionSlotWait >= 0 && connectionSlotWait <= 3600) {
+            throw CanvasError("--connection-slot-wait must be from 0 to 3600 seconds")
         }
         if prefetch > 100_000 { throw CanvasError("--prefetch must be at most 100000") }
         if !(shutdownTimeout > 0 && shutdownTimeout <= 86_400) {

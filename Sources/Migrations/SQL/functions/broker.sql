@@ -88,12 +88,39 @@ $$;
 
 -- A worker states its own heartbeat interval and how long a silence means it is dead: others
 -- rescue its jobs by those terms, never by their own.
+-- p_connections: the most connections it may hold (canvas.reserve_connections).
 CREATE FUNCTION canvas.register_worker(
     p_hostname text, p_pid integer, p_queues text[], p_concurrency integer, p_heartbeat_interval double precision,
-    p_rescue_after double precision
+    p_rescue_after double precision, p_connections integer DEFAULT 0
 ) RETURNS bigint LANGUAGE sql AS $$
-    INSERT INTO canvas.workers (hostname, pid, queues, concurrency, heartbeat_interval, rescue_after)
-    VALUES (p_hostname, p_pid, p_queues, p_concurrency, p_heartbeat_interval, p_rescue_after) RETURNING id
+    INSERT INTO canvas.workers (hostname, pid, queues, concurrency, heartbeat_interval, rescue_after, connections)
+    VALUES (p_hostname, p_pid, p_queues, p_concurrency, p_heartbeat_interval, p_rescue_after, p_connections)
+    RETURNING id
+$$;
+
+-- The connection budget a starting worker checks before it registers with its own bound, in
+-- the same transaction: the slots max_connections leaves to ordinary roles, the client
+-- connections that are not workers', and the bounds of every live worker. Bounds, not the
+-- connections open now: pool processes connect only when a task needs the database, so a fleet
+-- that fits at rest could run out under load. The lock, held until that transaction ends, makes
+-- workers starting together count each other.
+CREATE FUNCTION canvas.connection_budget(
+    OUT usable integer, OUT other_clients integer, OUT workers_bound integer
+) LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(x'636f6e6e73'::bigint);
+    usable := current_setting('max_connections')::integer
+        - current_setting('superuser_reserved_connections')::integer
+        - coalesce(current_setting('reserved_connections', true)::integer, 0);
+    -- A worker of this database names its connections 'pgworker…' (application_name) and is
+    -- counted by its bound instead; workers of other databases on the server count as what they
+    -- hold now (their bounds are in their own canvas.workers).
+    SELECT count(*) INTO other_clients FROM pg_stat_activity
+    WHERE backend_type = 'client backend'
+      AND NOT (datname = current_database() AND coalesce(application_name, '') LIKE 'pgworker%');
+    SELECT coalesce(sum(w.connections), 0) INTO workers_bound FROM canvas.workers w
+    WHERE w.heartbeat_at > now() - w.rescue_after * interval '1 second';
+END
 $$;
 
 -- False when the worker's row is gone: it was presumed dead and its jobs were rescued.
