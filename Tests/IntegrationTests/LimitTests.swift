@@ -111,9 +111,8 @@ final class LimitTests {
         #expect(claimed.count == 3 + 2 + 10)
         #expect(try Broker.claim(worker: w, queues: ["pdf", "default"], limit: 100, on: c).isEmpty)
         // Finishing one of each frees one place each.
-        let pdf = try #require(
-            try c.query("SELECT min(id) FROM canvas.jobs WHERE queue = 'pdf' AND state = 'running'")[0].decode(
-                Int64.self, 0))
+        let pdf = try c.query("SELECT min(id) FROM canvas.jobs WHERE queue = 'pdf' AND state = 'running'")[0]
+            .decode(Int64.self, 0)
         let sleep = try #require(claimed.first { $0.task == "canvas.sleep" })
         _ = try Broker.finish(
             worker: w,
