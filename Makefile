@@ -23,7 +23,7 @@ build: deps
 # Tests use DATABASE_URL when it is set; otherwise they start the embedded server and stop it after.
 # Then the example application (Examples/hello, a package of its own) is built and run end to end,
 # and the shell tests run: each starts PostgreSQL clusters and workers of its own (SHELL_TESTS).
-SHELL_TESTS = scripts/failover-test.sh
+SHELL_TESTS = scripts/failover-test.sh scripts/netns-test.sh
 test: deps
 	@$(SWIFT) build --build-tests
 	@$(SWIFT) build --package-path Examples/hello

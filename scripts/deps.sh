@@ -2,7 +2,7 @@
 # Installs the system packages pgcanvas needs, through apt, only when something is missing.
 set -euo pipefail
 
-packages=(postgresql postgresql-contrib libpq-dev pkg-config libcairo2-dev fonts-dejavu-core poppler-utils qpdf)
+packages=(postgresql postgresql-contrib libpq-dev pkg-config libcairo2-dev fonts-dejavu-core poppler-utils qpdf iproute2)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
