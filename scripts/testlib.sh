@@ -52,6 +52,14 @@ on_exit() { cleanups+=("$1"); }
 run_cleanups() {
     local rc=$?
     set +e
+    # A failed run leaves its story: the last lines of every log (servers, workers) before they go.
+    if [ "$rc" != 0 ] && [ -n "${work:-}" ]; then
+        for log in "$work"/*.log; do
+            [ -f "$log" ] || continue
+            echo "---- last lines of $(basename "$log") (per-task lines left out)" >&2
+            grep -v '\] \(received\|succeeded in\)\|^ *\. \|^ *$' "$log" | tail -25 | cut -c1-300 >&2
+        done
+    fi
     for ((i = ${#cleanups[@]} - 1; i >= 0; i--)); do eval "${cleanups[$i]}" >/dev/null 2>&1; done
     step "cleaned up (exit status $rc)"
     exit $rc
