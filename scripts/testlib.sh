@@ -7,6 +7,11 @@ if [ ! -x "$bindir/initdb" ]; then
     bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
 fi
 if [ ! -x "$bindir/initdb" ]; then
+    # As for the Swift suites: only a local run that asks to skip database tests may.
+    if [ "${PGCANVAS_SKIP_DB_TESTS:-}" = 1 ]; then
+        echo "SKIP: PostgreSQL server binaries not found (PGCANVAS_SKIP_DB_TESTS=1)"
+        exit 0
+    fi
     echo "FAIL: PostgreSQL server binaries not found (scripts/deps.sh installs them)" >&2
     exit 1
 fi
