@@ -5,7 +5,7 @@ CONFIG ?= release
 BIN = .build/$(CONFIG)
 DB_URL = $(shell scripts/pgdev.sh url)
 
-.PHONY: deps db db-stop build test soak demo bench clean format
+.PHONY: deps db db-stop build test shell-tests soak demo bench clean format
 
 deps:
 	@scripts/deps.sh
@@ -21,18 +21,24 @@ build: deps
 	$(SWIFT) build -c $(CONFIG)
 
 # Tests use DATABASE_URL when it is set; otherwise they start the embedded server and stop it after.
-# Then the example application (Examples/hello, a package of its own) is built and run end to end.
+# Then the example application (Examples/hello, a package of its own) is built and run end to end,
+# and the shell tests run: each starts PostgreSQL clusters and workers of its own (SHELL_TESTS).
+SHELL_TESTS = scripts/failover-test.sh scripts/netns-test.sh
 test: deps
 	@$(SWIFT) build --build-tests
 	@$(SWIFT) build --package-path Examples/hello
 	@if [ -n "$$DATABASE_URL" ]; then \
-		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh; \
+		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh && $(MAKE) -s shell-tests; \
 	else \
 		started=0; scripts/pgdev.sh status >/dev/null 2>&1 || { scripts/pgdev.sh start && started=1; }; \
 		export DATABASE_URL="$$(scripts/pgdev.sh url)"; \
-		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh; rc=$$?; \
+		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh && $(MAKE) -s shell-tests; rc=$$?; \
 		[ $$started = 1 ] && scripts/pgdev.sh stop; exit $$rc; \
 	fi
+
+# Needs the debug build (`swift build --build-tests`); stops at the first failure.
+shell-tests:
+	@for t in $(SHELL_TESTS); do echo "== $$t"; $$t || exit 1; done
 
 # The fault test of `make test` at length: 10,000 random canvases while pool processes and whole
 # workers are killed, PostgreSQL restarts once (a private cluster of the test's own), and canvases

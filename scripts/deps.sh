@@ -3,7 +3,9 @@
 set -euo pipefail
 
 # pgbouncer: the tests run workers through it (PgBouncerTests), as a child process of their own.
-packages=(postgresql postgresql-contrib libpq-dev pkg-config libcairo2-dev fonts-dejavu-core poppler-utils qpdf pgbouncer)
+# iproute2: `ip netns` for the multi-host test (scripts/netns-test.sh).
+packages=(postgresql postgresql-contrib libpq-dev pkg-config libcairo2-dev fonts-dejavu-core poppler-utils qpdf pgbouncer
+    iproute2)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

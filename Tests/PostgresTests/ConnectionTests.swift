@@ -21,6 +21,24 @@ final class ConnectionTests {
         #expect(!error.description.contains("\n"))
     }
 
+    /// A failover set-up's URL (docs/operations.md): libpq gets it whole, tries each host in
+    /// turn and keeps the one that takes writes. Nothing of ours may parse it on the way.
+    @Test func aMultiHostURLSkipsAHostThatIsDownAndReachesTheOneThatTakesWrites() throws {
+        let parsed = try #require(URLComponents(string: database.url))
+        let query = Dictionary(
+            (parsed.queryItems ?? []).map { ($0.name, $0.value ?? "") }, uniquingKeysWith: { $1 })
+        let host = try #require(query["host"] ?? parsed.host.flatMap { $0.isEmpty ? nil : $0 })
+        let port = query["port"] ?? parsed.port.map(String.init) ?? "5432"
+        let user = query["user"] ?? parsed.user
+        let encodedHost = try #require(host.addingPercentEncoding(withAllowedCharacters: .alphanumerics))
+        let url =
+            "postgresql://\(user.map { "\($0)@" } ?? "")127.0.0.1:1,\(encodedHost):\(port)/\(database.name)"
+            + "?target_session_attrs=read-write&connect_timeout=5"
+        let c = try Connection.connect(ConnectionConfiguration(conninfo: url))
+        #expect(try c.query("SELECT current_database()")[0].decode(String.self, 0) == database.name)
+        #expect(try c.query("SELECT pg_is_in_recovery()")[0].decode(Bool.self, 0) == false)
+    }
+
     @Test func decodesEveryTypeItPromises() throws {
         let c = try database.connect()
         let when = Date(timeIntervalSince1970: 1_795_000_000.25)

@@ -81,6 +81,9 @@ final class BrokerLoop: @unchecked Sendable {
         while true {
             state.brokerLoopTicked()
             let stopping = stop
+            // The registration this round's statements speak for (the maintenance thread may
+            // replace it meanwhile, after which a refusal is not news).
+            let registration = state.workerID
             do {
                 let c = try db.get()
                 SharedState.drain(state.brokerWake.read)
@@ -117,7 +120,7 @@ final class BrokerLoop: @unchecked Sendable {
                     break
                 }
             } catch  where error.isWorkerPresumedDead {
-                handlePresumedDead()
+                handlePresumedDead(registration)
             } catch  where error.isConnectionProblem {
                 db.failed(error, shouldStop: { stop && !state.hasOutgoing })
                 pacer.connectionLost()
@@ -277,11 +280,12 @@ final class BrokerLoop: @unchecked Sendable {
         }
     }
 
-    private func handlePresumedDead() {
-        logger.error("this worker was presumed dead and its jobs were rescued; registering again")
+    private func handlePresumedDead(_ dead: Int64) {
         do {
             let c = try db.get()
-            state.workerID = try reregister(c)
+            if try state.reregister(replacing: dead, { try reregister(c) }) {
+                logger.error("this worker was presumed dead and its jobs were rescued; registering again")
+            }
         } catch {
             db.failed(error)
         }

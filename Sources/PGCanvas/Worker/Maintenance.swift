@@ -44,13 +44,15 @@ final class Maintenance: @unchecked Sendable {
                 // loop stuck longer than that (not an idle one: it wakes every heartbeat
                 // interval) gets its jobs rescued.
                 let silence = state.loopSilence
+                let id = state.workerID
                 if silence > configuration.rescueAfter {
                     logger.error(
                         "a worker loop is stuck; not sending heartbeats, so other workers will rescue its jobs",
                         metadata: ["silent_s": "\(Int(silence))"])
-                } else if try !Broker.heartbeat(worker: state.workerID, on: c) {
-                    logger.error("this worker was presumed dead and its jobs were rescued; registering again")
-                    state.workerID = try reregister(c)
+                } else if try !Broker.heartbeat(worker: id, on: c) {
+                    if try state.reregister(replacing: id, { try reregister(c) }) {
+                        logger.error("this worker was presumed dead and its jobs were rescued; registering again")
+                    }
                 }
                 // Right after a reconnect every worker's heartbeat looks stale (the server was
                 // away for all of them): rescue only once this one has been connected long enough

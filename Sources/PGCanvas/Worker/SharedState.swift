@@ -5,6 +5,8 @@ import Foundation
 final class SharedState: @unchecked Sendable {
     // Every stored property below is read and written only with `lock` held.
     private let lock = NSLock()
+    /// Held across a re-registration (a round trip), never together with `lock` the other way round.
+    private let registration = NSLock()
     private var inbox: [ClaimedJob] = []
     private var outcomes: [Outcome] = []
     private var releases: [(id: Int64, attempt: Int)] = []
@@ -42,6 +44,18 @@ final class SharedState: @unchecked Sendable {
     var workerID: Int64 {
         get { locked { _workerID } }
         set { locked { _workerID = newValue } }
+    }
+
+    /// Registers the worker again after the registration `dead` was presumed dead, unless another
+    /// thread already has: the broker and maintenance threads can learn it at the same moment (a
+    /// link that comes back), and a second registration would leave a row nobody beats for.
+    /// - Returns: whether this call registered.
+    func reregister(replacing dead: Int64, _ register: () throws -> Int64) rethrows -> Bool {
+        registration.lock()
+        defer { registration.unlock() }
+        guard workerID == dead else { return false }
+        workerID = try register()
+        return true
     }
 
     var claiming: Bool { locked { _claiming } }
