@@ -19,6 +19,7 @@ struct VoterAdmin: ParsableCommand {
         subcommands: [
             Migrate.self, Seed.self, EnqueueCommand.self, ResultCommand.self, StatusCommand.self, TasksCommand.self,
             WaitCommand.self, CancelCommand.self, RetryCommand.self, PurgeCommand.self, ScheduleCommand.self,
+            DashboardCommand.self,
         ]
     )
 }

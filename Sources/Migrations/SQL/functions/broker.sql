@@ -62,7 +62,10 @@ CREATE FUNCTION canvas.register_worker(
 $$;
 
 -- False when the worker's row is gone: it was presumed dead and its jobs were rescued.
+-- Each beat also tells a dashboard (LISTEN canvas_dashboard) that jobs may have moved: a
+-- worker's finishes send no NOTIFY of their own, which would serialise their commits.
 CREATE FUNCTION canvas.heartbeat(p_worker bigint) RETURNS boolean LANGUAGE sql AS $$
+    SELECT pg_notify('canvas_dashboard', p_worker::text);
     WITH beat AS (UPDATE canvas.workers SET heartbeat_at = now() WHERE id = p_worker RETURNING 1)
     SELECT EXISTS (SELECT 1 FROM beat)
 $$;
