@@ -43,7 +43,11 @@ let package = Package(
         ),
         .target(
             name: "PGCanvas",
-            dependencies: ["Postgres", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "Postgres", .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
         ),
         .target(
             name: "PGCanvasWorker",

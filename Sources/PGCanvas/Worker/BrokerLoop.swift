@@ -22,6 +22,8 @@ final class BrokerLoop: @unchecked Sendable {
     static let patience = 3
     /// `pgcanvas.max_payload_bytes`, read on every connect: larger results fail their job.
     private var maxPayloadBytes = Int.max
+    /// Counts outcomes and receipts when `--metrics-port` is given; set before the thread starts.
+    var metrics: WorkerMetrics?
 
     init(
         configuration: WorkerConfiguration, state: SharedState, logger: Logger,
@@ -179,6 +181,10 @@ final class BrokerLoop: @unchecked Sendable {
         state.settled(outcomes.map(\.jobID))
         logger.debug("exchanged", metadata: ["finished": "\(outcomes.count)", "claimed": "\(result.claimed.count)"])
         if !outcomes.isEmpty { logRecorded(outcomes, result.recorded) }
+        if let metrics {
+            metrics.recordFinished(outcomes, result.recorded)
+            metrics.recordReceived(result.claimed)
+        }
         if !result.claimed.isEmpty {
             if logger.logLevel <= .info {
                 for job in result.claimed { logger.info("Task \(job.task)[\(job.id)] received") }

@@ -51,6 +51,8 @@ final class Maintenance: @unchecked Sendable {
                 } else if try !Broker.heartbeat(worker: state.workerID, on: c) {
                     logger.error("this worker was presumed dead and its jobs were rescued; registering again")
                     state.workerID = try reregister(c)
+                } else {
+                    state.heartbeatSent()
                 }
                 // Right after a reconnect every worker's heartbeat looks stale (the server was
                 // away for all of them): rescue only once this one has been connected long enough

@@ -21,6 +21,8 @@ final class SharedState: @unchecked Sendable {
     /// heartbeat vouches for them, not only for the thread that sends it.
     private var brokerTick = DispatchTime.now().uptimeNanoseconds
     private var mainTick = DispatchTime.now().uptimeNanoseconds
+    /// When the last heartbeat reached the database (uptime, ns), for `/readyz`.
+    private var heartbeatTick = DispatchTime.now().uptimeNanoseconds
 
     let mainWake: (read: Int32, write: Int32)
     let brokerWake: (read: Int32, write: Int32)
@@ -62,6 +64,13 @@ final class SharedState: @unchecked Sendable {
 
     func brokerLoopTicked() { locked { brokerTick = DispatchTime.now().uptimeNanoseconds } }
     func eventLoopTicked() { locked { mainTick = DispatchTime.now().uptimeNanoseconds } }
+
+    func heartbeatSent() { locked { heartbeatTick = DispatchTime.now().uptimeNanoseconds } }
+
+    /// Seconds since the last heartbeat reached the database (since start-up before the first).
+    var heartbeatAge: Double {
+        Double(DispatchTime.now().uptimeNanoseconds &- locked { heartbeatTick }) / 1e9
+    }
 
     /// Seconds since the slower of the two loops last went round.
     var loopSilence: Double {

@@ -17,6 +17,8 @@ package final class Supervisor {
     /// When the warm shutdown runs out of time (set by the first signal).
     var shutdownDeadline: Date?
     var pacing: Pacing
+    /// Present with `--metrics-port` only.
+    var metrics: WorkerMetrics?
 
     enum Shutdown { case running, warm, cold }
 
@@ -53,7 +55,15 @@ package final class Supervisor {
 
         for i in 1...configuration.concurrency { pool.append(try spawn(index: i)) }
 
+        if let port = configuration.metricsPort {
+            let metrics = WorkerMetrics(hostname: configuration.hostname, concurrency: configuration.concurrency)
+            try MetricsServer(metrics: metrics, state: state, configuration: configuration)
+                .start(host: configuration.metricsHost, port: port)
+            self.metrics = metrics
+            logger.info("serving /metrics, /healthz and /readyz on \(configuration.metricsHost):\(port)")
+        }
         let broker = BrokerLoop(configuration: configuration, state: state, logger: logger, reregister: register)
+        broker.metrics = metrics
         let maintenance = Maintenance(configuration: configuration, state: state, logger: logger, reregister: register)
         let brokerThread = Thread { broker.run() }
         let maintenanceThread = Thread { maintenance.run() }
