@@ -5,7 +5,7 @@ CONFIG ?= release
 BIN = .build/$(CONFIG)
 DB_URL = $(shell scripts/pgdev.sh url)
 
-.PHONY: deps db db-stop build test soak demo bench clean format
+.PHONY: deps db db-stop build test browser-test soak demo bench clean format
 
 deps:
 	@scripts/deps.sh
@@ -21,16 +21,27 @@ build: deps
 	$(SWIFT) build -c $(CONFIG)
 
 # Tests use DATABASE_URL when it is set; otherwise they start the embedded server and stop it after.
-# Then the example application (Examples/hello, a package of its own) is built and run end to end.
+# Then the example application (Examples/hello, a package of its own) is built and run end to end,
+# and the dashboard is driven in headless Chromium (scripts/browser-test.sh; screenshots in
+# .build/browser-screenshots/).
 test: deps
 	@$(SWIFT) build --build-tests
 	@$(SWIFT) build --package-path Examples/hello
 	@if [ -n "$$DATABASE_URL" ]; then \
-		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh; \
+		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh && scripts/browser-test.sh; \
 	else \
 		started=0; scripts/pgdev.sh status >/dev/null 2>&1 || { scripts/pgdev.sh start && started=1; }; \
 		export DATABASE_URL="$$(scripts/pgdev.sh url)"; \
-		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh; rc=$$?; \
+		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh && scripts/browser-test.sh; rc=$$?; \
+		[ $$started = 1 ] && scripts/pgdev.sh stop; exit $$rc; \
+	fi
+
+# The dashboard in headless Chromium alone (part of `make test`).
+browser-test: deps
+	@$(SWIFT) build --build-tests
+	@if [ -n "$$DATABASE_URL" ]; then scripts/browser-test.sh; else \
+		started=0; scripts/pgdev.sh status >/dev/null 2>&1 || { scripts/pgdev.sh start && started=1; }; \
+		DATABASE_URL="$$(scripts/pgdev.sh url)" scripts/browser-test.sh; rc=$$?; \
 		[ $$started = 1 ] && scripts/pgdev.sh stop; exit $$rc; \
 	fi
 

@@ -153,10 +153,17 @@ enum Assets {
           var pending = false;
           source.onopen = function () { if (dot) { dot.className = 'live-dot on'; } };
           source.onerror = function () { if (dot) { dot.className = 'live-dot'; } };
-          source.addEventListener('overview', function (e) {
-            if (live !== 'overview') { return; }
+          // Replace the live part only when it differs, compared as the browser serialises
+          // both, so that a button is not swapped out from under a click for nothing.
+          function show(html) {
             var target = document.getElementById('live');
-            if (target) { target.innerHTML = e.data; }
+            if (!target || html === null) { return; }
+            var parsed = document.createElement('template');
+            parsed.innerHTML = html;
+            if (parsed.innerHTML !== target.innerHTML) { target.innerHTML = html; }
+          }
+          source.addEventListener('overview', function (e) {
+            if (live === 'overview') { show(e.data); }
           });
           source.addEventListener('change', function () {
             if (live === 'overview' || pending) { return; }
@@ -164,7 +171,7 @@ enum Assets {
             setTimeout(function () {
               pending = false;
               fetch(live, { credentials: 'same-origin' }).then(function (r) { return r.ok ? r.text() : null; })
-                .then(function (html) { var t = document.getElementById('live'); if (html !== null && t) { t.innerHTML = html; } });
+                .then(show);
             }, 300);
           });
         })();

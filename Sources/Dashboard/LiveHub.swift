@@ -84,6 +84,7 @@ final class LiveHub: @unchecked Sendable {
         var dirty = true
         var lastSent = Date.distantPast
         var lastPing = Date()
+        var lastText = ""
         while !lock.withLock({ stopped }) {
             do {
                 if connection == nil || connection?.isHealthy == false {
@@ -113,16 +114,24 @@ final class LiveHub: @unchecked Sendable {
                     dirty = false
                     lastSent = now
                     let html = try render(c)
-                    let frame = Self.frame(event: "overview", data: html.text)
-                    lock.withLock { latest = frame }
-                    broadcast(frame)
-                    broadcast(Self.frame(event: "change", data: ""))
+                    // Heartbeats arrive every few seconds whether or not anything moved: send
+                    // only what changed, so pages are not redrawn under the reader's cursor.
+                    if html.text != lastText {
+                        lastText = html.text
+                        let frame = Self.frame(event: "overview", data: html.text)
+                        lock.withLock { latest = frame }
+                        broadcast(frame)
+                        broadcast(Self.frame(event: "change", data: ""))
+                    }
                 } else if now.timeIntervalSince(lastPing) >= 15 {
                     // A comment keeps proxies from closing an idle stream and finds browsers that left.
                     lastPing = now
                     broadcast(ByteBuffer(string: ": ping\n\n"))
                 }
-                if subscriberCount == 0 { lock.withLock { latest = nil } }
+                if subscriberCount == 0 {
+                    lock.withLock { latest = nil }
+                    lastText = ""
+                }
             } catch {
                 logger.warning("live updates: \(error); reconnecting")
                 connection = nil

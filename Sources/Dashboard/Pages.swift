@@ -35,8 +35,13 @@ extension Layout {
             return
                 "<tr data-queue=\"\(q.queue)\"><td>\(q.queue)</td>\(cells)<td class=\"num\">\(Layout.age(q.oldestQueuedAge))</td><td>\(purge)</td></tr>"
         }
+        // No ages that tick by themselves here: the live update is sent only when this changes.
         let workers = o.workers.map { w -> HTML in
-            "<tr><td>\(w.hostname)</td><td class=\"num\">\(w.pid)</td><td class=\"num\">\(w.running)/\(w.concurrency)</td><td>\(w.queues.joined(separator: ", "))</td><td class=\"num\">\(Layout.age(w.heartbeatAge))</td></tr>"
+            let status = w.heartbeatAge > 3 * w.heartbeatInterval ? "late" : "alive"
+            return """
+                <tr><td>\(w.hostname)</td><td class="num">\(w.pid)</td><td class="num">\(w.running)/\(w.concurrency)</td>\
+                <td>\(w.queues.joined(separator: ", "))</td><td>\(status)</td></tr>
+                """
         }
         let failures = o.failures.map { f -> HTML in
             "<tr class=\"failure\"><td>\(Layout.jobLink(f.id))</td><td>\(f.task)</td><td>\(f.queue)</td><td class=\"error\">\(f.error)</td><td>\(Layout.time(f.finishedAt))</td></tr>"
@@ -48,10 +53,9 @@ extension Layout {
             <h2>Queues</h2>
             <table id="queues"><tr><th>queue</th>\(header)<th class="num">oldest queued</th><th></th></tr>\(queueRows)</table>
             <h2>Live workers</h2>
-            <table id="workers"><tr><th>host</th><th class="num">pid</th><th class="num">running</th><th>queues</th><th class="num">heartbeat</th></tr>\(workers)</table>
+            <table id="workers"><tr><th>host</th><th class="num">pid</th><th class="num">running</th><th>queues</th><th>heartbeat</th></tr>\(workers)</table>
             <h2>Latest failures</h2>
             <table id="failures"><tr><th>job</th><th>task</th><th>queue</th><th>error</th><th>finished</th></tr>\(failures)</table>
-            <p class="meta">As of \(Layout.time(o.now))</p>
             """
     }
 
