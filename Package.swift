@@ -103,6 +103,7 @@ let package = Package(
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
         .testTarget(name: "CanvasTests", dependencies: ["PGCanvas", "TestSupport"]),
         .testTarget(name: "VoterRollsTests", dependencies: ["VoterRolls", "RollPDF", "TestSupport"]),
+        .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "PGCanvas", "Postgres", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests", dependencies: ["Postgres", "Migrations", "PGCanvas", "VoterRolls", "TestSupport"]),
     ]

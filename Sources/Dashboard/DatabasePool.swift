@@ -38,7 +38,9 @@ final class DatabasePool: @unchecked Sendable {
                 do {
                     if connection == nil || connection?.isHealthy == false {
                         let fresh = try Connection.connect(configuration)
-                        try fresh.executeScript("SET statement_timeout = '\(Int(statementTimeout * 1000))ms'")
+                        // JIT compiles the costlier plans for 100 ms and more; these queries run in a few.
+                        try fresh.executeScript(
+                            "SET statement_timeout = '\(Int(statementTimeout * 1000))ms'; SET jit = off")
                         connection = fresh
                     }
                     let value = try body(connection!)

@@ -54,6 +54,9 @@ struct Layout {
 
     static func jobLink(_ id: Int64) -> HTML { "<a href=\"/jobs/\(id)\">#\(id)</a>" }
 
+    /// A count the overview capped: `10000+` past `Store.countCap`.
+    static func count(_ n: Int) -> String { n > Store.countCap ? "\(Store.countCap)+" : String(n) }
+
     /// `2026-11-26 07:39:40Z`, in UTC, as the database stores it.
     static func time(_ date: Date?) -> String {
         guard let date else { return "—" }

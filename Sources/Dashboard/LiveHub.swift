@@ -91,7 +91,7 @@ final class LiveHub: @unchecked Sendable {
                     var config = configuration
                     config.connectTimeout = config.connectTimeout ?? 5
                     let c = try Connection.connect(config)
-                    try c.executeScript("SET statement_timeout = '10s'")
+                    try c.executeScript("SET statement_timeout = '10s'; SET jit = off")
                     for channel in Self.channels { try c.listen(channel) }
                     connection = c
                     dirty = true

@@ -5,35 +5,43 @@ extension Layout {
     func overviewFragment(_ o: Overview) -> HTML {
         let queued = o.queues.reduce(0) { $0 + ($1.counts["queued"] ?? 0) }
         let running = o.queues.reduce(0) { $0 + ($1.counts["running"] ?? 0) }
-        let oldest = o.queues.compactMap(\.oldestQueuedAge).max()
-        let lastHour = o.minutes.reduce((0, 0)) { ($0.0 + $1.succeeded, $0.1 + $1.failed) }
+        let oldest = o.queues.compactMap(\.headAge).max()
+        let lastHour = o.tasks.reduce((0, 0, 0)) { ($0.0 + $1.succeeded, $0.1 + $1.failed, $0.2 + $1.retried) }
         let cards: HTML = """
             <div class="cards">
-            <div class="card"><div class="n" id="total-queued">\(queued)</div><div class="l">queued</div></div>
+            <div class="card"><div class="n" id="total-queued">\(Layout.count(queued))</div><div class="l">queued</div></div>
             <div class="card"><div class="n">\(running)</div><div class="l">running</div></div>
-            <div class="card"><div class="n">\(Layout.age(oldest))</div><div class="l">oldest queued job waiting</div></div>
+            <div class="card"><div class="n">\(Layout.age(oldest))</div><div class="l">longest wait at a queue's head</div></div>
             <div class="card"><div class="n" id="succeeded-hour">\(lastHour.0)</div><div class="l">succeeded, last hour</div></div>
             <div class="card"><div class="n" id="failed-hour">\(lastHour.1)</div><div class="l">failed, last hour</div></div>
+            <div class="card"><div class="n">\(lastHour.2)</div><div class="l">retried, last hour</div></div>
             <div class="card"><div class="n">\(o.workers.count)</div><div class="l">live workers</div></div>
-            <div class="card"><div class="n">\(o.pendingChords)</div><div class="l">chords and groups pending</div></div>
+            <div class="card"><div class="n">\(Layout.count(o.pendingChords))</div><div class="l">canvases, chords, groups pending</div></div>
             </div>
             """
-        let states = Store.allStates
-        let header = states.map { s -> HTML in
-            "<th class=\"num\">\(s)\(s == "succeeded" || s == "failed" || s == "cancelled" ? " (1 h)" : "")</th>"
-        }
         let queueRows = o.queues.map { q -> HTML in
-            let cells = states.map { s -> HTML in
+            let cells = Store.liveStates.map { s -> HTML in
                 let n = q.counts[s] ?? 0
                 return n == 0
                     ? "<td class=\"num\">0</td>"
-                    : "<td class=\"num\"><a href=\"/jobs?state=\(s)&amp;queue=\(HTML.urlComponent(q.queue))\">\(n)</a></td>"
+                    : "<td class=\"num\"><a href=\"/jobs?state=\(s)&amp;queue=\(HTML.urlComponent(q.queue))\">\(Layout.count(n))</a></td>"
             }
             let purge =
                 (q.counts["queued"] ?? 0) + (q.counts["scheduled"] ?? 0) > 0
                 ? action("/purge", label: "Purge…", fields: [("queue", q.queue)], danger: true) : .empty
-            return
-                "<tr data-queue=\"\(q.queue)\"><td>\(q.queue)</td>\(cells)<td class=\"num\">\(Layout.age(q.oldestQueuedAge))</td><td>\(purge)</td></tr>"
+            return """
+                <tr data-queue="\(q.queue)"><td><a href="/jobs?queue=\(HTML.urlComponent(q.queue))">\(q.queue)</a></td>\(cells)\
+                <td class="num">\(Layout.age(q.headAge))</td><td>\(purge)</td></tr>
+                """
+        }
+        let taskRows = o.tasks.map { t -> HTML in
+            let failed: HTML =
+                t.failed == 0
+                ? "0" : "<a href=\"/jobs?state=failed&amp;task=\(HTML.urlComponent(t.task))\">\(t.failed)</a>"
+            return """
+                <tr data-task="\(t.task)"><td><a href="/jobs?task=\(HTML.urlComponent(t.task))">\(t.task)</a></td>\
+                <td class="num">\(t.succeeded)</td><td class="num">\(failed)</td><td class="num">\(t.retried)</td></tr>
+                """
         }
         // No ages that tick by themselves here: the live update is sent only when this changes.
         let workers = o.workers.map { w -> HTML in
@@ -44,16 +52,25 @@ extension Layout {
                 """
         }
         let failures = o.failures.map { f -> HTML in
-            "<tr class=\"failure\"><td>\(Layout.jobLink(f.id))</td><td>\(f.task)</td><td>\(f.queue)</td><td class=\"error\">\(f.error)</td><td>\(Layout.time(f.finishedAt))</td></tr>"
+            """
+            <tr class="failure"><td>\(Layout.jobLink(f.id))</td><td>\(f.task)</td><td>\(f.queue)</td>\
+            <td class="error">\(f.error)</td><td>\(Layout.time(f.finishedAt))</td></tr>
+            """
         }
         return """
             \(cards)
             <h2>Succeeded and failed per minute, last hour</h2>
             \(chart(o.minutes))
             <h2>Queues</h2>
-            <table id="queues"><tr><th>queue</th>\(header)<th class="num">oldest queued</th><th></th></tr>\(queueRows)</table>
+            <table id="queues"><tr><th>queue</th><th class="num">scheduled</th><th class="num">queued</th>\
+            <th class="num">running</th><th class="num">head waiting</th><th></th></tr>\(queueRows)</table>
+            \(o.queues.isEmpty ? "<p>No job is waiting or running.</p>" : HTML.empty)
+            <h2>Tasks, last hour</h2>
+            <table id="tasks"><tr><th>task</th><th class="num">succeeded</th><th class="num">failed</th>\
+            <th class="num">retried</th></tr>\(taskRows)</table>
             <h2>Live workers</h2>
-            <table id="workers"><tr><th>host</th><th class="num">pid</th><th class="num">running</th><th>queues</th><th>heartbeat</th></tr>\(workers)</table>
+            <table id="workers"><tr><th>host</th><th class="num">pid</th><th class="num">running</th><th>queues</th>\
+            <th>heartbeat</th></tr>\(workers)</table>
             <h2>Latest failures</h2>
             <table id="failures"><tr><th>job</th><th>task</th><th>queue</th><th>error</th><th>finished</th></tr>\(failures)</table>
             """
@@ -64,7 +81,7 @@ extension Layout {
         let width = 900.0, half = 70.0, barWidth = width / Double(max(1, minutes.count))
         let top = max(1, minutes.map { max($0.succeeded, $0.failed) }.max() ?? 1)
         var bars: [HTML] = []
-        for (i, m) in minutes.enumerated() {
+        for (i, m) in minutes.enumerated() where m.succeeded + m.failed > 0 {
             let x = Double(i) * barWidth + 1
             let ok = half * Double(m.succeeded) / Double(top)
             let fail = half * Double(m.failed) / Double(top)

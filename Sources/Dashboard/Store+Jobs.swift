@@ -75,7 +75,7 @@ extension Store {
     /// page stays fast however rare the match; the page says where it stopped.
     static let scanWindow: Int64 = 200_000
 
-    static func jobs(_ filter: JobFilter, on c: Connection) throws -> JobPage {
+    static func jobs(_ filter: JobFilter, window: Int64 = scanWindow, on c: Connection) throws -> JobPage {
         var query = Query(unsafeSQL: "")
         var conditions: [String] = []
         if let state = filter.state { conditions.append("state = \(query.bind(state))") }
@@ -89,7 +89,7 @@ extension Store {
         // States other than succeeded have an index of their own (partial, by state); succeeded is
         // most of the table, so walking the primary key finds a page of them at once.
         let windowed = filter.state == nil && (filter.queue != nil || filter.task != nil)
-        let floor = top - scanWindow
+        let floor = top - window
         if windowed { conditions.append("id >= \(query.bind(floor))") }
         query.sql = """
             SELECT id, queue, task, state, attempt, max_attempts, created_at, finished_at, left(error, 200)

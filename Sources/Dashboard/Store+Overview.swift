@@ -6,14 +6,21 @@ import Postgres
 struct Overview: Sendable {
     struct QueueRow: Sendable {
         var queue: String
-        /// Live states (scheduled, queued, running): all of them; finished states: the last hour.
+        /// Scheduled, queued and running jobs; each count stops at `Store.countCap`.
         var counts: [String: Int]
-        var oldestQueuedAge: Double?
+        /// How long the job at the head of the queue (the next to run) has been due.
+        var headAge: Double?
     }
     struct Minute: Sendable {
         var start: Int64
         var succeeded: Int
         var failed: Int
+    }
+    struct TaskRow: Sendable {
+        var task: String
+        var succeeded: Int
+        var failed: Int
+        var retried: Int
     }
     struct WorkerRow: Sendable {
         var id: Int64
@@ -37,64 +44,95 @@ struct Overview: Sendable {
     var queues: [QueueRow]
     /// Sixty minutes, oldest first, ending with the current one.
     var minutes: [Minute]
+    /// The last hour's finished jobs by task, as workers reported them.
+    var tasks: [TaskRow]
     var workers: [WorkerRow]
     var failures: [Failure]
+    /// Pending chords, groups and canvases (up to `Store.countCap`).
     var pendingChords: Int
-    var now: Date
 }
 
 /// The dashboard's reads. Every list is bounded and served by an index (docs/operations.md has
-/// the plans); nothing here scans the finished jobs of more than the last hour.
+/// the measurements): live states are counted up to a cap, and throughput comes from
+/// `canvas.finish_counts` (what workers report with their heartbeats), never from scanning
+/// finished jobs, which a burn-down adds by the million.
 enum Store {
     static let liveStates = ["scheduled", "queued", "running"]
     static let finishedStates = ["succeeded", "failed", "cancelled"]
     static let allStates = liveStates + finishedStates
+    /// Counts on the overview stop here ("10000+"): counting a long queue exactly, every second
+    /// while a page is open, would cost the workers more than the number is worth.
+    static let countCap = 10_000
 
     static func overview(on c: Connection) throws -> Overview {
+        let cap = Int64(countCap + 1)
         var byQueue: [String: Overview.QueueRow] = [:]
         func add(_ queue: String, _ state: String, _ n: Int) {
             byQueue[queue, default: .init(queue: queue, counts: [:])].counts[state, default: 0] += n
         }
-        // Live states through their partial indexes (queued, scheduled, running).
+        // Each queue with queued jobs, found by skipping through jobs_queued_idx (queue, priority,
+        // id) one queue at a time; then a capped count and the head of the queue.
         for row in try c.query(
             """
-            SELECT queue, 'queued', count(*), extract(epoch FROM now() - min(run_at))::float8
-              FROM canvas.jobs WHERE state = 'queued' GROUP BY queue
-            UNION ALL SELECT queue, 'scheduled', count(*), NULL FROM canvas.jobs WHERE state = 'scheduled' GROUP BY queue
-            UNION ALL SELECT queue, 'running', count(*), NULL FROM canvas.jobs WHERE state = 'running' GROUP BY queue
+            WITH RECURSIVE q(queue) AS (
+                (SELECT queue FROM canvas.jobs WHERE state = 'queued' ORDER BY queue LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.queue FROM canvas.jobs j WHERE j.state = 'queued' AND j.queue > q.queue
+                        ORDER BY j.queue LIMIT 1)
+                FROM q WHERE q.queue IS NOT NULL
+            )
+            SELECT q.queue,
+                   (SELECT count(*) FROM (SELECT 1 FROM canvas.jobs j WHERE j.state = 'queued' AND j.queue = q.queue
+                                          LIMIT \(cap)) x),
+                   (SELECT extract(epoch FROM now() - j.run_at)::float8 FROM canvas.jobs j
+                    WHERE j.state = 'queued' AND j.queue = q.queue ORDER BY j.priority, j.id LIMIT 1)
+            FROM q WHERE q.queue IS NOT NULL
             """)
         {
             let queue: String = try row.decode(String.self, 0)
-            add(queue, try row.decode(String.self, 1), try row.decode(Int.self, 2))
-            if let age = try row.decodeIfPresent(Double.self, 3) { byQueue[queue]?.oldestQueuedAge = age }
+            add(queue, "queued", try row.decode(Int.self, 1))
+            byQueue[queue]?.headAge = try row.decodeIfPresent(Double.self, 2).map { max(0, $0) }
         }
-        // The last hour's finished jobs through jobs_finished_idx, by minute for the chart.
-        let nowRow = try c.query("SELECT now(), extract(epoch FROM date_trunc('minute', now()))::int8")[0]
-        let now: Date = try nowRow.decode(Date.self, 0)
-        let thisMinute: Int64 = try nowRow.decode(Int64.self, 1)
-        var minutes = (0..<60).map { Overview.Minute(start: thisMinute - Int64(59 - $0) * 60, succeeded: 0, failed: 0) }
         for row in try c.query(
             """
-            SELECT queue, state, extract(epoch FROM date_trunc('minute', finished_at))::int8, count(*)
-            FROM canvas.jobs
-            WHERE state IN ('succeeded', 'failed', 'cancelled')
-              AND finished_at >= to_timestamp(\(thisMinute - 59 * 60))
-            GROUP BY 1, 2, 3
+            SELECT queue, 'scheduled', count(*) FROM (
+                SELECT queue FROM canvas.jobs WHERE state = 'scheduled' LIMIT \(cap)) s GROUP BY queue
+            UNION ALL SELECT queue, 'running', count(*) FROM canvas.jobs WHERE state = 'running' GROUP BY queue
             """)
         {
-            let state: String = try row.decode(String.self, 1)
-            let n: Int = try row.decode(Int.self, 3)
-            add(try row.decode(String.self, 0), state, n)
-            let slot = Int((try row.decode(Int64.self, 2) - minutes[0].start) / 60)
-            guard minutes.indices.contains(slot) else { continue }
-            if state == "succeeded" { minutes[slot].succeeded += n }
-            if state == "failed" { minutes[slot].failed += n }
+            add(try row.decode(String.self, 0), try row.decode(String.self, 1), try row.decode(Int.self, 2))
         }
-        let pending: Int = try c.query("SELECT count(*) FROM canvas.chords WHERE state = 'pending'")[0].decode(
-            Int.self, 0)
+        let thisMinute: Int64 = try c.query("SELECT extract(epoch FROM date_trunc('minute', now()))::int8")[0]
+            .decode(Int64.self, 0)
+        var minutes = (0..<60).map {
+            Overview.Minute(start: thisMinute - Int64(59 - $0) * 60, succeeded: 0, failed: 0)
+        }
+        var tasks: [String: Overview.TaskRow] = [:]
+        for row in try c.query(
+            """
+            SELECT extract(epoch FROM minute)::int8, task, succeeded, failed, retried FROM canvas.finish_counts
+            WHERE minute >= to_timestamp(\(thisMinute - 59 * 60))
+            """)
+        {
+            let task: String = try row.decode(String.self, 1)
+            let (ok, failed, retried) = (
+                try row.decode(Int.self, 2), try row.decode(Int.self, 3), try row.decode(Int.self, 4)
+            )
+            tasks[task, default: .init(task: task, succeeded: 0, failed: 0, retried: 0)].succeeded += ok
+            tasks[task]?.failed += failed
+            tasks[task]?.retried += retried
+            let slot = Int((try row.decode(Int64.self, 0) - minutes[0].start) / 60)
+            guard minutes.indices.contains(slot) else { continue }
+            minutes[slot].succeeded += ok
+            minutes[slot].failed += failed
+        }
+        let pending: Int = try c.query(
+            "SELECT count(*) FROM (SELECT 1 FROM canvas.chords WHERE state = 'pending' LIMIT \(cap)) x")[0].decode(
+                Int.self, 0)
         return Overview(
-            queues: byQueue.keys.sorted().map { byQueue[$0]! }, minutes: minutes, workers: try workers(on: c),
-            failures: try latestFailures(limit: 10, on: c), pendingChords: pending, now: now)
+            queues: byQueue.keys.sorted().map { byQueue[$0]! }, minutes: minutes,
+            tasks: tasks.values.sorted { ($0.succeeded + $0.failed, $1.task) > ($1.succeeded + $1.failed, $0.task) },
+            workers: try workers(on: c), failures: try latestFailures(limit: 10, on: c), pendingChords: pending)
     }
 
     static func workers(on c: Connection) throws -> [Overview.WorkerRow] {

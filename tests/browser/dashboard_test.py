@@ -217,6 +217,13 @@ def main():
             raise AssertionError("a script from the database ran (an alert is open)")
         except NoAlertPresentException:
             print("ok: no alert: nothing from the database ran")
+        # Throughput comes from the workers' heartbeats: the task table fills without a reload.
+        wait_for("the last hour by task", lambda: steady(lambda: driver.find_element(
+            By.CSS_SELECTOR, '#tasks tr[data-task="canvas.fail"] td:nth-child(3)').text) == "2", timeout=15)
+        check(int(steady(lambda: driver.find_element(By.ID, "failed-hour").text)) == 3, "3 failed in the last hour")
+        # 9 in the two chords and the error callback (whose heartbeat may still be on its way).
+        wait_for("the successes to be counted",
+                 lambda: int(steady(lambda: driver.find_element(By.ID, "succeeded-hour").text)) >= 9, timeout=10)
         wait_for("the live-update dot", lambda: "on" in driver.find_element(By.ID, "live-dot").get_attribute("class"))
         shot(driver, "overview.png")
 

@@ -181,10 +181,13 @@ final class BrokerLoop: @unchecked Sendable {
         state.settled(outcomes.map(\.jobID))
         logger.debug("exchanged", metadata: ["finished": "\(outcomes.count)", "claimed": "\(result.claimed.count)"])
         if !outcomes.isEmpty { logRecorded(outcomes, result.recorded) }
-        if let metrics {
-            metrics.recordFinished(outcomes, result.recorded)
-            metrics.recordReceived(result.claimed)
+        if !outcomes.isEmpty {
+            var tally = FinishTally()
+            tally.add(outcomes, result.recorded)
+            state.addFinished(tally)
+            metrics?.recordFinished(tally)
         }
+        if let metrics, !result.claimed.isEmpty { metrics.recordReceived(result.claimed) }
         if !result.claimed.isEmpty {
             if logger.logLevel <= .info {
                 for job in result.claimed { logger.info("Task \(job.task)[\(job.id)] received") }

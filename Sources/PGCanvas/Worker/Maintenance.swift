@@ -48,11 +48,21 @@ final class Maintenance: @unchecked Sendable {
                     logger.error(
                         "a worker loop is stuck; not sending heartbeats, so other workers will rescue its jobs",
                         metadata: ["silent_s": "\(Int(silence))"])
-                } else if try !Broker.heartbeat(worker: state.workerID, on: c) {
-                    logger.error("this worker was presumed dead and its jobs were rescued; registering again")
-                    state.workerID = try reregister(c)
                 } else {
-                    state.heartbeatSent()
+                    let finished = state.takeFinished()
+                    let alive: Bool
+                    do {
+                        alive = try Broker.heartbeat(worker: state.workerID, counts: finished, on: c)
+                    } catch {
+                        state.restoreFinished(finished)
+                        throw error
+                    }
+                    if alive {
+                        state.heartbeatSent()
+                    } else {
+                        logger.error("this worker was presumed dead and its jobs were rescued; registering again")
+                        state.workerID = try reregister(c)
+                    }
                 }
                 // Right after a reconnect every worker's heartbeat looks stale (the server was
                 // away for all of them): rescue only once this one has been connected long enough

@@ -21,6 +21,8 @@ final class SharedState: @unchecked Sendable {
     /// heartbeat vouches for them, not only for the thread that sends it.
     private var brokerTick = DispatchTime.now().uptimeNanoseconds
     private var mainTick = DispatchTime.now().uptimeNanoseconds
+    /// Jobs finished since the last heartbeat took them (see `FinishTally`).
+    private var finished = FinishTally()
     /// When the last heartbeat reached the database (uptime, ns), for `/readyz`.
     private var heartbeatTick = DispatchTime.now().uptimeNanoseconds
 
@@ -64,6 +66,23 @@ final class SharedState: @unchecked Sendable {
 
     func brokerLoopTicked() { locked { brokerTick = DispatchTime.now().uptimeNanoseconds } }
     func eventLoopTicked() { locked { mainTick = DispatchTime.now().uptimeNanoseconds } }
+
+    /// Broker thread: what a batch finished.
+    func addFinished(_ tally: FinishTally) {
+        guard !tally.isEmpty else { return }
+        locked { finished.merge(tally) }
+    }
+
+    /// Maintenance thread: what the next heartbeat carries.
+    func takeFinished() -> FinishTally {
+        locked {
+            defer { finished = FinishTally() }
+            return finished
+        }
+    }
+
+    /// Maintenance thread: a heartbeat that did not go through carries it next time.
+    func restoreFinished(_ tally: FinishTally) { addFinished(tally) }
 
     func heartbeatSent() { locked { heartbeatTick = DispatchTime.now().uptimeNanoseconds } }
 

@@ -61,20 +61,13 @@ final class WorkerMetrics: @unchecked Sendable {
         for job in jobs { counters(for: job.task).received.increment() }
     }
 
-    /// Broker thread: what `canvas.finish` made of each outcome (a job requeued is a retry).
-    func recordFinished(_ outcomes: [Outcome], _ recorded: [Broker.Recorded]) {
-        guard !recorded.isEmpty else { return }
-        var tasks: [Int64: String] = [:]
-        tasks.reserveCapacity(outcomes.count)
-        for o in outcomes { tasks[o.jobID] = o.task }
-        for r in recorded {
-            guard let task = tasks[r.jobID] else { continue }
-            switch r.state {
-            case "succeeded": counters(for: task).succeeded.increment()
-            case "queued", "scheduled": counters(for: task).retried.increment()
-            case "failed", "cancelled": counters(for: task).failed.increment()
-            default: break
-            }
+    /// Broker thread: what `canvas.finish` made of a batch (a job requeued is a retry).
+    func recordFinished(_ tally: FinishTally) {
+        for (task, counts) in tally.byTask {
+            let c = counters(for: task)
+            if counts.succeeded > 0 { c.succeeded.increment(by: Int64(counts.succeeded)) }
+            if counts.failed > 0 { c.failed.increment(by: Int64(counts.failed)) }
+            if counts.retried > 0 { c.retried.increment(by: Int64(counts.retried)) }
         }
     }
 
