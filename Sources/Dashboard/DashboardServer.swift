@@ -5,6 +5,7 @@ import Logging
 import Migrations
 import PGCanvas
 import Postgres
+import ServiceLifecycle
 
 /// The web dashboard: pages, actions, live updates, `/metrics`, `/healthz` and `/readyz`.
 ///
@@ -53,14 +54,18 @@ public struct DashboardServer: Sendable {
             router.middlewares.add(BasicAuth(user: credentials.user, password: credentials.password))
         }
         addRoutes(to: router)
-        hub.start()
-        defer { hub.stop() }
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: nil),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
-        try await app.runService()
+        // Shut down in reverse order: the hub first, which ends every event stream, then the
+        // server, which waits for open responses.
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: app), .init(service: LiveHubService(hub: hub))],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
     }
 
     func html(_ body: HTML, status: HTTPResponse.Status = .ok) -> Response {
@@ -108,6 +113,19 @@ public struct DashboardServer: Sendable {
         } catch {
             return text("cannot read the database", status: .serviceUnavailable)
         }
+    }
+}
+
+/// Runs the live-update hub beside the server, and ends every event stream when a shutdown
+/// begins: the server waits for open responses, and a stream would otherwise never end.
+struct LiveHubService: Service {
+    let hub: LiveHub
+
+    func run() async throws {
+        hub.start()
+        // Returns at the start of a graceful shutdown, or throws when cancelled: stop either way.
+        try? await gracefulShutdown()
+        hub.stop()
     }
 }
 

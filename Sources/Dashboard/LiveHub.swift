@@ -43,11 +43,13 @@ final class LiveHub: @unchecked Sendable {
     }
 
     func stop() {
-        lock.withLock {
+        let ending = lock.withLock {
             stopped = true
-            for c in subscribers.values { c.finish() }
-            subscribers.removeAll()
+            defer { subscribers.removeAll() }
+            return Array(subscribers.values)
         }
+        // Outside the lock: finishing runs each stream's onTermination, which takes it.
+        for c in ending { c.finish() }
     }
 
     /// A stream of SSE frames for one browser; it ends when the browser goes away.
@@ -83,7 +85,7 @@ final class LiveHub: @unchecked Sendable {
         var connection: Connection?
         var dirty = true
         var lastSent = Date.distantPast
-        var lastPing = Date()
+        var lastWrite = Date()
         var lastText = ""
         while !lock.withLock({ stopped }) {
             do {
@@ -122,10 +124,13 @@ final class LiveHub: @unchecked Sendable {
                         lock.withLock { latest = frame }
                         broadcast(frame)
                         broadcast(Self.frame(event: "change", data: ""))
+                        lastWrite = now
                     }
-                } else if now.timeIntervalSince(lastPing) >= 15 {
-                    // A comment keeps proxies from closing an idle stream and finds browsers that left.
-                    lastPing = now
+                }
+                if now.timeIntervalSince(lastWrite) >= 15 {
+                    // A comment keeps proxies from closing a quiet stream, and writing is how a
+                    // browser that left is noticed (its stream then ends and is forgotten).
+                    lastWrite = now
                     broadcast(ByteBuffer(string: ": ping\n\n"))
                 }
                 if subscriberCount == 0 {

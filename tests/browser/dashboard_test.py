@@ -426,6 +426,18 @@ def main():
     check(http(f"http://127.0.0.1:{open_port}/metrics")[0] == 401, "/metrics needs credentials too")
 
     check(dashboard.poll() is None and worker.poll() is None, "the dashboard and the worker are still running")
+
+    # A browser still listening does not hold up a shutdown: the event streams end first.
+    listener = socket.create_connection(("127.0.0.1", dash_port))
+    listener.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    check(b"text/event-stream" in listener.recv(4096), "an event stream is open")
+    dashboard.send_signal(signal.SIGTERM)
+    try:
+        dashboard.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the dashboard did not stop within 10 s of SIGTERM with a stream open")
+    check(dashboard.returncode == 0, "SIGTERM with a stream open: the dashboard stopped, exit 0")
+    listener.close()
     print(f"browser test passed; screenshots in {SHOTS}")
 
 
