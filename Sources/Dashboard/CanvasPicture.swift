@@ -12,7 +12,7 @@ struct CanvasPicture {
         case chord(CanvasGraph.Chord, slots: [[Node]], more: [String: Int])
     }
 
-    static let jobWidth = 200.0
+    static let jobWidth = 220.0
     static let jobHeight = 44.0
     static let arrow = 28.0
     static let gap = 10.0
@@ -107,10 +107,18 @@ struct CanvasPicture {
         case .chord(let ch, let slots, let more):
             var w = Double(Self.title(ch).count + ch.state.count) * 7.5 + 150
             var h = Self.header + Self.pad
-            for (i, row) in slots.enumerated() {
-                let sizes = row.map(measure)
-                w = max(w, sizes.map(\.w).reduce(0, +) + Double(max(0, sizes.count - 1)) * Self.arrow + 2 * Self.pad)
-                h += (sizes.map(\.h).max() ?? 0) + (i > 0 ? Self.gap : 0)
+            let columns = gridColumns(slots)
+            if columns > 1 {
+                let rows = (slots.count + columns - 1) / columns
+                w = max(w, Double(columns) * Self.jobWidth + Double(columns - 1) * Self.gap + 2 * Self.pad)
+                h += Double(rows) * Self.jobHeight + Double(rows - 1) * Self.gap
+            } else {
+                for (i, row) in slots.enumerated() {
+                    let sizes = row.map(measure)
+                    w = max(
+                        w, sizes.map(\.w).reduce(0, +) + Double(max(0, sizes.count - 1)) * Self.arrow + 2 * Self.pad)
+                    h += (sizes.map(\.h).max() ?? 0) + (i > 0 ? Self.gap : 0)
+                }
             }
             if !more.isEmpty { h += Self.gap + Self.jobHeight }
             if ch.onErrorText != nil { h += Self.footer }
@@ -126,7 +134,7 @@ struct CanvasPicture {
                 <title>#\(j.id) \(j.task): \(j.state)\(j.error.map { "\n" + $0 } ?? "")</title>\
                 <rect x="\(f(x))" y="\(f(y))" width="\(f(Self.jobWidth))" height="\(f(Self.jobHeight))" rx="6" \
                 class="state-\(j.state)"/>\
-                <text x="\(f(x + 8))" y="\(f(y + 18))" class="task">\(Self.short(j.task, 24))</text>\
+                <text x="\(f(x + 8))" y="\(f(y + 18))" class="task">\(Self.short(j.task, 27))</text>\
                 <text x="\(f(x + 8))" y="\(f(y + 35))" class="meta">#\(j.id) · \(j.state)</text></a>
 
                 """
@@ -179,7 +187,20 @@ struct CanvasPicture {
                         """
             }
             var rowY = y + Self.header
-            for (i, row) in slots.enumerated() {
+            let columns = gridColumns(slots)
+            if columns > 1 {
+                // Many one-job members: down, then across, in the order of their slots.
+                let rows = (slots.count + columns - 1) / columns
+                for (i, row) in slots.enumerated() {
+                    out =
+                        out
+                        + draw(
+                            row[0], x: x + Self.pad + Double(i / rows) * (Self.jobWidth + Self.gap),
+                            y: rowY + Double(i % rows) * (Self.jobHeight + Self.gap))
+                }
+                rowY += Double(rows) * Self.jobHeight + Double(rows - 1) * Self.gap
+            }
+            for (i, row) in (columns > 1 ? [] : slots).enumerated() {
                 if i > 0 { rowY += Self.gap }
                 var itemX = x + Self.pad
                 var rowHeight = 0.0
@@ -220,6 +241,21 @@ struct CanvasPicture {
             }
             return out + "</g>\n"
         }
+    }
+
+    /// Columns for a chord whose many members are single plain jobs (a chord over stations,
+    /// say): a grid reads better than a column hundreds of boxes long. 1: draw rows as usual.
+    private func gridColumns(_ slots: [[Node]]) -> Int {
+        guard slots.count > 10 else { return 1 }
+        let plain = slots.allSatisfy { row in
+            guard row.count == 1 else { return false }
+            switch row[0] {
+            case .job(let j): return j.onErrorText == nil && errbacksByParent[j.id] == nil
+            case .pending: return true
+            case .chord: return false
+            }
+        }
+        return plain ? min(5, (slots.count + 9) / 10) : 1
     }
 
     /// A group inside a chord is stored as a chord whose body is `canvas.identity`: it is drawn as the group it was.

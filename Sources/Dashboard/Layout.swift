@@ -110,7 +110,7 @@ enum Assets {
         pre { background:#fff; border:1px solid #e4e7eb; padding:8px; overflow:auto; max-height:320px; white-space:pre-wrap; word-break:break-all; }
         .error { color:#b42318; white-space:pre-wrap; word-break:break-word; }
         .cards { display:flex; gap:12px; flex-wrap:wrap; }
-        .card { background:#fff; padding:10px 14px; min-width:150px; box-shadow:0 1px 2px rgba(0,0,0,.08); border-radius:6px; }
+        .card { background:#fff; padding:8px 12px; min-width:120px; box-shadow:0 1px 2px rgba(0,0,0,.08); border-radius:6px; }
         .card .n { font-size:22px; font-weight:700; } .card .l { color:#52606d; font-size:12px; }
         form.action { display:inline; margin-right:6px; }
         button { cursor:pointer; border:1px solid #9aa5b1; background:#fff; border-radius:4px; padding:3px 10px; }

@@ -16,7 +16,7 @@ extension Layout {
             <div class="card"><div class="n" id="failed-hour">\(lastHour.1)</div><div class="l">failed, last hour</div></div>
             <div class="card"><div class="n">\(lastHour.2)</div><div class="l">retried, last hour</div></div>
             <div class="card"><div class="n">\(o.workers.count)</div><div class="l">live workers</div></div>
-            <div class="card"><div class="n">\(Layout.count(o.pendingChords))</div><div class="l">canvases, chords, groups pending</div></div>
+            <div class="card"><div class="n">\(Layout.count(o.pendingChords))</div><div class="l">chords pending</div></div>
             </div>
             """
         let queueRows = o.queues.map { q -> HTML in
