@@ -317,6 +317,17 @@ def main():
         check("Removed 3" in driver.find_element(By.ID, "notice").text, "confirmed, it purged 3")
         check(sql("SELECT count(*) FROM canvas.jobs WHERE queue = 'parked'") == "0", "the queue is empty")
 
+        # Cancel a running job, through the confirmation the page asks for.
+        sleeper = int(voteradmin("enqueue", "canvas.sleep", "--args", "[60]"))
+        wait_for("the sleeper to run", lambda: job_state(sleeper) == "running")
+        driver.get(f"{base}/jobs/{sleeper}")
+        steady(lambda: driver.find_element(By.CSS_SELECTOR, 'form[action$="/cancel"] button').click())
+        driver.switch_to.alert.accept()
+        check(steady(lambda: driver.find_element(By.ID, "notice").text) == "Cancelled.", "cancel says so")
+        check(job_state(sleeper) == "cancelled", "the running job is cancelled")
+        wait_for("its pool process to be stopped", lambda: sql(
+            "SELECT count(*) FROM canvas.jobs WHERE state = 'running'") == "0")
+
         # Schedules: pause, resume, run now.
         voteradmin("schedule", "add", "tick", "--task", "canvas.noop", "--every", "1h")
         driver.get(f"{base}/schedules")
