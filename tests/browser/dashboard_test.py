@@ -418,6 +418,14 @@ def main():
     sql(f"INSERT INTO public.pgcanvas_migrations (version, name, checksum) VALUES ({int(version)}, '{name}', '{checksum}')")
     check(http(f"{base}/readyz")[0] == 200, "ready again once migrated")
 
+    # A metrics port in use: one line, exit 1, before the worker registers.
+    workers_before = sql("SELECT count(*) FROM canvas.workers")
+    r = subprocess.run([f"{BIN}/pgworker", "-c", "1", "--metrics-port", str(worker_port)],
+                       capture_output=True, text=True, timeout=20)
+    check(r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "in use" in r.stderr,
+          f"a metrics port in use is refused: {r.stderr.strip()}")
+    check(sql("SELECT count(*) FROM canvas.workers") == workers_before, "and nothing was registered")
+
     # Off loopback: refused without credentials; with them, basic auth.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGCANVAS_DASHBOARD_")}
     r = subprocess.run([f"{BIN}/voteradmin", "dashboard", "--bind", f"0.0.0.0:{free_port()}"], env=env,

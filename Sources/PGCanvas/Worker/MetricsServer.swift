@@ -7,21 +7,19 @@ import Foundation
 /// `accept`, reads one request (two seconds at most), answers and closes. It shares nothing with
 /// the broker loop but `SharedState`'s lock for a few reads, so a slow scraper cannot slow claims.
 ///
-/// `@unchecked Sendable`: after `start()` only the server's thread touches `listener`.
+/// `@unchecked Sendable`: `state` is set once, in `serve(state:)`, before the thread starts;
+/// after that only the server's thread touches anything.
 final class MetricsServer: @unchecked Sendable {
     let metrics: WorkerMetrics
-    let state: SharedState
     let configuration: WorkerConfiguration
-    private var listener: Int32 = -1
+    private var state: SharedState!
+    private let listener: Int32
 
-    init(metrics: WorkerMetrics, state: SharedState, configuration: WorkerConfiguration) {
+    /// Binds at once, before the worker registers or spawns anything: a port in use is a
+    /// start-up error that leaves nothing behind.
+    init(host: String, port: Int, metrics: WorkerMetrics, configuration: WorkerConfiguration) throws {
         self.metrics = metrics
-        self.state = state
         self.configuration = configuration
-    }
-
-    /// Binds now (so a port in use is a start-up error), then serves on a thread.
-    func start(host: String, port: Int) throws {
         // Close-on-exec: pool processes spawned later must not inherit the listening socket.
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw CanvasError("--metrics-port: cannot open a socket") }
@@ -45,6 +43,11 @@ final class MetricsServer: @unchecked Sendable {
             throw CanvasError("--metrics-port: cannot listen on \(host):\(port): \(reason)")
         }
         listener = fd
+    }
+
+    /// Answers on a thread of its own from now on.
+    func serve(state: SharedState) {
+        self.state = state
         let thread = Thread { [self] in serve() }
         thread.name = "metrics"
         thread.start()

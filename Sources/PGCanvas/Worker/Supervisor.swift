@@ -32,6 +32,12 @@ package final class Supervisor {
     /// Runs until shut down. - Returns: the process exit status. - Throws: start-up failures.
     package func run() throws -> Int32 {
         try configuration.validate()
+        let metricsServer = try configuration.metricsPort.map { port in
+            let metrics = WorkerMetrics(hostname: configuration.hostname, concurrency: configuration.concurrency)
+            self.metrics = metrics
+            return try MetricsServer(
+                host: configuration.metricsHost, port: port, metrics: metrics, configuration: configuration)
+        }
         let setup = try Connection.connect(configuration.database)
         let register: (Connection) throws -> Int64 = { [configuration] c in
             try Broker.registerWorker(
@@ -55,12 +61,11 @@ package final class Supervisor {
 
         for i in 1...configuration.concurrency { pool.append(try spawn(index: i)) }
 
-        if let port = configuration.metricsPort {
-            let metrics = WorkerMetrics(hostname: configuration.hostname, concurrency: configuration.concurrency)
-            try MetricsServer(metrics: metrics, state: state, configuration: configuration)
-                .start(host: configuration.metricsHost, port: port)
-            self.metrics = metrics
-            logger.info("serving /metrics, /healthz and /readyz on \(configuration.metricsHost):\(port)")
+        if let server = metricsServer {
+            server.serve(state: state)
+            logger.info(
+                "serving /metrics, /healthz and /readyz on \(configuration.metricsHost):\(configuration.metricsPort ?? 0)"
+            )
         }
         let broker = BrokerLoop(configuration: configuration, state: state, logger: logger, reregister: register)
         broker.metrics = metrics
