@@ -5,7 +5,7 @@ CONFIG ?= release
 BIN = .build/$(CONFIG)
 DB_URL = $(shell scripts/pgdev.sh url)
 
-.PHONY: deps db db-stop build test shell-tests soak demo bench clean format
+.PHONY: deps db db-stop build test shell-tests browser-test soak demo bench clean format
 
 deps:
 	@scripts/deps.sh
@@ -22,17 +22,30 @@ build: deps
 
 # Tests use DATABASE_URL when it is set; otherwise they start the embedded server and stop it after.
 # Then the example application (Examples/hello, a package of its own) is built and run end to end,
-# and the shell tests run: each starts PostgreSQL clusters and workers of its own (SHELL_TESTS).
+# the dashboard is driven in headless Chromium (scripts/browser-test.sh; screenshots in
+# .build/browser-screenshots/), and the shell tests run: each starts PostgreSQL clusters and
+# workers of its own (SHELL_TESTS).
 SHELL_TESTS = scripts/failover-test.sh scripts/netns-test.sh
 test: deps
 	@$(SWIFT) build --build-tests
 	@$(SWIFT) build --package-path Examples/hello
 	@if [ -n "$$DATABASE_URL" ]; then \
-		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh && $(MAKE) -s shell-tests; \
+		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh && scripts/browser-test.sh \
+			&& $(MAKE) -s shell-tests; \
 	else \
 		started=0; scripts/pgdev.sh status >/dev/null 2>&1 || { scripts/pgdev.sh start && started=1; }; \
 		export DATABASE_URL="$$(scripts/pgdev.sh url)"; \
-		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh && $(MAKE) -s shell-tests; rc=$$?; \
+		$(SWIFT) test --skip-build --parallel && scripts/example-test.sh && scripts/browser-test.sh \
+			&& $(MAKE) -s shell-tests; rc=$$?; \
+		[ $$started = 1 ] && scripts/pgdev.sh stop; exit $$rc; \
+	fi
+
+# The dashboard in headless Chromium alone (part of `make test`).
+browser-test: deps
+	@$(SWIFT) build --build-tests
+	@if [ -n "$$DATABASE_URL" ]; then scripts/browser-test.sh; else \
+		started=0; scripts/pgdev.sh status >/dev/null 2>&1 || { scripts/pgdev.sh start && started=1; }; \
+		DATABASE_URL="$$(scripts/pgdev.sh url)" scripts/browser-test.sh; rc=$$?; \
 		[ $$started = 1 ] && scripts/pgdev.sh stop; exit $$rc; \
 	fi
 

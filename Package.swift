@@ -16,6 +16,11 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // The only target that sees libpq's C API.
@@ -39,7 +44,11 @@ let package = Package(
         ),
         .target(
             name: "PGCanvas",
-            dependencies: ["Postgres", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "Postgres", .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
         ),
         .target(
             name: "PGCanvasWorker",
@@ -64,10 +73,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The web dashboard, /metrics and probes; `voteradmin dashboard` is a thin command over it.
+        .target(
+            name: "Dashboard",
+            dependencies: [
+                "Postgres", "Migrations", "PGCanvas",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "voteradmin",
             dependencies: [
-                "Postgres", "Migrations", "VoterRolls", "CommandSupport", "PGCanvas",
+                "Postgres", "Migrations", "VoterRolls", "CommandSupport", "PGCanvas", "Dashboard", "RollPDF",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -86,6 +108,7 @@ let package = Package(
         .testTarget(name: "PostgresTests", dependencies: ["Postgres", "TestSupport"]),
         .testTarget(name: "CanvasTests", dependencies: ["PGCanvas", "TestSupport"]),
         .testTarget(name: "VoterRollsTests", dependencies: ["VoterRolls", "RollPDF", "TestSupport"]),
+        .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "PGCanvas", "Postgres", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests", dependencies: ["Postgres", "Migrations", "PGCanvas", "VoterRolls", "TestSupport"]),
     ]

@@ -113,6 +113,14 @@ struct WorkerCommand: ParsableCommand {
     @Flag(help: "Also fire periodic tasks (safe to run in any number of workers: each tick fires once).")
     var beat = false
 
+    @Option(
+        name: .customLong("metrics-port"),
+        help: "Serve /metrics (Prometheus), /healthz and /readyz on this port.")
+    var metricsPort: Int?
+
+    @Option(name: .customLong("metrics-host"), help: "The IPv4 address --metrics-port listens on (0.0.0.0: all).")
+    var metricsHost: String = "127.0.0.1"
+
     @Option(name: .customLong("pool-process"), help: .hidden)
     var poolProcess: Int?
 
@@ -153,6 +161,8 @@ struct WorkerCommand: ParsableCommand {
         config.pruneAfter = pruneAfter > 0 ? pruneAfter : nil
         config.logLevel = level
         config.beat = beat
+        config.metricsPort = metricsPort
+        config.metricsHost = metricsHost
         config.executablePath = Bundle.main.executablePath ?? CommandLine.arguments[0]
         return config
     }

@@ -19,7 +19,7 @@ struct VoterAdmin: ParsableCommand {
         subcommands: [
             Migrate.self, Seed.self, EnqueueCommand.self, ResultCommand.self, StatusCommand.self, TasksCommand.self,
             WaitCommand.self, CancelCommand.self, RetryCommand.self, PurgeCommand.self, ScheduleCommand.self,
-            LimitCommand.self, QueueCommand.self, RolesCommand.self,
+            LimitCommand.self, QueueCommand.self, RolesCommand.self, DashboardCommand.self,
         ]
     )
 }

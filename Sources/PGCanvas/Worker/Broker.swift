@@ -99,9 +99,15 @@ public struct Broker: Sendable {
             workersBound: try row.decode(Int.self, 2))
     }
 
+    /// - Parameter counts: jobs finished since the last beat, by task, for `canvas.finish_counts`
+    ///   (the dashboard's throughput); empty adds nothing.
     /// - Returns: false when the worker's row is gone (it was presumed dead and rescued).
-    public static func heartbeat(worker: Int64, on c: Connection) throws -> Bool {
-        try c.query("SELECT canvas.heartbeat(\(worker))")[0].decode(Bool.self, 0)
+    public static func heartbeat(worker: Int64, counts: FinishTally = FinishTally(), on c: Connection) throws -> Bool {
+        guard !counts.isEmpty else {
+            return try c.query("SELECT canvas.heartbeat(\(worker))")[0].decode(Bool.self, 0)
+        }
+        return try c.query("SELECT canvas.heartbeat(\(worker), \(PostgresJSON(text: counts.jsonText)))")[0].decode(
+            Bool.self, 0)
     }
 
     public static func claim(worker: Int64, queues: [String], limit: Int, on c: Connection) throws -> [ClaimedJob] {
@@ -223,5 +229,57 @@ public struct Broker: Sendable {
 
     public static func deregister(worker: Int64, on c: Connection) throws {
         try c.execute("SELECT canvas.deregister_worker(\(worker))")
+    }
+}
+
+/// Jobs finished by task, as `canvas.finish` recorded them: succeeded, failed for good, or
+/// requeued for a retry. The broker loop adds each batch; heartbeats carry it to the database.
+///
+/// ```swift
+/// var tally = FinishTally()
+/// tally.add(outcomes, recorded)   // after Broker.finish
+/// _ = try Broker.heartbeat(worker: me, counts: tally, on: db)
+/// ```
+public struct FinishTally: Sendable, Equatable {
+    public struct Counts: Sendable, Equatable {
+        public var succeeded = 0
+        public var failed = 0
+        public var retried = 0
+    }
+    public private(set) var byTask: [String: Counts] = [:]
+
+    public init() {}
+
+    public var isEmpty: Bool { byTask.isEmpty }
+
+    public mutating func add(_ outcomes: [Outcome], _ recorded: [Broker.Recorded]) {
+        guard !recorded.isEmpty else { return }
+        var tasks: [Int64: String] = [:]
+        tasks.reserveCapacity(outcomes.count)
+        for o in outcomes { tasks[o.jobID] = o.task }
+        for r in recorded {
+            guard let task = tasks[r.jobID] else { continue }
+            switch r.state {
+            case "succeeded": byTask[task, default: Counts()].succeeded += 1
+            case "queued", "scheduled": byTask[task, default: Counts()].retried += 1
+            case "failed", "cancelled": byTask[task, default: Counts()].failed += 1
+            default: break
+            }
+        }
+    }
+
+    public mutating func merge(_ other: FinishTally) {
+        for (task, c) in other.byTask {
+            byTask[task, default: Counts()].succeeded += c.succeeded
+            byTask[task, default: Counts()].failed += c.failed
+            byTask[task, default: Counts()].retried += c.retried
+        }
+    }
+
+    /// `{"task": [succeeded, failed, retried], …}`, as `canvas.heartbeat` takes it.
+    var jsonText: String {
+        JSONValue.object(
+            byTask.mapValues { .array([.int($0.succeeded), .int($0.failed), .int($0.retried)]) }
+        ).jsonText
     }
 }

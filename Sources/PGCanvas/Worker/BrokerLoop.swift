@@ -25,6 +25,8 @@ final class BrokerLoop: @unchecked Sendable {
     static let patience = 3
     /// `pgcanvas.max_payload_bytes`, read on every connect: larger results fail their job.
     private var maxPayloadBytes = Int.max
+    /// Counts outcomes and receipts when `--metrics-port` is given; set before the thread starts.
+    var metrics: WorkerMetrics?
 
     init(
         configuration: WorkerConfiguration, state: SharedState, logger: Logger,
@@ -196,7 +198,12 @@ final class BrokerLoop: @unchecked Sendable {
             {
                 retryDue = Date().addingTimeInterval(max(0, soonest))
             }
+            var tally = FinishTally()
+            tally.add(outcomes, result.recorded)
+            state.addFinished(tally)
+            metrics?.recordFinished(tally)
         }
+        if let metrics, !result.claimed.isEmpty { metrics.recordReceived(result.claimed) }
         if !result.claimed.isEmpty {
             if logger.logLevel <= .info {
                 for job in result.claimed { logger.info("Task \(job.task)[\(job.id)] received") }

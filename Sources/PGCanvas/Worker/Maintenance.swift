@@ -49,8 +49,18 @@ final class Maintenance: @unchecked Sendable {
                     logger.error(
                         "a worker loop is stuck; not sending heartbeats, so other workers will rescue its jobs",
                         metadata: ["silent_s": "\(Int(silence))"])
-                } else if try !Broker.heartbeat(worker: id, on: c) {
-                    if try state.reregister(replacing: id, { try reregister(c) }) {
+                } else {
+                    let finished = state.takeFinished()
+                    let alive: Bool
+                    do {
+                        alive = try Broker.heartbeat(worker: id, counts: finished, on: c)
+                    } catch {
+                        state.restoreFinished(finished)
+                        throw error
+                    }
+                    if alive {
+                        state.heartbeatSent()
+                    } else if try state.reregister(replacing: id, { try reregister(c) }) {
                         logger.error("this worker was presumed dead and its jobs were rescued; registering again")
                     }
                 }

@@ -23,6 +23,10 @@ final class SharedState: @unchecked Sendable {
     /// heartbeat vouches for them, not only for the thread that sends it.
     private var brokerTick = DispatchTime.now().uptimeNanoseconds
     private var mainTick = DispatchTime.now().uptimeNanoseconds
+    /// Jobs finished since the last heartbeat took them (see `FinishTally`).
+    private var finished = FinishTally()
+    /// When the last heartbeat reached the database (uptime, ns), for `/readyz`.
+    private var heartbeatTick = DispatchTime.now().uptimeNanoseconds
 
     let mainWake: (read: Int32, write: Int32)
     let brokerWake: (read: Int32, write: Int32)
@@ -76,6 +80,30 @@ final class SharedState: @unchecked Sendable {
 
     func brokerLoopTicked() { locked { brokerTick = DispatchTime.now().uptimeNanoseconds } }
     func eventLoopTicked() { locked { mainTick = DispatchTime.now().uptimeNanoseconds } }
+
+    /// Broker thread: what a batch finished.
+    func addFinished(_ tally: FinishTally) {
+        guard !tally.isEmpty else { return }
+        locked { finished.merge(tally) }
+    }
+
+    /// Maintenance thread: what the next heartbeat carries.
+    func takeFinished() -> FinishTally {
+        locked {
+            defer { finished = FinishTally() }
+            return finished
+        }
+    }
+
+    /// Maintenance thread: a heartbeat that did not go through carries it next time.
+    func restoreFinished(_ tally: FinishTally) { addFinished(tally) }
+
+    func heartbeatSent() { locked { heartbeatTick = DispatchTime.now().uptimeNanoseconds } }
+
+    /// Seconds since the last heartbeat reached the database (since start-up before the first).
+    var heartbeatAge: Double {
+        Double(DispatchTime.now().uptimeNanoseconds &- locked { heartbeatTick }) / 1e9
+    }
 
     /// Seconds since the slower of the two loops last went round.
     var loopSilence: Double {

@@ -77,6 +77,7 @@ extension Supervisor {
         }
         var outcome = message.outcome
         outcome.task = job.task
+        metrics?.recordRuntime(task: job.task, seconds: message.seconds)
         state.report(outcome)
     }
 

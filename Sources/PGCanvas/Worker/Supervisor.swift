@@ -17,6 +17,8 @@ package final class Supervisor {
     /// When the warm shutdown runs out of time (set by the first signal).
     var shutdownDeadline: Date?
     var pacing: Pacing
+    /// Present with `--metrics-port` only.
+    var metrics: WorkerMetrics?
 
     enum Shutdown { case running, warm, cold }
 
@@ -32,6 +34,12 @@ package final class Supervisor {
         try configuration.validate()
         let fixed = ConnectionBudget.fixed(beat: configuration.beat)
         let bound = fixed + configuration.concurrency
+        let metricsServer = try configuration.metricsPort.map { port in
+            let metrics = WorkerMetrics(hostname: configuration.hostname, concurrency: configuration.concurrency)
+            self.metrics = metrics
+            return try MetricsServer(
+                host: configuration.metricsHost, port: port, metrics: metrics, configuration: configuration)
+        }
         let register: (Connection) throws -> Int64 = { [configuration] c in
             try Broker.registerWorker(
                 hostname: configuration.hostname, pid: getpid(), queues: configuration.queues,
@@ -58,7 +66,14 @@ package final class Supervisor {
 
         for i in 1...configuration.concurrency { pool.append(try spawn(index: i)) }
 
+        if let server = metricsServer {
+            server.serve(state: state)
+            logger.info(
+                "serving /metrics, /healthz and /readyz on \(configuration.metricsHost):\(configuration.metricsPort ?? 0)"
+            )
+        }
         let broker = BrokerLoop(configuration: configuration, state: state, logger: logger, reregister: register)
+        broker.metrics = metrics
         let maintenance = Maintenance(configuration: configuration, state: state, logger: logger, reregister: register)
         let brokerThread = Thread { broker.run() }
         let maintenanceThread = Thread { maintenance.run() }

@@ -42,6 +42,9 @@ package struct WorkerConfiguration: Sendable {
     package var beat: Bool = false
     /// The binary to start pool processes from (this one).
     package var executablePath: String = CommandLine.arguments[0]
+    /// `--metrics-port`: serve /metrics, /healthz and /readyz there (nil: no server, no counting).
+    package var metricsPort: Int? = nil
+    package var metricsHost: String = "127.0.0.1"
 
     package init(database: ConnectionConfiguration) {
         self.database = database
@@ -81,6 +84,9 @@ package struct WorkerConfiguration: Sendable {
         if prefetch > 100_000 { throw CanvasError("--prefetch must be at most 100000") }
         if !(shutdownTimeout > 0 && shutdownTimeout <= 86_400) {
             throw CanvasError("--shutdown-timeout must be more than 0 seconds and at most 86400")
+        }
+        if let metricsPort, !(1...65535).contains(metricsPort) {
+            throw CanvasError("--metrics-port must be between 1 and 65535")
         }
         if rescueAfter <= heartbeatInterval * 2 {
             throw CanvasError("--rescue-after must be more than twice the heartbeat interval (\(heartbeatInterval) s)")

@@ -124,7 +124,21 @@ END
 $$;
 
 -- False when the worker's row is gone: it was presumed dead and its jobs were rescued.
-CREATE FUNCTION canvas.heartbeat(p_worker bigint) RETURNS boolean LANGUAGE sql AS $$
+-- p_counts, when given, adds what the worker finished since its last beat to canvas.finish_counts
+-- ({"task": [succeeded, failed, retried], …}). Each beat also tells a dashboard (LISTEN
+-- canvas_dashboard) that jobs may have moved: finishing sends no NOTIFY, which would serialise
+-- the finishes' commits.
+CREATE FUNCTION canvas.heartbeat(p_worker bigint, p_counts jsonb DEFAULT NULL) RETURNS boolean LANGUAGE sql AS $$
+    SELECT pg_notify('canvas_dashboard', p_worker::text);
+    INSERT INTO canvas.finish_counts AS f (minute, task, succeeded, failed, retried)
+    SELECT date_trunc('minute', now()), c.key, (c.value->>0)::bigint, (c.value->>1)::bigint, (c.value->>2)::bigint
+    FROM jsonb_each(CASE WHEN jsonb_typeof(p_counts) = 'object' THEN p_counts ELSE '{}' END) AS c
+    ORDER BY c.key
+    ON CONFLICT (minute, task) DO UPDATE
+        SET succeeded = f.succeeded + excluded.succeeded, failed = f.failed + excluded.failed,
+            retried = f.retried + excluded.retried;
+    DELETE FROM canvas.finish_counts
+    WHERE p_counts IS NOT NULL AND minute < date_trunc('minute', now()) - interval '1 day';
     WITH beat AS (UPDATE canvas.workers SET heartbeat_at = now() WHERE id = p_worker RETURNING 1)
     SELECT EXISTS (SELECT 1 FROM beat)
 $$;

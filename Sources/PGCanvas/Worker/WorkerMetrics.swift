@@ -1,0 +1,87 @@
+import CoreMetrics
+import Foundation
+import Prometheus
+
+/// The worker's own metrics, served by `pgworker --metrics-port`, named as celery-exporter names
+/// them (docs/operations.md): outcomes by task, run time by task, jobs received, pool size.
+///
+/// Made only when the port is given: without it the supervisor and broker loop hold nil and pay
+/// one nil check per batch. Each per-task cache belongs to one thread (run times: the supervisor's
+/// event loop; outcomes and receipts: the broker loop), so the hot paths take no lock of ours; the
+/// Prometheus metrics themselves are atomics.
+///
+/// `@unchecked Sendable`: `runtimes` is touched only by the supervisor's thread, `counters` only
+/// by the broker thread; everything else is immutable or thread-safe.
+final class WorkerMetrics: @unchecked Sendable {
+    let registry = PrometheusCollectorRegistry()
+    private let factory: PrometheusMetricsFactory
+    private var runtimes: [String: CoreMetrics.Recorder] = [:]
+    private var counters: [String: TaskCounters] = [:]
+    let poolSize: CoreMetrics.Gauge
+    let up: CoreMetrics.Gauge
+
+    /// Seconds, from a millisecond to ten minutes: tasks run from microseconds to minutes.
+    static let runtimeBuckets: [Double] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+    ]
+
+    struct TaskCounters {
+        var received: CoreMetrics.Counter
+        var succeeded: CoreMetrics.Counter
+        var failed: CoreMetrics.Counter
+        var retried: CoreMetrics.Counter
+    }
+
+    init(hostname: String, concurrency: Int) {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.valueHistogramBuckets["celery_task_runtime"] = Self.runtimeBuckets
+        self.factory = factory
+        poolSize = CoreMetrics.Gauge(
+            label: "celery_worker_pool_size", dimensions: [("hostname", hostname)], factory: factory)
+        up = CoreMetrics.Gauge(label: "celery_worker_up", dimensions: [("hostname", hostname)], factory: factory)
+        poolSize.record(concurrency)
+        up.record(1)
+    }
+
+    /// Supervisor thread: one run's time, as its pool process measured it.
+    func recordRuntime(task: String, seconds: Double) {
+        let recorder: CoreMetrics.Recorder
+        if let known = runtimes[task] {
+            recorder = known
+        } else {
+            recorder = CoreMetrics.Recorder(
+                label: "celery_task_runtime", dimensions: [("name", task)], aggregate: true, factory: factory)
+            runtimes[task] = recorder
+        }
+        recorder.record(seconds)
+    }
+
+    /// Broker thread: jobs claimed.
+    func recordReceived(_ jobs: [ClaimedJob]) {
+        for job in jobs { counters(for: job.task).received.increment() }
+    }
+
+    /// Broker thread: what `canvas.finish` made of a batch (a job requeued is a retry).
+    func recordFinished(_ tally: FinishTally) {
+        for (task, counts) in tally.byTask {
+            let c = counters(for: task)
+            if counts.succeeded > 0 { c.succeeded.increment(by: Int64(counts.succeeded)) }
+            if counts.failed > 0 { c.failed.increment(by: Int64(counts.failed)) }
+            if counts.retried > 0 { c.retried.increment(by: Int64(counts.retried)) }
+        }
+    }
+
+    private func counters(for task: String) -> TaskCounters {
+        if let known = counters[task] { return known }
+        let dimensions = [("name", task)]
+        let made = TaskCounters(
+            received: CoreMetrics.Counter(
+                label: "celery_task_received_total", dimensions: dimensions, factory: factory),
+            succeeded: CoreMetrics.Counter(
+                label: "celery_task_succeeded_total", dimensions: dimensions, factory: factory),
+            failed: CoreMetrics.Counter(label: "celery_task_failed_total", dimensions: dimensions, factory: factory),
+            retried: CoreMetrics.Counter(label: "celery_task_retried_total", dimensions: dimensions, factory: factory))
+        counters[task] = made
+        return made
+    }
+}
