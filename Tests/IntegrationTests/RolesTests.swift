@@ -106,7 +106,7 @@ final class RolesTests {
         for ddl in [
             "CREATE TABLE canvas.intruder (id int)", "CREATE TABLE public.intruder (id int)",
             "ALTER TABLE station_assignment DROP CONSTRAINT station_assignment_pkey", "TRUNCATE canvas.jobs",
-            "DROP FUNCTION canvas.heartbeat(bigint)", "CREATE INDEX ON canvas.jobs (task)",
+            "DROP FUNCTION canvas.heartbeat(bigint, jsonb)", "CREATE INDEX ON canvas.jobs (task)",
             "INSERT INTO pgcanvas_migrations (version, name, checksum) VALUES (9999, 'x', 'x')",
         ] {
             #expect(refusal(ddl, on: asWorker) == "42501", "\(ddl)")

@@ -110,9 +110,23 @@ package final class Supervisor {
         maintenance.requestStop()
         for p in pool where !p.exited { p.closeAndReap(wait: false) }
         // Its row gone, anything it still held is rescued by the next worker that looks.
+        // On a server at its connection limit a new connection may be refused for a moment (other
+        // workers are stopping too and still hold theirs): try a few times, or the row would count
+        // against the connection budget of the next worker to start until its heartbeat goes stale.
         var quick = configuration.database
         quick.connectTimeout = 2
-        try? Broker.deregister(worker: state.workerID, on: try Connection.connect(quick))
+        for attempt in 1...5 {
+            do {
+                try Broker.deregister(worker: state.workerID, on: try Connection.connect(quick))
+                break
+            } catch {
+                if attempt == 5 {
+                    logger.warning("worker: could not remove its registration", metadata: ["error": "\(error)"])
+                } else {
+                    usleep(300_000)
+                }
+            }
+        }
         logger.info("worker: stopped", metadata: ["worker.id": "\(state.workerID)"])
         return 0
     }
