@@ -387,6 +387,9 @@ def main():
     check(sample(after, "celery_task_runtime_count", name="canvas.add") >= b("celery_task_runtime_count", name="canvas.add") + enqueue_more,
           "celery_task_runtime histogram counts the runs")
     check(sample(after, "celery_task_runtime_bucket", name="canvas.add", le="+Inf") is not None, "with buckets")
+    check(sample(after, "celery_task_queue_wait_count", name="canvas.add") >= b("celery_task_queue_wait_count", name="canvas.add") + enqueue_more,
+          "celery_task_queue_wait histogram counts the claims")
+    check(sample(after, "celery_task_queue_wait_bucket", name="canvas.add", le="+Inf") is not None, "with buckets")
     check([v for k, v in after.items() if k[0] == "celery_worker_up"] == [1], "celery_worker_up is 1")
     check(not any("job" in label for key in after for label, _ in key[1]), "no job id as a label")
 

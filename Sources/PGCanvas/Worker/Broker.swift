@@ -19,6 +19,8 @@ public struct ClaimedJob: Sendable {
     public var timeLimit: Double?
     /// The job's own soft time limit (`options.soft_time_limit`).
     public var softTimeLimit: Double? = nil
+    /// Seconds it waited since it became due (its `run_at`) until this claim.
+    public var queueWait: Double? = nil
 }
 
 /// How one run ended, as `canvas.finish` records it.
@@ -114,7 +116,7 @@ public struct Broker: Sendable {
         guard limit > 0 else { return [] }
         let rows = try c.query(
             """
-            SELECT id, task, args, kwargs, attempt, time_limit, soft_time_limit
+            SELECT id, task, args, kwargs, attempt, time_limit, soft_time_limit, waited
             FROM canvas.claim(\(worker), \(queues), \(Int32(clamping: limit)))
             """)
         return try rows.map { row in
@@ -122,7 +124,8 @@ public struct Broker: Sendable {
                 id: try row.decode(Int64.self, 0), task: try row.decode(String.self, 1),
                 argsText: try row.decode(String.self, 2), kwargsText: try row.decodeIfPresent(String.self, 3),
                 attempt: try row.decode(Int.self, 4), timeLimit: try row.decodeIfPresent(Double.self, 5),
-                softTimeLimit: try row.decodeIfPresent(Double.self, 6))
+                softTimeLimit: try row.decodeIfPresent(Double.self, 6),
+                queueWait: try row.decodeIfPresent(Double.self, 7))
         }.sorted { $0.id < $1.id }
     }
 
@@ -158,7 +161,7 @@ public struct Broker: Sendable {
     ) throws -> (recorded: [Recorded], claimed: [ClaimedJob]) {
         let rows = try c.query(
             """
-            SELECT kind, id, state, retry_in, task, args, kwargs, attempt, time_limit, soft_time_limit
+            SELECT kind, id, state, retry_in, task, args, kwargs, attempt, time_limit, soft_time_limit, waited
             FROM canvas.finish_and_claim(
                 \(worker), \(outcomes.map(\.jobID)), \(outcomes.map { Int32(clamping: $0.attempt) }),
                 \(outcomes.map(\.kind.rawValue)), \(outcomes.map { $0.resultText.map(PostgresJSON.init(text:)) }),
@@ -179,7 +182,8 @@ public struct Broker: Sendable {
                         id: try row.decode(Int64.self, 1), task: try row.decode(String.self, 4),
                         argsText: try row.decode(String.self, 5), kwargsText: try row.decodeIfPresent(String.self, 6),
                         attempt: try row.decode(Int.self, 7), timeLimit: try row.decodeIfPresent(Double.self, 8),
-                        softTimeLimit: try row.decodeIfPresent(Double.self, 9)))
+                        softTimeLimit: try row.decodeIfPresent(Double.self, 9),
+                        queueWait: try row.decodeIfPresent(Double.self, 10)))
             }
         }
         claimed.sort { $0.id < $1.id }

@@ -3,26 +3,33 @@ import Foundation
 import Prometheus
 
 /// The worker's own metrics, served by `pgworker --metrics-port`, named as celery-exporter names
-/// them (docs/operations.md): outcomes by task, run time by task, jobs received, pool size.
+/// them (docs/operations.md): outcomes by task, run time and queue wait by task, jobs received,
+/// pool size.
 ///
 /// Made only when the port is given: without it the supervisor and broker loop hold nil and pay
 /// one nil check per batch. Each per-task cache belongs to one thread (run times: the supervisor's
 /// event loop; outcomes and receipts: the broker loop), so the hot paths take no lock of ours; the
 /// Prometheus metrics themselves are atomics.
 ///
-/// `@unchecked Sendable`: `runtimes` is touched only by the supervisor's thread, `counters` only
-/// by the broker thread; everything else is immutable or thread-safe.
+/// `@unchecked Sendable`: `runtimes` is touched only by the supervisor's thread, `counters` and
+/// `queueWaits` only by the broker thread; everything else is immutable or thread-safe.
 final class WorkerMetrics: @unchecked Sendable {
     let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
     private var runtimes: [String: CoreMetrics.Recorder] = [:]
     private var counters: [String: TaskCounters] = [:]
+    private var queueWaits: [String: CoreMetrics.Recorder] = [:]
     let poolSize: CoreMetrics.Gauge
     let up: CoreMetrics.Gauge
 
     /// Seconds, from a millisecond to ten minutes: tasks run from microseconds to minutes.
     static let runtimeBuckets: [Double] = [
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+    ]
+
+    /// Seconds, from a millisecond to an hour: a job waits from nothing to a long backlog.
+    static let queueWaitBuckets: [Double] = [
+        0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600,
     ]
 
     struct TaskCounters {
@@ -35,6 +42,7 @@ final class WorkerMetrics: @unchecked Sendable {
     init(hostname: String, concurrency: Int) {
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.valueHistogramBuckets["celery_task_runtime"] = Self.runtimeBuckets
+        factory.valueHistogramBuckets["celery_task_queue_wait"] = Self.queueWaitBuckets
         self.factory = factory
         poolSize = CoreMetrics.Gauge(
             label: "celery_worker_pool_size", dimensions: [("hostname", hostname)], factory: factory)
@@ -56,9 +64,20 @@ final class WorkerMetrics: @unchecked Sendable {
         recorder.record(seconds)
     }
 
-    /// Broker thread: jobs claimed.
+    /// Broker thread: jobs claimed, and how long each waited since it became due.
     func recordReceived(_ jobs: [ClaimedJob]) {
-        for job in jobs { counters(for: job.task).received.increment() }
+        for job in jobs {
+            counters(for: job.task).received.increment()
+            if let waited = job.queueWait { queueWait(for: job.task).record(waited) }
+        }
+    }
+
+    private func queueWait(for task: String) -> CoreMetrics.Recorder {
+        if let known = queueWaits[task] { return known }
+        let made = CoreMetrics.Recorder(
+            label: "celery_task_queue_wait", dimensions: [("name", task)], aggregate: true, factory: factory)
+        queueWaits[task] = made
+        return made
     }
 
     /// Broker thread: what `canvas.finish` made of a batch (a job requeued is a retry).

@@ -225,7 +225,7 @@ $$;
 -- it (canvas.expire_due).
 CREATE FUNCTION canvas.claim(p_worker bigint, p_queues text[], p_limit integer)
 RETURNS TABLE (id bigint, task text, args jsonb, kwargs jsonb, attempt integer, time_limit double precision,
-               soft_time_limit double precision)
+               soft_time_limit double precision, waited double precision)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -259,7 +259,9 @@ BEGIN
             FOR UPDATE SKIP LOCKED) c
         ORDER BY c.priority, c.id
         LIMIT p_limit) END)
-    RETURNING j.id, j.task, j.args, j.kwargs, j.attempt, j.time_limit, j.soft_time_limit;
+    -- waited: seconds since the job became due (run_at), for the queue-wait histogram.
+    RETURNING j.id, j.task, j.args, j.kwargs, j.attempt, j.time_limit, j.soft_time_limit,
+              greatest(extract(epoch FROM now() - j.run_at), 0)::double precision;
 END
 $$;
 
@@ -496,17 +498,17 @@ CREATE FUNCTION canvas.finish_and_claim(
     p_spawns jsonb[], p_queues text[], p_limit integer
 ) RETURNS TABLE (
     kind text, id bigint, state text, retry_in double precision, task text, args jsonb, kwargs jsonb,
-    attempt integer, time_limit double precision, soft_time_limit double precision
+    attempt integer, time_limit double precision, soft_time_limit double precision, waited double precision
 ) LANGUAGE plpgsql AS $$
 BEGIN
     IF cardinality(p_ids) > 0 THEN
         RETURN QUERY SELECT 'finished'::text, f.id, f.state, f.retry_in, NULL::text, NULL::jsonb, NULL::jsonb,
-                            NULL::integer, NULL::double precision, NULL::double precision
+                            NULL::integer, NULL::double precision, NULL::double precision, NULL::double precision
                      FROM canvas.finish(p_worker, p_ids, p_attempts, p_outcomes, p_results, p_errors, p_spawns) f;
     END IF;
     IF p_limit > 0 THEN
         RETURN QUERY SELECT 'claimed'::text, c.id, NULL::text, NULL::double precision, c.task, c.args, c.kwargs,
-                            c.attempt, c.time_limit, c.soft_time_limit
+                            c.attempt, c.time_limit, c.soft_time_limit, c.waited
                      FROM canvas.claim(p_worker, p_queues, p_limit) c;
     END IF;
 END
