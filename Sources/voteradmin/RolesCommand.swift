@@ -138,6 +138,9 @@ struct RolesCommand: ParsableCommand {
             END
             $own$;
 
+            -- The connection budget counts every client on the server (pg_stat_activity); without
+            -- this a worker sees other roles' sessions without their kind and would undercount.
+            GRANT pg_read_all_stats TO \(w);
             GRANT USAGE ON SCHEMA canvas TO \(w), \(r);
             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA canvas TO \(w);
             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA canvas TO \(w);

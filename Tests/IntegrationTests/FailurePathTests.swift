@@ -54,6 +54,42 @@ final class FailurePathTests {
         #expect(try count("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.sum'", on: c) == 0)
     }
 
+    /// The dashboard's per-minute counts ride on heartbeats; a table an operator holds locked
+    /// (or a grant missing) must cost those counts, never the beat, or the worker would be
+    /// presumed dead and its jobs rescued.
+    @Test func aHeartbeatBeatsWhenTheDashboardsCountsCannotBeWritten() throws {
+        let c = try database.connect()
+        let w = try worker(c)
+        try c.execute("UPDATE canvas.workers SET heartbeat_at = now() - interval '1 minute' WHERE id = \(w)")
+        let locker = try database.connect()
+        try locker.execute("BEGIN")
+        try locker.execute("LOCK TABLE canvas.finish_counts IN ACCESS EXCLUSIVE MODE")
+        let started = Date()
+        #expect(try c.query(#"SELECT canvas.heartbeat(\#(w), '{"canvas.add": [3, 0, 1]}')"#)[0].decode(Bool.self, 0))
+        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(
+            try count(
+                "SELECT count(*) FROM canvas.workers WHERE id = \(w) AND heartbeat_at > now() - interval '10 seconds'",
+                on: c) == 1)
+        try locker.execute("ROLLBACK")
+        // With the table free again the counts are written as before.
+        #expect(try c.query(#"SELECT canvas.heartbeat(\#(w), '{"canvas.add": [3, 0, 1]}')"#)[0].decode(Bool.self, 0))
+        #expect(try count("SELECT coalesce(sum(succeeded), 0)::int FROM canvas.finish_counts", on: c) == 3)
+    }
+
+    @Test func aLargeExpiredBacklogIsCancelledInShortBatches() throws {
+        let c = try database.connect()
+        try c.execute(
+            """
+            INSERT INTO canvas.jobs (task, expires_at) SELECT 'canvas.noop', now() - interval '1 minute'
+            FROM generate_series(1, 450)
+            """)
+        #expect(try Broker.expireDue(limit: 200, on: c) == 200)
+        #expect(try Broker.expireDue(limit: 200, on: c) == 200)
+        #expect(try Broker.expireDue(limit: 200, on: c) == 50)
+        #expect(try count("SELECT count(*) FROM canvas.jobs WHERE state = 'cancelled'", on: c) == 450)
+    }
+
     @Test func aNumberNoDoublePrecisionCanHoldIsRefusedAtTheDoor() throws {
         let c = try database.connect()
         // From SQL: Swift's parser would already have read 1e-400 as 0.

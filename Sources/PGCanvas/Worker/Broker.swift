@@ -224,11 +224,11 @@ public struct Broker: Sendable {
         }
     }
 
-    /// Cancels waiting jobs whose expiry passed (claims do it too, but a queue no worker claims
-    /// from would keep them). - Returns: how many expired.
+    /// Cancels up to `limit` waiting jobs whose expiry passed, in one short transaction (claims
+    /// only read past them). - Returns: how many expired.
     @discardableResult
-    public static func expireDue(on c: Connection) throws -> Int {
-        try c.query("SELECT canvas.expire_due()")[0].decode(Int.self, 0)
+    public static func expireDue(limit: Int = 200, on c: Connection) throws -> Int {
+        try c.query("SELECT canvas.expire_due(\(Int32(clamping: limit)))")[0].decode(Int.self, 0)
     }
 
     public static func deregister(worker: Int64, on c: Connection) throws {

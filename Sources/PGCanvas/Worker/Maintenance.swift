@@ -76,7 +76,15 @@ final class Maintenance: @unchecked Sendable {
                         }
                     }
                 }
-                let expired = try Broker.expireDue(on: c)
+                // Short batches within half an interval, as pruning does: a large expired backlog is
+                // worked off over several rounds and never delays a heartbeat by more than that.
+                let expiryBudget = Date().addingTimeInterval(configuration.heartbeatInterval / 2)
+                var expired = 0
+                while !stop {
+                    let n = try Broker.expireDue(limit: 200, on: c)
+                    expired += n
+                    if n < 200 || Date() >= expiryBudget { break }
+                }
                 if expired > 0 { logger.info("cancelled expired jobs", metadata: ["jobs": "\(expired)"]) }
                 if let pruned = try pruner?.runIfDue(on: c), pruned.deleted > 0 {
                     logger.info(

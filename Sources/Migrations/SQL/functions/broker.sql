@@ -128,19 +128,35 @@ $$;
 -- ({"task": [succeeded, failed, retried], …}). Each beat also tells a dashboard (LISTEN
 -- canvas_dashboard) that jobs may have moved: finishing sends no NOTIFY, which would serialise
 -- the finishes' commits.
-CREATE FUNCTION canvas.heartbeat(p_worker bigint, p_counts jsonb DEFAULT NULL) RETURNS boolean LANGUAGE sql AS $$
-    SELECT pg_notify('canvas_dashboard', p_worker::text);
-    INSERT INTO canvas.finish_counts AS f (minute, task, succeeded, failed, retried)
-    SELECT date_trunc('minute', now()), c.key, (c.value->>0)::bigint, (c.value->>1)::bigint, (c.value->>2)::bigint
-    FROM jsonb_each(CASE WHEN jsonb_typeof(p_counts) = 'object' THEN p_counts ELSE '{}' END) AS c
-    ORDER BY c.key
-    ON CONFLICT (minute, task) DO UPDATE
-        SET succeeded = f.succeeded + excluded.succeeded, failed = f.failed + excluded.failed,
-            retried = f.retried + excluded.retried;
-    DELETE FROM canvas.finish_counts
-    WHERE p_counts IS NOT NULL AND minute < date_trunc('minute', now()) - interval '1 day';
-    WITH beat AS (UPDATE canvas.workers SET heartbeat_at = now() WHERE id = p_worker RETURNING 1)
-    SELECT EXISTS (SELECT 1 FROM beat)
+CREATE FUNCTION canvas.heartbeat(p_worker bigint, p_counts jsonb DEFAULT NULL) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    alive boolean;
+BEGIN
+    UPDATE canvas.workers SET heartbeat_at = now() WHERE id = p_worker;
+    alive := FOUND;
+    -- The dashboard's statistics never stand in the way of liveness: a table locked by an
+    -- operator, a grant missing or a full NOTIFY queue costs the counts of one beat, not the beat
+    -- (a failed beat would get the worker presumed dead and its jobs rescued).
+    BEGIN
+        PERFORM set_config('lock_timeout', '200ms', true);
+        PERFORM pg_notify('canvas_dashboard', p_worker::text);
+        IF jsonb_typeof(p_counts) = 'object' THEN
+            INSERT INTO canvas.finish_counts AS f (minute, task, succeeded, failed, retried)
+            SELECT date_trunc('minute', now()), c.key, (c.value->>0)::bigint, (c.value->>1)::bigint,
+                   (c.value->>2)::bigint
+            FROM jsonb_each(p_counts) AS c
+            ORDER BY c.key
+            ON CONFLICT (minute, task) DO UPDATE
+                SET succeeded = f.succeeded + excluded.succeeded, failed = f.failed + excluded.failed,
+                    retried = f.retried + excluded.retried;
+            DELETE FROM canvas.finish_counts WHERE minute < date_trunc('minute', now()) - interval '1 day';
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pgcanvas: heartbeat statistics not recorded: %', SQLERRM;
+    END;
+    RETURN alive;
+END
 $$;
 
 CREATE FUNCTION canvas.deregister_worker(p_worker bigint) RETURNS void LANGUAGE sql AS $$
@@ -186,7 +202,7 @@ $$;
 -- transaction of its own, never inside a claim: it takes canvas roots, and a claim that follows a
 -- finish already holds some (docs/broker.md, lock order). A job waiting to retry that expires
 -- keeps its last error in the message.
-CREATE FUNCTION canvas.expire_due(p_limit integer DEFAULT 1000) RETURNS integer LANGUAGE plpgsql AS $$
+CREATE FUNCTION canvas.expire_due(p_limit integer DEFAULT 200) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     gone canvas.jobs[];
     j canvas.jobs;
@@ -194,7 +210,9 @@ BEGIN
     WITH due AS (
         SELECT x.id FROM canvas.jobs x
         WHERE x.expires_at <= now() AND x.expires_at IS NOT NULL AND x.state IN ('scheduled', 'queued')
-        ORDER BY x.id LIMIT p_limit
+        -- In jobs_expiring_idx's order, so a large expired backlog is read a batch at a time, not
+        -- sorted whole. SKIP LOCKED never waits, so this order cannot deadlock.
+        ORDER BY x.expires_at LIMIT p_limit
         FOR UPDATE SKIP LOCKED
     ), expired AS (
         UPDATE canvas.jobs x SET state = 'cancelled', finished_at = now(), worker_id = NULL,
