@@ -106,6 +106,10 @@ final class PoisonTests {
     @Test func argumentsAndGatheredResultsAboveTheBoundFailClearly() throws {
         let c = try database.connect()
         let big = try Enqueue.job(JobRequest("canvas.identity", [.string(String(repeating: "x", count: 2000))]), on: c)
+        // Keyword arguments count too (`{"k": "z…"}` and `[]`: 2,011 bytes): the Swift bulk path
+        // writes them without the SQL check.
+        let bigKeywords = try Enqueue.job(
+            JobRequest("canvas.echo", kwargs: ["k": .string(String(repeating: "z", count: 2000))]), on: c)
         let member = #"{"task": "canvas.identity", "args": ["\#(String(repeating: "y", count: 400))"]}"#
         let root = try enqueue(
             #"""
@@ -122,6 +126,9 @@ final class PoisonTests {
         let error = try JobStatus.fetch(big, on: c)?.error ?? ""
         #expect(error.contains("the arguments are too large (2004 bytes; the limit is 1000"), "\(error)")
         #expect(try JobStatus.fetch(big, on: c)?.attempt == 1)
+        #expect(try eventually(timeout: 10) { try JobStatus.fetch(bigKeywords, on: c)?.state == .failed })
+        let keywordError = try JobStatus.fetch(bigKeywords, on: c)?.error ?? ""
+        #expect(keywordError.contains("the arguments are too large (2011 bytes; the limit is 1000"), "\(keywordError)")
         let status = try ended(root, on: c)
         #expect(status.state == .failed)
         let chordError =

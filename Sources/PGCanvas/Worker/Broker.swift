@@ -21,6 +21,10 @@ public struct ClaimedJob: Sendable {
     public var softTimeLimit: Double? = nil
     /// Seconds it waited since it became due (its `run_at`) until this claim.
     public var queueWait: Double? = nil
+
+    /// The arguments' JSON text, positional and keyword, as the bound (pgcanvas.max_payload_bytes)
+    /// counts them.
+    public var argumentBytes: Int { argsText.utf8.count + (kwargsText?.utf8.count ?? 0) }
 }
 
 /// How one run ended, as `canvas.finish` records it.

@@ -208,15 +208,15 @@ final class BrokerLoop: @unchecked Sendable {
             if logger.logLevel <= .info {
                 for job in result.claimed { logger.info("Task \(job.task)[\(job.id)] received") }
             }
-            // Arguments above the bound (written by a client that does not check it) fail their
-            // job here, before any pool process has to hold them.
+            // Arguments (positional and keyword) above the bound, written by a client that does not
+            // check it, fail their job here, before any pool process has to hold them.
             let limit = maxPayloadBytes
-            if result.claimed.contains(where: { $0.argsText.utf8.count > limit }) {
-                let tooLarge = result.claimed.filter { $0.argsText.utf8.count > limit }
-                state.deliver(result.claimed.filter { $0.argsText.utf8.count <= limit })
+            if result.claimed.contains(where: { $0.argumentBytes > limit }) {
+                let tooLarge = result.claimed.filter { $0.argumentBytes > limit }
+                state.deliver(result.claimed.filter { $0.argumentBytes <= limit })
                 for job in tooLarge {
                     let error =
-                        "the arguments are too large (\(job.argsText.utf8.count) bytes; the limit is \(limit), pgcanvas.max_payload_bytes)"
+                        "the arguments are too large (\(job.argumentBytes) bytes; the limit is \(limit), pgcanvas.max_payload_bytes)"
                     logger.error("Task \(job.task)[\(job.id)] failed: \(error)")
                     state.refuse(
                         job, Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .fatal, error: error))
