@@ -40,9 +40,13 @@ final class WorkerTests {
 
     @Test func aKilledPoolProcessIsReplacedAndItsJobRunsAgain() throws {
         let c = try database.connect()
-        let sleeper = try Enqueue.job(JobRequest("canvas.sleep", [3]), on: c)
+        let sleeper = try Enqueue.job(JobRequest("canvas.sleep", [6]), on: c)
         let w = try startWorker(["-c", "1"])
         #expect(try eventually(timeout: 10) { try JobStatus.fetch(sleeper, on: c)?.state == .running })
+        // `running` means claimed; under a loaded machine the supervisor may not have handed the
+        // job to its pool process yet, and a kill then would not hit the run. Give it a moment
+        // (the task sleeps 6 s).
+        usleep(1_000_000)
         let before = try #require(w.poolPIDs.first)
         kill(before, SIGKILL)
         let others = try Enqueue.jobs((0..<20).map { JobRequest("canvas.add", [.int($0), 1]) }, on: c)
