@@ -60,7 +60,7 @@ shell-tests:
 soak: deps
 	@$(SWIFT) build --build-tests
 	@PGCANVAS_FAULT_CANVASES=$${PGCANVAS_FAULT_CANVASES:-10000} \
-		$(SWIFT) test --skip-build --filter 'FaultTests/randomCanvasesUnderRandomFaults'
+		$(SWIFT) test --skip-build --filter 'FaultTests/(randomCanvasesUnderRandomFaults|inProcessPoolsUnderRandomFaults)'
 
 # The whole job on the embedded database: migrate, seed 10,000 voters, install the original's
 # debug-every-30-seconds schedule, start a worker with 8 pool processes and beat, generate every

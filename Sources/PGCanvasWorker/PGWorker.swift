@@ -48,13 +48,18 @@ public enum PGWorker {
 struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pgworker",
-        abstract: "Run pgcanvas jobs from PostgreSQL: one supervisor and N pool processes.",
+        abstract: "Run pgcanvas jobs from PostgreSQL: one supervisor and N pool processes, threads or async runners.",
         version: "0.1.0")
 
     @OptionGroup var database: DatabaseOptions
 
-    @Option(name: [.short, .long], help: "Pool processes (Celery's -c).")
+    @Option(name: [.short, .long], help: "Pool processes, threads or async runners (Celery's -c).")
     var concurrency: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(
+        name: [.customShort("P"), .long],
+        help: "prefork (processes, isolated: the default), threads, or async (Swift tasks in this process).")
+    var pool: String = PoolKind.prefork.rawValue
 
     @Option(name: [.short, .long], help: "Comma-separated queues to take jobs from.")
     var queues: String = "default"
@@ -130,6 +135,9 @@ struct WorkerCommand: ParsableCommand {
         guard Logger.Level(celeryName: loglevel) != nil else {
             throw ValidationError("unknown --loglevel '\(loglevel)' (use DEBUG, INFO, WARNING or ERROR)")
         }
+        guard PoolKind(rawValue: pool) != nil else {
+            throw ValidationError("unknown --pool '\(pool)' (use prefork, threads or async)")
+        }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1, not \(concurrency)") }
         guard pruneAfter == 0 || pruneAfter > 0 else {
             throw ValidationError("--prune-after must be 0 (never) or more seconds")
@@ -145,6 +153,7 @@ struct WorkerCommand: ParsableCommand {
     func configuration() -> WorkerConfiguration {
         var config = WorkerConfiguration(database: database.configuration(applicationName: "pgworker"))
         config.concurrency = concurrency
+        config.pool = PoolKind(rawValue: pool) ?? .prefork
         config.queues = queues.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         config.hostname = hostname
         config.prefetch = prefetch ?? 2 * concurrency
@@ -182,7 +191,11 @@ struct WorkerCommand: ParsableCommand {
                 idleConnectionTimeout: idleConnectionTimeout, connectionSlotWait: connectionSlotWait,
                 logger: Logger(label: "pgcanvas.pool"))
         }
-        LoggingSystem.bootstrap { [level] _ in CeleryStyleLogHandler(processName: "MainProcess", level: level) }
+        // An in-process pool's runners log under their own names, as pool processes do.
+        LoggingSystem.bootstrap { [level] label in
+            let runner = label.hasPrefix("pgcanvas.pool.") ? String(label.dropFirst("pgcanvas.pool.".count)) : nil
+            return CeleryStyleLogHandler(processName: runner ?? "MainProcess", level: level)
+        }
         let status = try Supervisor(
             configuration: configuration(), registry: registry, logger: Logger(label: "pgcanvas.worker")
         )

@@ -14,12 +14,25 @@ import Testing
 @Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
 struct FaultTests {
     @Test func randomCanvasesUnderRandomFaultsKeepTheirInvariants() throws {
+        try runFaults(pools: ["prefork", "prefork"], defaultTotal: 200)
+    }
+
+    /// The same with the in-process pools (a threads worker beside an async one): no pool process
+    /// to kill, but whole workers die, the server restarts, and runs are cancelled while they run
+    /// (settled by the supervisor while their code goes on).
+    @Test func inProcessPoolsUnderRandomFaultsKeepTheirInvariants() throws {
+        try runFaults(pools: ["threads", "async"], defaultTotal: 120)
+    }
+
+    func runFaults(pools: [String], defaultTotal: Int) throws {
         let env = ProcessInfo.processInfo.environment
         let seed = env["PGCANVAS_FAULT_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 0...UInt64.max)
-        let total = env["PGCANVAS_FAULT_CANVASES"].flatMap { Int($0) } ?? 200
-        print("fault test: seed \(seed), \(total) canvases (replay: PGCANVAS_FAULT_SEED=\(seed))")
+        let total = env["PGCANVAS_FAULT_CANVASES"].flatMap { Int($0) } ?? defaultTotal
+        print(
+            "fault test: seed \(seed), \(total) canvases, pools \(pools.joined(separator: "+")) (replay: PGCANVAS_FAULT_SEED=\(seed))"
+        )
 
-        let run = try FaultRun(seed: seed, total: total)
+        let run = try FaultRun(seed: seed, total: total, pools: pools)
         try run.drive()
         let violations = try run.check()
         print(run.summary(violations: violations.count))
@@ -113,7 +126,11 @@ final class FaultRun {
     /// How long the last canvases may take to end once faults stop.
     static let settleBound = 90.0
 
-    init(seed: UInt64, total: Int) throws {
+    /// Each worker's `--pool`, by its place in `workers`.
+    let pools: [String]
+
+    init(seed: UInt64, total: Int, pools: [String]) throws {
+        self.pools = pools
         server = try PrivateServer()
         configuration = ConnectionConfiguration(conninfo: server.url)
         connection = try Connection.connect(configuration)
@@ -126,7 +143,7 @@ final class FaultRun {
     // MARK: driving
 
     func drive() throws {
-        workers = try (0..<2).map { _ in try startWorker() }
+        workers = try pools.indices.map { try startWorker($0) }
         started = Date()
         let window = 200
         // Whole-worker kills and the server restart happen at fixed points of the run.
@@ -160,8 +177,8 @@ final class FaultRun {
         settleSeconds = Date().timeIntervalSince(settleStart)
     }
 
-    func startWorker() throws -> WorkerProcess {
-        try WorkerProcess(databaseURL: server.url, arguments: Self.workerArguments)
+    func startWorker(_ index: Int) throws -> WorkerProcess {
+        try WorkerProcess(databaseURL: server.url, arguments: Self.workerArguments + ["--pool", pools[index]])
     }
 
     func enqueue(_ n: Int) throws {
@@ -248,7 +265,7 @@ final class FaultRun {
         victim.signal(SIGKILL)
         for pid in pool { kill(pid, SIGKILL) }
         _ = victim.waitForExit(timeout: 10)
-        workers[index] = try startWorker()
+        workers[index] = try startWorker(index)
         counts.workerKills += 1
     }
 

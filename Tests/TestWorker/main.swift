@@ -93,4 +93,17 @@ registry.register("test.db_backend") { ctx, _ in
     .int(Int(try ctx.connection().query("SELECT pg_backend_pid()")[0].decode(Int32.self, 0)))
 }
 
+// Blocks its thread for [seconds], deaf to cancellation, as CPU-bound code is: in an in-process
+// pool only the settling of its run (time limit, cancel) ends its hold on the job.
+registry.register("test.block") { _, args in
+    Thread.sleep(forTimeInterval: args.first?.doubleValue ?? 1)
+    return .string("finished")
+}
+
+// Waits for a job's result inside a task: refused in every pool, as Celery refuses result.get().
+registry.register("test.wait_inside") { ctx, args in
+    guard let id = args.first?.intValue else { throw TaskError.badArguments("test.wait_inside", "a job id") }
+    return .string("\(try JobStatus.wait(for: Int64(id), on: try ctx.connection(), timeout: 1).state)")
+}
+
 PGWorker.main(registry: registry)

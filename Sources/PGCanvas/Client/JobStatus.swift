@@ -64,10 +64,10 @@ public struct JobStatus: Sendable {
     }
 }
 
-/// Whether the current thread is running task code: waiting for results is refused there.
+/// Whether the current code is task code: waiting for results is refused there.
 ///
 /// ```swift
-/// if TaskExecution.processIsPoolProcess {
+/// if TaskExecution.isRunningTask {
 ///     ctx.spawn(signature("canvas.add", 1, 2))   // task code: waiting here would throw `refusal`
 /// } else {
 ///     let status = try JobStatus.wait(for: id, on: db, timeout: 30)
@@ -79,13 +79,20 @@ public enum TaskExecution {
     // starts any other thread or runs any task, and only read afterwards.
     nonisolated(unsafe) public internal(set) static var processIsPoolProcess = false
 
+    /// Bound while an in-process pool (threads, async) runs a task: the worker's own threads run
+    /// no task code, so the process as a whole cannot say.
+    @TaskLocal static var isTaskCode = false
+
+    /// Whether the caller is task code, in a pool process or an in-process pool.
+    public static var isRunningTask: Bool { processIsPoolProcess || isTaskCode }
+
     /// Celery's own words, so that users find the explanation they know.
     public static let refusal =
         "Never call result.get() within a task! See https://docs.celeryq.dev/en/latest/userguide/tasks.html#avoid-launching-synchronous-subtasks"
 
     static func refuseInsideTask() throws {
         // Not retryable: waiting would be refused again on every attempt.
-        if processIsPoolProcess { throw TaskError(refusal, retryable: false) }
+        if isRunningTask { throw TaskError(refusal, retryable: false) }
     }
 }
 

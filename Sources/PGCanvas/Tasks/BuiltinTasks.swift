@@ -29,13 +29,22 @@ enum BuiltinTasks {
             guard args.count == 1 else { throw TaskError.badArguments("canvas.identity", "one argument") }
             return args[0]
         }
-        registry.register("canvas.sleep") { _, args in
+        @Sendable func sleepSeconds(_ args: [JSONValue]) throws -> Double {
             guard args.count == 1, let seconds = args[0].doubleValue, seconds >= 0 else {
                 throw TaskError.badArguments("canvas.sleep", "a number of seconds")
             }
-            Thread.sleep(forTimeInterval: seconds)
+            return seconds
+        }
+        var sleep = RegisteredTask("canvas.sleep") { _, args in
+            Thread.sleep(forTimeInterval: try sleepSeconds(args))
             return .null
         }
+        // In an async pool it waits without holding a thread, and a cancel ends it.
+        sleep.runAsync = { _, args in
+            try await Task.sleep(nanoseconds: UInt64(min(try sleepSeconds(args), 1e9) * 1e9))
+            return .null
+        }
+        registry.register(sleep)
         registry.register("canvas.fail") { _, args in
             throw TaskError(args.first?.stringValue ?? args.first?.jsonText ?? "canvas.fail was called")
         }

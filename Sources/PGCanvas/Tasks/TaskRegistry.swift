@@ -11,6 +11,9 @@ import Logging
 /// ```
 public typealias TaskFunction = @Sendable (inout TaskContext, [JSONValue]) throws -> JSONValue
 
+/// A task's code as an async function, run natively by an async pool.
+public typealias AsyncTaskFunction = @Sendable (TaskContext, [JSONValue]) async throws -> JSONValue
+
 /// A task as a worker holds it: its name, its code on JSON values, its own time limits and retry
 /// policy if it has them. `TaskDefinition` (typed) and `register(_:_:)` (untyped) both end up as one.
 ///
@@ -27,6 +30,9 @@ public struct RegisteredTask: Sendable {
     /// Which errors retry and when; nil keeps the broker's default (docs/retries.md).
     public var retryPolicy: RetryPolicy?
     public var run: TaskFunction
+    /// The task's async body, when it has one (typed tasks): `--pool async` awaits it as it is,
+    /// where the other pools wait for `run`.
+    public var runAsync: AsyncTaskFunction?
 
     public init(
         _ name: String, timeLimit: Double? = nil, softTimeLimit: Double? = nil, retry: RetryPolicy? = nil,

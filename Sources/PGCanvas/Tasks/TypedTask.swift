@@ -126,18 +126,14 @@ public struct TaskDefinition<Arguments: Codable & Sendable, Output: Codable & Se
     public func register(into registry: inout TaskRegistry) {
         let body = self.body
         let name = self.name
-        registry.register(
-            name, timeLimit: options.timeLimit, softTimeLimit: options.softTimeLimit, retry: retryPolicy
-        ) { context, args in
-            let arguments: Arguments
+        @Sendable func decode(_ args: [JSONValue], _ context: TaskContext) throws -> Arguments {
             do {
-                arguments = try TypedJSON.decode(Arguments.self, from: Self.argumentValue(args, context.kwargs))
+                return try TypedJSON.decode(Arguments.self, from: Self.argumentValue(args, context.kwargs))
             } catch {
                 throw TaskError("\(name) cannot read its arguments: \(error)", retryable: false)
             }
-            let output = try runToCompletion(cancelAt: context.softDeadline) { [context] in
-                try await body(arguments, context)
-            }
+        }
+        @Sendable func encode(_ output: Output) throws -> JSONValue {
             do {
                 return try TypedJSON.encode(output)
             } catch {
@@ -145,6 +141,17 @@ public struct TaskDefinition<Arguments: Codable & Sendable, Output: Codable & Se
                 throw TaskError("\(name) returned a result that cannot be written as JSON: \(error)", retryable: false)
             }
         }
+        var task = RegisteredTask(
+            name, timeLimit: options.timeLimit, softTimeLimit: options.softTimeLimit, retry: retryPolicy
+        ) { context, args in
+            let arguments = try decode(args, context)
+            let output = try runToCompletion(cancelAt: context.softDeadline) { [context] in
+                try await body(arguments, context)
+            }
+            return try encode(output)
+        }
+        task.runAsync = { context, args in try encode(try await body(try decode(args, context), context)) }
+        registry.register(task)
     }
 }
 

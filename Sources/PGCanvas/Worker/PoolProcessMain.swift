@@ -79,101 +79,10 @@ package enum PoolProcessMain {
         _ job: WireFormat.JobMessage, registry: TaskRegistry, logger: Logger,
         connection: @escaping () throws -> Connection, into replies: inout [UInt8]
     ) {
-        let started = DispatchTime.now().uptimeNanoseconds
-        func elapsed() -> Double { Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9 }
-        func reply(
-            _ kind: Outcome.Kind, _ seconds: Double, result: String? = nil, error: String? = nil, spawn: String? = nil
-        ) {
-            WireFormat.appendResult(
-                id: job.id, attempt: job.attempt, kind: kind, seconds: seconds, resultText: result, error: error,
-                spawnText: spawn, to: &replies)
-        }
-        let label = "\(job.task)[\(job.id)]"
-        guard let definition = registry[job.task] else {
-            let message = "unknown task '\(job.task)'"
-            logger.error("Received unregistered task of type '\(job.task)'.", metadata: ["job.id": "\(job.id)"])
-            return reply(.fatal, elapsed(), error: message)
-        }
-        let args: [JSONValue]
-        var kwargs: [String: JSONValue] = [:]
-        do {
-            guard let list = try JSONValue(parsingStored: job.argsText).arrayValue else {
-                throw CanvasError("arguments are not a JSON array")
-            }
-            args = list
-            if let text = job.kwargsText {
-                guard let object = try JSONValue(parsingStored: text).objectValue else {
-                    throw CanvasError("keyword arguments are not a JSON object")
-                }
-                kwargs = object
-            }
-        } catch {
-            let message = "malformed arguments for \(job.task): \(error)"
-            logger.error("Task \(label) raised unexpected: \(message)")
-            return reply(.fatal, elapsed(), error: message)
-        }
-        var context = TaskContext(
-            jobID: job.id, task: job.task, attempt: job.attempt, kwargs: kwargs, logger: logger, registry: registry,
-            softTimeLimit: job.softTimeLimit, connection: connection)
-        do {
-            let result = try definition.run(&context, args)
-            let seconds = elapsed()
-            let text = result.jsonText
-            if logger.logLevel <= .info {
-                logger.info("Task \(label) succeeded in \(formatSeconds(seconds))s: \(text)")
-            }
-            reply(
-                .succeeded, seconds, result: text,
-                spawn: context.spawned.isEmpty ? nil : JSONValue.array(context.spawned).jsonText)
-        } catch let error as PostgresError where error.isConnectionProblem {
-            // The database went away under the task (a restart, a failover): not the task's fault.
-            // Retried at once without spending an attempt, bounded like crashes; the next job
-            // connects again.
-            let message = "the task lost its database connection: \(error)"
-            logger.warning("Task \(label) will be retried: \(message)")
-            reply(.crashed, elapsed(), error: message)
-        } catch {
-            var error = error
-            // An async body cancelled at its soft deadline ends in CancellationError: it is the
-            // soft time limit that stopped it, and the outcome says so.
-            if error is CancellationError, context.softTimeLimitExceeded, let soft = context.softTimeLimit {
-                error = SoftTimeLimitExceeded(seconds: soft)
-            }
-            let message = (error as? TaskError)?.message ?? "\(error)"
-            let decided =
-                RetryDecision.outcome(
-                    for: error, policy: definition.retryPolicy, attempt: job.attempt, message: message)
-                ?? defaultOutcome(for: error, message: message)
-            // A retry is logged by the supervisor once the broker has decided it (it may refuse:
-            // no retries left).
-            if decided.kind != .retry { logger.error("Task \(label) raised unexpected: \(message)") }
-            reply(
-                decided.kind, elapsed(), result: withErrorType(decided.resultText, of: error), error: decided.error)
-        }
-    }
-
-    /// A failed run's `result` slot, which only canvas.finish reads, also names the error's Swift
-    /// type, for the job's `error_type` and its error callbacks (Celery passes the exception).
-    static func typeName(of error: any Error) -> String { String(describing: type(of: error)) }
-
-    static func withErrorType(_ resultText: String?, of error: any Error) -> String {
-        var object = resultText.flatMap { try? JSONValue(parsing: $0).objectValue } ?? [:]
-        // A retry that runs out fails with its reason (Celery's exc): name that, not TaskRetry.
-        let retry = error as? TaskRetry
-        object["error_type"] = .string(retry.map { $0.reasonType ?? "MaxRetriesExceededError" } ?? typeName(of: error))
-        return JSONValue.object(object).jsonText
-    }
-
-    /// Without a retry policy: a time limit fails at once, a `TaskError` says whether it may be
-    /// retried, and any other error is left to the broker's default rules.
-    static func defaultOutcome(for error: any Error, message: String) -> RetryDecision.Decided {
-        if error is SoftTimeLimitExceeded || error is TimeLimitExceeded {
-            return RetryDecision.Decided(kind: .timeout, error: message)
-        }
-        if let taskError = error as? TaskError, !taskError.retryable {
-            return RetryDecision.Decided(kind: .fatal, error: message)
-        }
-        return RetryDecision.Decided(kind: .error, error: message)
+        let report = JobExecution.run(job, registry: registry, logger: logger, connection: connection)
+        WireFormat.appendResult(
+            id: job.id, attempt: job.attempt, kind: report.kind, seconds: report.seconds,
+            resultText: report.resultText, error: report.error, spawnText: report.spawnText, to: &replies)
     }
 
     /// Exits when the supervisor is gone, even while a task is running (no orphans).

@@ -8,16 +8,22 @@ extension Supervisor {
             state.eventLoopTicked()
             let now = Date()
             let nextDeadline = pool.compactMap(\.deadline).min()
-            let timeout = max(0, min(1.0, nextDeadline.map { $0.timeIntervalSince(now) } ?? 1.0))
+            var timeout = max(0, min(1.0, nextDeadline.map { $0.timeIntervalSince(now) } ?? 1.0))
+            if let inProcess { timeout = inProcess.secondsToNextDeadline(atMost: timeout) }
             _ = pollOnce(timeout: timeout)
             handleSignals()
             stopCancelled()
             enforceTimeLimits()
             takeClaimedJobs()
             dispatch()
-            if let fatal = state.fatalError {
+            if let inProcess, shutdown == .running, let stalled = inProcess.starvation(after: Self.starvedAfter) {
+                state.fatalError = stalled
+            }
+            if let fatal = state.fatalError, shutdown != .cold {
+                // The worker cannot go on: what it holds goes back now, and its exit status tells
+                // its service manager to start it again.
                 logger.critical("\(fatal)")
-                shutdown = .cold
+                shutDownCold()
             }
             if shutdown == .warm, let deadline = shutdownDeadline, Date() >= deadline {
                 logger.warning(
@@ -25,7 +31,10 @@ extension Supervisor {
                 )
                 shutDownCold()
             }
-            if shutdown != .running, pool.allSatisfy({ $0.inFlight.isEmpty }) { return }
+            inProcess?.closeIdleConnections(after: configuration.idleConnectionTimeout)
+            if shutdown != .running, pool.allSatisfy({ $0.inFlight.isEmpty }), (inProcess?.runningCount ?? 0) == 0 {
+                return
+            }
         }
     }
 
@@ -93,20 +102,7 @@ extension Supervisor {
                 state.report(
                     Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .crashed, error: "cancelled"))
             case .timeLimit:
-                let limit = timeLimit(for: job)
-                let error =
-                    "Hard time limit (\(limit.map { formatSeconds($0) } ?? "?")s) exceeded for \(job.task)[\(job.id)]"
-                logger.error("\(error)")
-                // Failed at once unless the task's policy names TimeLimitExceeded, as in Celery.
-                let exceeded = TimeLimitExceeded(seconds: limit ?? 0)
-                let outcome = RetryDecision.outcome(
-                    for: exceeded, policy: registry[job.task]?.retryPolicy, attempt: job.attempt,
-                    message: "TimeLimitExceeded: " + error)
-                state.report(
-                    Outcome(
-                        jobID: job.id, attempt: job.attempt, task: job.task, kind: outcome?.kind ?? .timeout,
-                        resultText: PoolProcessMain.withErrorType(outcome?.resultText, of: exceeded),
-                        error: outcome?.error ?? error))
+                reportTimeLimit(job)
             case nil where shutdown == .cold:
                 state.handBack([job])
             case nil:
@@ -128,6 +124,23 @@ extension Supervisor {
         }
     }
 
+    /// A run went past its hard time limit: it fails at once unless the task's policy names
+    /// TimeLimitExceeded, as in Celery.
+    func reportTimeLimit(_ job: ClaimedJob) {
+        let limit = timeLimit(for: job)
+        let error = "Hard time limit (\(limit.map { formatSeconds($0) } ?? "?")s) exceeded for \(job.task)[\(job.id)]"
+        logger.error("\(error)")
+        let exceeded = TimeLimitExceeded(seconds: limit ?? 0)
+        let outcome = RetryDecision.outcome(
+            for: exceeded, policy: registry[job.task]?.retryPolicy, attempt: job.attempt,
+            message: "TimeLimitExceeded: " + error)
+        state.report(
+            Outcome(
+                jobID: job.id, attempt: job.attempt, task: job.task, kind: outcome?.kind ?? .timeout,
+                resultText: JobExecution.withErrorType(outcome?.resultText, of: exceeded),
+                error: outcome?.error ?? error))
+    }
+
     func handleSignals() {
         for _ in Signals.take() {
             switch shutdown {
@@ -136,7 +149,8 @@ extension Supervisor {
                 shutdownDeadline = Date().addingTimeInterval(configuration.shutdownTimeout)
                 logger.warning("worker: Warm shutdown (MainProcess)")
                 state.stopClaiming()
-                let unstarted = Array(waiting[waitingStart...]) + state.takeInbox()
+                let unstarted =
+                    Array(waiting[waitingStart...]) + state.takeInbox() + (inProcess?.takeQueued() ?? [])
                 waiting.removeAll()
                 waitingStart = 0
                 state.handBack(unstarted)
@@ -150,6 +164,10 @@ extension Supervisor {
         }
     }
 
+    /// Seconds jobs may wait in an in-process pool's line, no run beginning, while runs it could
+    /// not stop still hold its threads, before the worker restarts to be rid of them.
+    static let starvedAfter = 10.0
+
     /// How long a cold shutdown waits for the hand-back of running jobs to reach the database.
     static let handBackGrace = 1.0
 
@@ -160,9 +178,11 @@ extension Supervisor {
         let graceEnd = Date().addingTimeInterval(Self.handBackGrace)
         if shutdownDeadline.map({ $0 < graceEnd }) ?? true { shutdownDeadline = graceEnd }
         state.stopClaiming()
-        state.handBack(Array(waiting[waitingStart...]) + state.takeInbox())
+        state.handBack(Array(waiting[waitingStart...]) + state.takeInbox() + (inProcess?.takeQueued() ?? []))
         waiting.removeAll()
         waitingStart = 0
+        // Runs in this process cannot be killed: they are handed back, and what they return is dropped.
+        if let inProcess { state.handBack(inProcess.abandonAll()) }
         let busy = pool.filter { !$0.inFlight.isEmpty && !$0.exited }
         for p in busy { p.kill() }
         for p in busy {
@@ -187,6 +207,20 @@ extension Supervisor {
         for p in pool where !p.exited {
             if let head = p.job, ids.contains(head.id) { p.kill(for: .cancel) }
         }
+        if let inProcess {
+            let (queued, running) = inProcess.cancel(ids)
+            for job in queued { logger.warning("Task \(job.task)[\(job.id)] cancelled before it started") }
+            for job in running {
+                logger.warning(
+                    "Task \(job.task)[\(job.id)] cancelled: settled now; an in-process pool cannot stop its code, whose outcome is dropped"
+                )
+            }
+            // Cancelled in the database already: these reports are fenced off and only settle them.
+            for job in queued + running {
+                state.report(
+                    Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .crashed, error: "cancelled"))
+            }
+        }
     }
 
     func enforceTimeLimits() {
@@ -194,6 +228,7 @@ extension Supervisor {
         for p in pool where !p.inFlight.isEmpty {
             if let deadline = p.deadline, deadline <= now { p.kill(for: .timeLimit) }
         }
+        for job in inProcess?.enforceTimeLimits() ?? [] { reportTimeLimit(job) }
     }
 
     func takeClaimedJobs() {
@@ -212,6 +247,13 @@ extension Supervisor {
 
     func dispatch() {
         guard shutdown == .running else { return }
+        if let inProcess {
+            // The pool's own line is the waiting line: any idle runner takes the next job.
+            inProcess.submit(Array(waiting[waitingStart...]))
+            waiting.removeAll(keepingCapacity: true)
+            waitingStart = 0
+            return
+        }
         for p in pool where !p.exited {
             topUp(p)
             if waitingStart >= waiting.count { return }

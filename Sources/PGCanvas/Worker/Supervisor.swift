@@ -10,6 +10,9 @@ package final class Supervisor {
     let registry: TaskRegistry
     let logger: Logger
     var pool: [PoolProcess] = []
+    /// With `--pool threads` or `--pool async`, in place of pool processes.
+    var inProcess: InProcessPool?
+    let limits: RunLimits
     var waiting: [ClaimedJob] = []
     var waitingStart = 0
     var state: SharedState!
@@ -27,6 +30,8 @@ package final class Supervisor {
         self.registry = registry
         self.logger = logger
         self.pacing = Pacing(maxDepth: configuration.pipelineDepth)
+        self.limits = RunLimits(
+            registry: registry, defaultHard: configuration.timeLimit, defaultSoft: configuration.softTimeLimit)
     }
 
     /// Runs until shut down. - Returns: the process exit status. - Throws: start-up failures.
@@ -61,10 +66,10 @@ package final class Supervisor {
         printBanner(workerID: workerID)
         let holders = configuration.beat ? "broker and beat" : "broker"
         logger.info(
-            "connections: \(fixed) for the \(holders) + up to \(configuration.concurrency) for tasks (pool processes connect only when a task uses the database)"
+            "connections: \(fixed) for the \(holders) + up to \(configuration.concurrency) for tasks (connected only when a task uses the database)"
         )
 
-        for i in 1...configuration.concurrency { pool.append(try spawn(index: i)) }
+        try startPool()
 
         if let server = metricsServer {
             server.serve(state: state)
@@ -109,6 +114,7 @@ package final class Supervisor {
         }
         maintenance.requestStop()
         for p in pool where !p.exited { p.closeAndReap(wait: false) }
+        inProcess?.close()
         // Its row gone, anything it still held is rescued by the next worker that looks.
         // On a server at its connection limit a new connection may be refused for a moment (other
         // workers are stopping too and still hold theirs): try a few times, or the row would count
@@ -128,7 +134,8 @@ package final class Supervisor {
             }
         }
         logger.info("worker: stopped", metadata: ["worker.id": "\(state.workerID)"])
-        return 0
+        // EX_SOFTWARE: stopped by a fault of its own, so a service manager starts it again.
+        return state.fatalError == nil ? 0 : 70
     }
 
     /// Registers the worker if the server has room for its connections (unless told not to
@@ -147,6 +154,26 @@ package final class Supervisor {
         }
     }
 
+    /// Spawns the pool processes, or starts the in-process pool's runners.
+    private func startPool() throws {
+        guard let kind = configuration.pool.inProcessKind else {
+            for i in 1...configuration.concurrency { pool.append(try spawn(index: i)) }
+            return
+        }
+        for warmUp in registry.warmUps { warmUp() }
+        let shared: SharedState = state
+        let capacity: @Sendable (Int) -> Void = { [configuration] depth in
+            shared.setCapacity(configuration.concurrency * depth + configuration.prefetch)
+        }
+        let runners = InProcessPool(
+            kind: kind, size: configuration.concurrency, registry: registry, state: state,
+            database: ConnectionConfiguration(conninfo: configuration.database.conninfo, applicationName: "pgworker"),
+            connectionSlotWait: configuration.connectionSlotWait, pipelineDepth: configuration.pipelineDepth,
+            metrics: metrics, limits: limits, onDepthChange: capacity)
+        runners.start()
+        inProcess = runners
+    }
+
     func spawn(index: Int) throws -> PoolProcess {
         var environment = ProcessInfo.processInfo.environment
         if !configuration.database.conninfo.isEmpty {
@@ -162,14 +189,10 @@ package final class Supervisor {
             environment: environment)
     }
 
-    func timeLimit(for job: ClaimedJob) -> Double? {
-        job.timeLimit ?? registry[job.task]?.timeLimit ?? configuration.timeLimit
-    }
+    func timeLimit(for job: ClaimedJob) -> Double? { limits.hard(job) }
 
     /// The job's own, else its task's, else the worker's `--soft-time-limit`.
-    func softTimeLimit(for job: ClaimedJob) -> Double? {
-        job.softTimeLimit ?? registry[job.task]?.softTimeLimit ?? configuration.softTimeLimit
-    }
+    func softTimeLimit(for job: ClaimedJob) -> Double? { limits.soft(job) }
 
     func printBanner(workerID: Int64) {
         let lines =
@@ -177,7 +200,7 @@ package final class Supervisor {
                 " -------------- pgworker@\(configuration.hostname) v0.1.0",
                 "--- ***** ----- worker id \(workerID), pid \(getpid())",
                 "-- ******* ---- .> broker:      postgresql (canvas schema)",
-                "- *** --- * --- .> concurrency: \(configuration.concurrency) (prefork, spawned)",
+                "- *** --- * --- .> concurrency: \(configuration.concurrency) (\(configuration.pool.bannerName))",
                 "- ** ---------- .> queues:      \(configuration.queues.joined(separator: ", "))",
                 "",
                 "[tasks]",

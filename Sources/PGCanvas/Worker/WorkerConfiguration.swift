@@ -2,11 +2,38 @@ import Foundation
 import Logging
 import Postgres
 
+/// Where a worker runs its tasks (Celery's `--pool`).
+package enum PoolKind: String, Sendable, CaseIterable {
+    /// Pool processes: a task that crashes or hangs takes only its process (the default).
+    case prefork
+    /// Threads of the worker process (Celery's `threads`).
+    case threads
+    /// Swift concurrency tasks in the worker process: typed async tasks run natively.
+    case async
+
+    var inProcessKind: InProcessPool.Kind? {
+        switch self {
+        case .prefork: nil
+        case .threads: .threads
+        case .async: .async
+        }
+    }
+
+    var bannerName: String {
+        switch self {
+        case .prefork: "prefork, spawned"
+        case .threads: "threads"
+        case .async: "async"
+        }
+    }
+}
+
 /// Everything a `pgworker` process needs to know, as parsed from its command line.
 package struct WorkerConfiguration: Sendable {
     package var database: ConnectionConfiguration
-    /// Pool processes.
+    /// Pool processes, threads or async runners.
     package var concurrency: Int = 4
+    package var pool: PoolKind = .prefork
     package var queues: [String] = ["default"]
     package var hostname: String = ProcessInfo.processInfo.hostName
     /// Jobs claimed beyond the pool's idle slots, so a pool process never waits for the database.

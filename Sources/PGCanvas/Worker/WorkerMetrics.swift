@@ -11,12 +11,14 @@ import Prometheus
 /// event loop; outcomes and receipts: the broker loop), so the hot paths take no lock of ours; the
 /// Prometheus metrics themselves are atomics.
 ///
-/// `@unchecked Sendable`: `runtimes` is touched only by the supervisor's thread, `counters` and
-/// `queueWaits` only by the broker thread; everything else is immutable or thread-safe.
+/// `@unchecked Sendable`: `runtimes` is touched only with `runtimesLock` held (the supervisor's
+/// thread, or an in-process pool's runners), `counters` and `queueWaits` only by the broker
+/// thread; everything else is immutable or thread-safe.
 final class WorkerMetrics: @unchecked Sendable {
     let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
     private var runtimes: [String: CoreMetrics.Recorder] = [:]
+    private let runtimesLock = NSLock()
     private var counters: [String: TaskCounters] = [:]
     private var queueWaits: [String: CoreMetrics.Recorder] = [:]
     let poolSize: CoreMetrics.Gauge
@@ -51,15 +53,14 @@ final class WorkerMetrics: @unchecked Sendable {
         up.record(1)
     }
 
-    /// Supervisor thread: one run's time, as its pool process measured it.
+    /// One run's time, as the pool that ran it measured it.
     func recordRuntime(task: String, seconds: Double) {
-        let recorder: CoreMetrics.Recorder
-        if let known = runtimes[task] {
-            recorder = known
-        } else {
-            recorder = CoreMetrics.Recorder(
+        let recorder = runtimesLock.withLock {
+            if let known = runtimes[task] { return known }
+            let recorder = CoreMetrics.Recorder(
                 label: "celery_task_runtime", dimensions: [("name", task)], aggregate: true, factory: factory)
             runtimes[task] = recorder
+            return recorder
         }
         recorder.record(seconds)
     }
