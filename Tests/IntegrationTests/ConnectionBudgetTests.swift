@@ -44,7 +44,7 @@ final class ConnectionBudgetTests {
         #expect(ready(a), "\(a.log.suffix(2000))")
         #expect(
             a.log.contains(
-                "connections: 2 for the broker + up to 2 for tasks (pool processes connect only when a task uses the database)"
+                "connections: 2 for the broker + up to 2 for tasks (connected only when a task uses the database)"
             ), "\(a.log.suffix(2000))")
         let b = try worker(["-c", "1", "--beat"])
         #expect(ready(b), "\(b.log.suffix(2000))")
