@@ -21,8 +21,9 @@ bench/seed.sh
 echo "== burn-down (100,000 canvas.noop, pgworker -c 8), then with 1,000,000 + 1,000,000 jobs it must not read"
 bench/burndown.sh 100000 8
 BACKLOG=1000000 bench/burndown.sh 100000 8
-echo "== the ceiling: claim + finish in pure SQL, batches of 100 and 1,000"
+echo "== the ceiling: claim + finish in pure SQL, batches of 100 and 1,000; and by pgbench, one client"
 bench/sql_ceiling.sh 100000 100 1000
+bench/sql_ceiling_pgbench.sh 100000 100 200 500
 echo "== bulk enqueue"
 psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs"
 "$BIN/canvas-bench" enqueue 100000
@@ -37,5 +38,5 @@ bench/voterrolls.sh 10000 100000 1000000
 "$BIN/canvas-bench" pdf 200
 echo "== beat: 1,000 schedules every second, two beat processes"
 bench/beat.sh
-echo "== pgqueuer 1.6 on the same server"
-bench/compare_pgqueuer.sh 100000
+echo "== pgqueuer 1.6 as it runs itself (../shared/bench/peer_queues.py), against each pool, interleaved"
+bench/peers.sh 100000 3 prefork threads async
