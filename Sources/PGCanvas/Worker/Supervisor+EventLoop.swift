@@ -10,6 +10,10 @@ extension Supervisor {
             let nextDeadline = pool.compactMap(\.deadline).min()
             var timeout = max(0, min(1.0, nextDeadline.map { $0.timeIntervalSince(now) } ?? 1.0))
             if let inProcess { timeout = inProcess.secondsToNextDeadline(atMost: timeout) }
+            if poolIncomplete && shutdown == .running && state.fatalError == nil {
+                spawnNextPoolProcess()
+                timeout = 0
+            }
             _ = pollOnce(timeout: timeout)
             handleSignals()
             stopCancelled()

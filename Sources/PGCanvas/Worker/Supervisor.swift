@@ -154,10 +154,12 @@ package final class Supervisor {
         }
     }
 
-    /// Spawns the pool processes, or starts the in-process pool's runners.
+    /// Spawns the first pool process (proof that spawning works; the event loop starts the rest
+    /// while the first already runs jobs, see `spawnNextPoolProcess`), or starts the in-process
+    /// pool's runners.
     private func startPool() throws {
         guard let kind = configuration.pool.inProcessKind else {
-            for i in 1...configuration.concurrency { pool.append(try spawn(index: i)) }
+            pool.append(try spawn(index: 1))
             return
         }
         for warmUp in registry.warmUps { warmUp() }
@@ -172,6 +174,20 @@ package final class Supervisor {
             metrics: metrics, limits: limits, onDepthChange: capacity)
         runners.start()
         inProcess = runners
+    }
+
+    /// Whether pool processes are still to be started (prefork, just after start-up).
+    var poolIncomplete: Bool { configuration.pool == .prefork && pool.count < configuration.concurrency }
+
+    /// Spawns the next pool process: one per turn of the event loop, so jobs start in those that
+    /// run while the rest exec (a fraction of a second for eight on a busy machine). One that
+    /// cannot be started now (the first could) stops the worker as a failed replacement does.
+    func spawnNextPoolProcess() {
+        do {
+            pool.append(try spawn(index: pool.count + 1))
+        } catch {
+            state.fatalError = "cannot start pool process \(pool.count + 1): \(error)"
+        }
     }
 
     func spawn(index: Int) throws -> PoolProcess {
