@@ -262,22 +262,33 @@ BEGIN
        OR EXISTS (SELECT 1 FROM canvas.concurrency_limits) THEN
         picked := canvas.claim_select(p_queues, p_limit);
     END IF;
-    -- ARRAY(…) runs the SKIP LOCKED scans first (and only when picked is NULL); the UPDATE then
-    -- fetches by id. With several queues each may lock up to p_limit rows; those not taken are
-    -- unlocked at commit.
+    IF picked IS NOT NULL THEN
+        RETURN QUERY
+        UPDATE canvas.jobs j
+        SET state = 'running', worker_id = p_worker, attempt = j.attempt + 1, started_at = now()
+        WHERE j.id = ANY (picked)
+        -- waited: seconds since the job became due (run_at), for the queue-wait histogram.
+        RETURNING j.id, j.task, j.args, j.kwargs, j.attempt, j.time_limit, j.soft_time_limit,
+                  greatest(extract(epoch FROM now() - j.run_at), 0)::double precision;
+        RETURN;
+    END IF;
+    -- ARRAY(…) runs the SKIP LOCKED scans first; the UPDATE then fetches the rows they locked by
+    -- their physical address (a TID scan): a row locked here cannot move before this transaction
+    -- ends, and the address spares a primary-key probe per job, through every dead entry the
+    -- claims since the last vacuum left there (a third of the claim's time). With several
+    -- queues each may lock up to p_limit rows; those not taken are unlocked at commit.
     RETURN QUERY
     UPDATE canvas.jobs j
     SET state = 'running', worker_id = p_worker, attempt = j.attempt + 1, started_at = now()
-    WHERE j.id = ANY (CASE WHEN picked IS NOT NULL THEN picked ELSE ARRAY(
-        SELECT c.id FROM unnest(p_queues) AS q(name), LATERAL (
-            SELECT x.id, x.priority FROM canvas.jobs x
+    WHERE j.ctid = ANY (ARRAY(
+        SELECT c.ctid FROM unnest(p_queues) AS q(name), LATERAL (
+            SELECT x.ctid, x.id, x.priority FROM canvas.jobs x
             WHERE x.state = 'queued' AND x.queue = q.name AND (x.expires_at IS NULL OR x.expires_at > now())
             ORDER BY x.priority, x.id
             LIMIT p_limit
             FOR UPDATE SKIP LOCKED) c
         ORDER BY c.priority, c.id
-        LIMIT p_limit) END)
-    -- waited: seconds since the job became due (run_at), for the queue-wait histogram.
+        LIMIT p_limit))
     RETURNING j.id, j.task, j.args, j.kwargs, j.attempt, j.time_limit, j.soft_time_limit,
               greatest(extract(epoch FROM now() - j.run_at), 0)::double precision;
 END
