@@ -62,7 +62,7 @@ struct StatusCommand: ParsableCommand {
         for w in report.workers {
             print(
                 String(
-                    format: "  #%lld %@ pid %d, %d pool processes, queues %@: heartbeat %.1f s ago, %d running", w.id,
+                    format: "  #%lld %@ pid %d, concurrency %d, queues %@: heartbeat %.1f s ago, %d running", w.id,
                     w.hostname, w.pid, w.concurrency, w.queues.joined(separator: ","), w.heartbeatAge, w.running))
         }
         print("\nLATEST FAILURES")

@@ -175,6 +175,9 @@ final class PoolTests {
         let w = try startWorker(pool, ["-c", "2", "--prefetch", "4"])
         #expect(
             eventually(timeout: 10) { w.log.components(separatedBy: "canvas.sleep[").count - 1 >= 2 }, "\(w.log)")
+        // Received is claimed, not started: give the runners a moment to take the first two
+        // (each sleeps 1.5 s).
+        usleep(600_000)
         w.signal(SIGTERM)
         #expect(w.waitForExit(timeout: 10) == 0, "\(w.log)")
         #expect(w.log.contains("Warm shutdown"))
@@ -225,25 +228,81 @@ final class PoolTests {
 }
 
 extension PoolTests {
-    /// Blocking code in an async pool holds one of Swift's cooperative threads (one per core).
-    /// Once runs the pool settled hold all of them, the worker would hold its jobs while running
+    /// An async body that blocks holds one of Swift's cooperative threads (one per core). Once
+    /// runs the pool settled hold all of them, the worker would hold its jobs while running
     /// nothing: it restarts instead (exit 70), handing them back, and another worker runs them.
     @Test func anAsyncPoolStarvedByCodeItCannotStopRestartsAndHandsItsJobsBack() throws {
         let c = try database.connect()
         let threads = ProcessInfo.processInfo.activeProcessorCount
         let blocked = try Enqueue.jobs(
-            (0..<threads).map { _ in JobRequest("test.block", [120], options: JobOptions(timeLimit: 0.5)) }, on: c)
-        let w = try startWorker("async", ["-c", String(threads), "--hostname", "starved"])
+            (0..<threads).map { _ in JobRequest("test.block_typed", [120], options: JobOptions(timeLimit: 0.5)) },
+            on: c)
+        let w = try startWorker("async", ["-c", String(threads * 2), "--hostname", "starved"])
         #expect(
             try eventually(timeout: 10) {
                 try count(c, "SELECT count(*) FROM canvas.jobs WHERE id = ANY(\(blocked)) AND state = 'failed'")
                     == threads
             }, "\(w.log)")
-        let waiting = try Enqueue.job(JobRequest("canvas.add", [20, 22]), on: c)
+        let waiting = try Enqueue.job(JobRequest("test.retry_typed", [1]), on: c)
         #expect(w.waitForExit(timeout: 40) == 70, "\(w.log)")
         #expect(w.log.contains("the async pool is starved"), "\(w.log)")
         #expect(try status(waiting, c).state == .queued && status(waiting, c).attempt == 0)
         let other = try startWorker("threads", ["-c", "1", "--hostname", "other"])
-        #expect(try eventually(timeout: 10) { try status(waiting, c).result == .int(42) }, "\(other.log)")
+        #expect(try eventually(timeout: 10) { try status(waiting, c).result == .int(1) }, "\(other.log)")
+    }
+
+    /// Each run settled while its code goes on keeps a thread (and maybe a connection) beyond
+    /// what the worker registered: past one per runner the worker restarts to shed them.
+    @Test func moreRunsLeftBehindThanRunnersRestartTheWorker() throws {
+        let c = try database.connect()
+        let blocked = try Enqueue.jobs(
+            (0..<2).map { _ in JobRequest("test.block", [60], options: JobOptions(timeLimit: 0.3)) }, on: c)
+        let w = try startWorker("threads", ["-c", "1", "--hostname", "leaky"])
+        #expect(w.waitForExit(timeout: 20) == 70, "\(w.log)")
+        #expect(w.log.contains("left 2 runs behind"), "\(w.log)")
+        #expect(
+            try count(c, "SELECT count(*) FROM canvas.jobs WHERE id = ANY(\(blocked)) AND state = 'failed'") == 2)
+    }
+}
+
+extension PoolTests {
+    /// A warm shutdown while runners are finishing jobs by the thousand: every run reaches the
+    /// database once (none is left running for a rescue to run again), seeded SIGTERM moments.
+    @Test(arguments: inProcess)
+    func aShutdownWhileRunnersFinishLosesNoReport(pool: String) throws {
+        let c = try database.connect()
+        var random = SplitMix64(state: 0x5EED_0001 ^ UInt64(pool.count))
+        for round in 0..<4 {
+            try c.execute("TRUNCATE canvas.jobs")
+            _ = try Enqueue.jobs((0..<20_000).map { _ in JobRequest("canvas.noop") }, on: c)
+            let w = try startWorker(pool, ["-c", "8", "--loglevel", "warning", "--hostname", "r\(round)"])
+            #expect(
+                try eventually(timeout: 20, interval: 0.01) {
+                    try count(c, "SELECT count(*) FROM canvas.jobs WHERE state = 'succeeded'") > 0
+                }, "\(w.log)")
+            usleep(UInt32(Int.random(in: 0..<200_000, using: &random)))
+            w.signal(SIGTERM)
+            #expect(w.waitForExit(timeout: 30) == 0, "\(w.log)")
+            #expect(try count(c, "SELECT count(*) FROM canvas.jobs WHERE state = 'running'") == 0, "round \(round)")
+            #expect(try count(c, "SELECT count(*) FROM canvas.jobs WHERE crashes > 0 OR attempt > 1") == 0)
+            #expect(
+                try count(c, "SELECT count(*) FROM canvas.jobs WHERE state = 'queued' AND attempt <> 0") == 0,
+                "a job handed back counts no run")
+        }
+    }
+
+    /// A starmap over a typed task blocks while it waits for each typed body: in an async pool that
+    /// wait happens off Swift's cooperative threads, so more starmaps than cores at once finish.
+    @Test func starmapsOfTypedTasksBeyondTheCoreCountFinishInAnAsyncPool() throws {
+        let c = try database.connect()
+        let many = ProcessInfo.processInfo.activeProcessorCount * 3
+        let ids = try Enqueue.jobs(
+            (0..<many).map { _ in JobRequest("canvas.starmap", ["test.retry_typed", [[1], [1], [1]]]) }, on: c)
+        let w = try startWorker("async", ["-c", String(many)])
+        #expect(
+            try eventually(timeout: 30) {
+                try count(c, "SELECT count(*) FROM canvas.jobs WHERE id = ANY(\(ids)) AND state = 'succeeded'") == many
+            }, "\(w.log)")
+        #expect(try status(ids[0], c).result == .array([1, 1, 1]))
     }
 }

@@ -51,8 +51,15 @@ let retryTyped = TaskDefinition("test.retry_typed") { (n: Int, ctx) async throws
     return ctx.attempt
 }
 
+/// An async body that blocks its thread and ignores cancellation: in an in-process pool it holds
+/// one of Swift's cooperative threads until it returns.
+let blockTyped = TaskDefinition("test.block_typed") { (seconds: Double, ctx) async throws -> Int in
+    usleep(UInt32(min(seconds, 4000) * 1e6))
+    return 0
+}
+
 var registry = TaskRegistry()
-registry.register([flaky, slowButRetried, softAsync, retryTyped])
+registry.register([flaky, slowButRetried, softAsync, retryTyped, blockTyped])
 
 // [countdown, max_retries, message, succeed_on_attempt]: asks for a retry (Celery's
 // self.retry(countdown=…, max_retries=…, exc=…)) until the run's attempt reaches the last

@@ -3,8 +3,18 @@ import Foundation
 /// Tasks every worker has, for tests, benchmarks and smoke checks.
 enum BuiltinTasks {
     static func register(into registry: inout TaskRegistry) {
-        registry.register("canvas.noop") { _, _ in .null }
-        registry.register("canvas.add") { _, args in
+        // Code that never blocks runs as it is in an async pool too, on its cooperative threads
+        // (anything else runs there on a thread of the runner's own: a hop per job).
+        func nonBlocking(_ name: String, _ body: @escaping TaskFunction) {
+            var task = RegisteredTask(name, run: body)
+            task.runAsync = { context, args in
+                var context = context
+                return try body(&context, args)
+            }
+            registry.register(task)
+        }
+        nonBlocking("canvas.noop") { _, _ in .null }
+        nonBlocking("canvas.add") { _, args in
             guard args.count == 2 else { throw TaskError.badArguments("canvas.add", "two numbers") }
             if let a = args[0].intValue, let b = args[1].intValue, case .int = args[0], case .int = args[1] {
                 let (sum, overflow) = a.addingReportingOverflow(b)
@@ -15,17 +25,17 @@ enum BuiltinTasks {
             }
             return .double(a + b)
         }
-        registry.register("canvas.sum") { _, args in
+        nonBlocking("canvas.sum") { _, args in
             guard args.count == 1, let list = args[0].arrayValue else {
                 throw TaskError.badArguments("canvas.sum", "one list of numbers")
             }
             return try sum(list)
         }
         // What a call received, positional and keyword: shows how partial calls and chains merge.
-        registry.register("canvas.echo") { context, args in
+        nonBlocking("canvas.echo") { context, args in
             .object(["args": .array(args), "kwargs": .object(context.kwargs)])
         }
-        registry.register("canvas.identity") { _, args in
+        nonBlocking("canvas.identity") { _, args in
             guard args.count == 1 else { throw TaskError.badArguments("canvas.identity", "one argument") }
             return args[0]
         }
@@ -45,7 +55,7 @@ enum BuiltinTasks {
             return .null
         }
         registry.register(sleep)
-        registry.register("canvas.fail") { _, args in
+        nonBlocking("canvas.fail") { _, args in
             throw TaskError(args.first?.stringValue ?? args.first?.jsonText ?? "canvas.fail was called")
         }
         registry.register("canvas.starmap") { context, args in
@@ -66,7 +76,7 @@ enum BuiltinTasks {
             }
             return .array(results)
         }
-        registry.register("canvas.spawn") { context, args in
+        nonBlocking("canvas.spawn") { context, args in
             // Enqueues the canvas (JSON form) it is given, committed with its own success.
             guard args.count == 1, args[0].objectValue != nil else {
                 throw TaskError.badArguments("canvas.spawn", "one canvas in its JSON form")

@@ -82,7 +82,7 @@ public struct TaskRegistry: Sendable {
     }
 
     /// Work a pool process does once when it starts, before its first job (loading fonts, say),
-    /// so the first job does not pay for it.
+    /// so the first job does not pay for it; an in-process pool does it once, in the supervisor.
     public private(set) var warmUps: [@Sendable () -> Void] = []
 
     public mutating func onPoolProcessStart(_ warmUp: @escaping @Sendable () -> Void) { warmUps.append(warmUp) }

@@ -35,26 +35,38 @@ final class InProcessPool: @unchecked Sendable {
         var retired = false
         /// When it last finished a job (uptime, ns), for the idle connection timeout.
         var idleSince = DispatchTime.now().uptimeNanoseconds
-        /// Opened on a task's first use; owned by the runner while busy.
+        /// Opened on a task's first use; set and cleared under the pool's lock, used by the runner
+        /// while busy (and cancelled by the supervisor when it forgets the runner's run).
         var connection: Connection?
+        /// An async pool runs synchronous bodies here, on a thread of their own, never on Swift's
+        /// cooperative threads: blocking there (libpq, a typed task waited for) could hold them all.
+        let blockingQueue: DispatchQueue
 
         init(id: Int, slot: Int, logger: Logger) {
             self.id = id
             self.slot = slot
             self.logger = logger
+            self.blockingQueue = DispatchQueue(label: "pgcanvas.pool.\(slot).\(id)")
         }
     }
 
-    /// A job being run, by whom, and until when.
+    /// A job handed to a runner, and, once it started, until when it may run.
     struct Run {
         var job: ClaimedJob
         var runner: Runner
+        /// Set when the runner starts it: its limits count from then, not from the hand-off.
         var deadline: UInt64?
         var softDeadline: UInt64?
         /// Cancels an async body; nil until it started, or for synchronous code.
         var cancel: CancelHandle?
         var cancelRequested = false
+        /// The runner's connection when the run was forgotten: its statement is cancelled.
+        var leftConnection: Connection?
     }
+
+    /// More runs than this left behind (settled while their code went on) and the worker restarts:
+    /// each holds a thread, perhaps a connection, beyond what the worker registered.
+    var runawayBound: Int { size }
 
     /// Why the supervisor settled a run itself.
     enum Stop { case timeLimit, cancel }
@@ -127,7 +139,7 @@ final class InProcessPool: @unchecked Sendable {
             line.append(contentsOf: jobs)
             while !asyncWaiters.isEmpty, let job = takeFromLine() {
                 let (runner, continuation) = asyncWaiters.removeLast()
-                begin(job, on: runner)
+                assign(job, to: runner)
                 handOff.append((continuation, job))
             }
             if kind == .threads {
@@ -190,7 +202,7 @@ final class InProcessPool: @unchecked Sendable {
     func secondsToNextDeadline(atMost limit: Double) -> Double {
         let now = DispatchTime.now().uptimeNanoseconds
         return locked {
-            var wake = now + UInt64(limit * 1e9)
+            var wake = now + Self.nanoseconds(limit)
             for run in running.values {
                 if let d = run.deadline { wake = min(wake, d) }
                 if let d = run.softDeadline, !run.cancelRequested { wake = min(wake, d) }
@@ -203,28 +215,27 @@ final class InProcessPool: @unchecked Sendable {
     /// Settles every run here and forgets their runners (a cold shutdown). - Returns: their jobs.
     func abandonAll() -> [ClaimedJob] {
         let runs = locked { Array(running.keys).compactMap { forget($0) } }
-        for run in runs { run.cancel?.cancel() }
+        for run in runs { stop(run) }
         return runs.map(\.job)
     }
 
     var runningCount: Int { locked { running.count } }
 
-    /// Whether code the pool could not stop starves it. Blocking synchronous code in an async pool
-    /// holds one of Swift's cooperative threads (one per core), and once runs the pool settled
-    /// (time limit, cancel) hold all of them, nothing runs again: only the end of the process
-    /// frees them. Seen when a probe task has not run for `seconds` while such runs exist. A
-    /// threads pool gives each forgotten run's place to a new thread, so it cannot starve so.
-    /// - Returns: why, when starved.
+    /// Whether code the pool could not stop has taken too much from it: more runs it settled
+    /// (time limit, cancel) still going than it has runners, or Swift's cooperative threads all
+    /// held (a probe task has not run for `seconds`) while such runs exist. An async body that
+    /// blocks holds a cooperative thread (one per core); once they are all held nothing async runs
+    /// again, in either pool (the threads pool awaits typed bodies there). Only the end of the
+    /// process frees them. - Returns: why, when so.
     func starvation(after seconds: Double) -> String? {
-        guard kind == .async else { return nil }
         let now = DispatchTime.now().uptimeNanoseconds
-        let (send, starved) = locked { () -> (Bool, Bool) in
+        let (send, starved, left) = locked { () -> (Bool, Bool, Int) in
             guard let sent = probeSent else {
-                guard now &- probeAnswered > 1_000_000_000 else { return (false, false) }
+                guard now &- probeAnswered > 1_000_000_000 else { return (false, false, runaways) }
                 probeSent = now
-                return (true, false)
+                return (true, false, runaways)
             }
-            return (false, runaways > 0 && now &- sent > UInt64(seconds * 1e9))
+            return (false, runaways > 0 && now &- sent > Self.nanoseconds(seconds), runaways)
         }
         if send {
             Task.detached { [self] in
@@ -234,9 +245,13 @@ final class InProcessPool: @unchecked Sendable {
                 }
             }
         }
+        if left > runawayBound {
+            return
+                "the \(kind.rawValue) pool left \(left) runs behind (settled at a time limit or cancel while their code went on), more than its \(size) runners; restarting the worker"
+        }
         guard starved else { return nil }
         return
-            "the async pool is starved: for \(formatSeconds(seconds))s no Swift task could run while runs it settled (time limit, cancel) still hold its threads; restarting the worker"
+            "the \(kind.rawValue) pool is starved: for \(formatSeconds(seconds))s no Swift task could run while runs it settled (time limit, cancel) still hold its threads; restarting the worker"
     }
 
     /// Closes connections no task has used for `seconds`, so an idle pool holds no server slots.
@@ -282,19 +297,38 @@ final class InProcessPool: @unchecked Sendable {
         return job
     }
 
-    /// Records that `runner` starts `job`; wakes the supervisor if its deadline comes before the
-    /// loop would wake by itself.
-    private func begin(_ job: ClaimedJob, on runner: Runner) {
+    /// Hands `job` to `runner`: from now on the pool answers for it (settled by the runner, or by
+    /// the supervisor if it cancels or abandons it before the runner is done).
+    private func assign(_ job: ClaimedJob, to runner: Runner) {
         runner.busy = true
-        let now = DispatchTime.now().uptimeNanoseconds
-        let deadline = limits.hard(job).map { now &+ UInt64($0 * 1e9) }
-        let soft = kind == .async ? limits.soft(job).map { now &+ UInt64($0 * 1e9) } : nil
-        running[job.id] = Run(job: job, runner: runner, deadline: deadline, softDeadline: soft)
-        if let first = [deadline, soft].compactMap({ $0 }).min(), first < plannedWake {
-            plannedWake = first
-            SharedState.poke(state.mainWake.write)
-        }
+        running[job.id] = Run(job: job, runner: runner)
     }
+
+    /// The runner is about to run `job`: its limits start now. - Returns: false when the job was
+    /// settled before its runner got to it (cancelled, or abandoned at a shutdown): the runner
+    /// must not run it, and stops, as it was retired with it.
+    private func start(_ job: ClaimedJob, on runner: Runner) -> Bool {
+        lock.lock()
+        guard let run = running[job.id], run.runner === runner, !runner.retired else {
+            runaways -= 1
+            lock.unlock()
+            return false
+        }
+        let now = DispatchTime.now().uptimeNanoseconds
+        let deadline = limits.hard(run.job).map { now &+ Self.nanoseconds($0) }
+        let soft = kind == .async ? limits.soft(run.job).map { now &+ Self.nanoseconds($0) } : nil
+        running[job.id]?.deadline = deadline
+        running[job.id]?.softDeadline = soft
+        let wake = [deadline, soft].compactMap { $0 }.min().map { $0 < plannedWake } ?? false
+        if wake { plannedWake = 0 }
+        lock.unlock()
+        // The supervisor's loop sleeps until the next deadline it knew of: this one may be sooner.
+        if wake { SharedState.poke(state.mainWake.write) }
+        return true
+    }
+
+    /// Seconds as nanoseconds, bounded (a limit of a century is as good as none).
+    static func nanoseconds(_ seconds: Double) -> UInt64 { UInt64(max(0, min(seconds, 3e9)) * 1e9) }
 
     /// Takes the run of `id` away from its runner, which is retired. - Returns: the run.
     private func forget(_ id: Int64) -> Run? {
@@ -302,7 +336,9 @@ final class InProcessPool: @unchecked Sendable {
         run.runner.retired = true
         runners[run.runner.id] = nil
         runaways += 1
-        return run
+        var forgotten = run
+        forgotten.leftConnection = run.runner.connection
+        return forgotten
     }
 
     private func startRunner(slot: Int) {
@@ -324,33 +360,54 @@ final class InProcessPool: @unchecked Sendable {
         }
     }
 
-    /// Gives each forgotten run's place to a new runner, and stops its async body.
+    /// Gives each forgotten run's place to a new runner, and stops what can be stopped of it.
     private func replace(_ runs: [Run]) {
         for run in runs {
-            run.cancel?.cancel()
+            stop(run)
             if !locked({ closed }) { startRunner(slot: run.runner.slot) }
         }
+    }
+
+    /// Cancels a forgotten run's async body, and the statement it may have left running, which
+    /// would hold a connection beyond the worker's budget, and its locks (this usually ends the
+    /// run too).
+    private func stop(_ run: Run) {
+        run.cancel?.cancel()
+        run.leftConnection?.cancel()
     }
 
     // MARK: the runners' side
 
     private func threadLoop(_ runner: Runner) {
         while let job = nextJob(for: runner) {
+            guard start(job, on: runner) else { break }
             let report = JobExecution.run(
-                message(for: job), registry: registry, logger: runner.logger, connection: connectionProvider(runner))
+                message(for: job), registry: registry, logger: runner.logger, connection: connectionProvider(runner)
+            ) { [self] cancel in started(job, on: runner, cancel: cancel) }
             guard finish(job, on: runner, report) else { break }
         }
-        runner.connection = nil
+        dropConnection(of: runner)
     }
 
     private func asyncLoop(_ runner: Runner) async {
         while let job = await nextJobAsync(for: runner) {
+            guard start(job, on: runner) else { break }
             let report = await JobExecution.runAsync(
-                message(for: job), registry: registry, logger: runner.logger, connection: connectionProvider(runner)
+                message(for: job), registry: registry, logger: runner.logger, connection: connectionProvider(runner),
+                blockingQueue: runner.blockingQueue,
+                cancelledAtSoftLimit: { [self] in locked { running[job.id]?.cancelRequested == true } }
             ) { cancel in started(job, on: runner, cancel: cancel) }
             guard finish(job, on: runner, report) else { break }
         }
-        runner.connection = nil
+        dropConnection(of: runner)
+    }
+
+    private func dropConnection(of runner: Runner) {
+        let connection = locked {
+            defer { runner.connection = nil }
+            return runner.connection
+        }
+        _ = connection  // closed here, outside the lock, as its last reference goes
     }
 
     private func message(for job: ClaimedJob) -> WireFormat.JobMessage {
@@ -362,7 +419,7 @@ final class InProcessPool: @unchecked Sendable {
             while true {
                 if closed || runner.retired { return nil }
                 if let job = takeFromLine() {
-                    begin(job, on: runner)
+                    assign(job, to: runner)
                     return job
                 }
                 lock.wait()
@@ -377,7 +434,7 @@ final class InProcessPool: @unchecked Sendable {
                 lock.unlock()
                 continuation.resume(returning: nil)
             } else if let job = takeFromLine() {
-                begin(job, on: runner)
+                assign(job, to: runner)
                 lock.unlock()
                 continuation.resume(returning: job)
             } else {
@@ -387,7 +444,8 @@ final class InProcessPool: @unchecked Sendable {
         }
     }
 
-    /// An async body started: the supervisor can now cancel it (at once if it already asked).
+    /// An async body started: the supervisor can now cancel it (at once if it already asked, or
+    /// if the run is no longer this runner's).
     private func started(_ job: ClaimedJob, on runner: Runner, cancel: CancelHandle) {
         let now = locked {
             guard let run = running[job.id], run.runner === runner else { return true }
@@ -397,10 +455,11 @@ final class InProcessPool: @unchecked Sendable {
         if now { cancel.cancel() }
     }
 
-    /// Hands the runner's report to the broker unless the supervisor settled the run first.
+    /// Hands the runner's report to the broker unless the supervisor settled the run first. The
+    /// report reaches the broker's outbox before the run leaves `running`, under the pool's lock:
+    /// a supervisor that sees no run left (a shutdown) then knows every report is in the outbox.
     /// - Returns: whether the runner goes on (false once it was forgotten).
     private func finish(_ job: ClaimedJob, on runner: Runner, _ report: JobExecution.Report) -> Bool {
-        var depthChanged: Int?
         let (settles, goesOn) = locked {
             runner.busy = false
             runner.idleSince = DispatchTime.now().uptimeNanoseconds
@@ -408,14 +467,13 @@ final class InProcessPool: @unchecked Sendable {
                 runaways -= 1
                 return (false, false)
             }
+            state.report(report.outcome(for: job))
             running[job.id] = nil
-            if pacing.record(seconds: report.seconds) { depthChanged = pacing.depth }
+            if pacing.record(seconds: report.seconds) { onDepthChange(pacing.depth) }
             return (true, !runner.retired)
         }
         if settles {
             metrics?.recordRuntime(task: job.task, seconds: report.seconds)
-            state.report(report.outcome(for: job))
-            if let depth = depthChanged { onDepthChange(depth) }
         } else {
             runner.logger.warning(
                 "Task \(job.task)[\(job.id)] returned after it was settled (time limit or cancel); its outcome is dropped"
@@ -428,11 +486,11 @@ final class InProcessPool: @unchecked Sendable {
         let configuration = ConnectionConfiguration(
             conninfo: database.conninfo, applicationName: "pgworker \(kind.workerName)-\(runner.slot)")
         let slotWait = connectionSlotWait
-        return {
-            if let c = runner.connection, c.isHealthy { return c }
-            runner.connection = nil
+        return { [self] in
+            if let c = locked({ runner.connection }), c.isHealthy { return c }
+            dropConnection(of: runner)
             let c = try PoolProcessMain.connectWaitingForASlot(configuration, logger: runner.logger, slotWait: slotWait)
-            runner.connection = c
+            locked { runner.connection = c }
             return c
         }
     }

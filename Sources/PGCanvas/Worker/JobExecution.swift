@@ -73,43 +73,25 @@ enum JobExecution {
     }
 
     /// Runs the task on this thread (a typed task's async body is waited for here).
+    /// - Parameter onStart: given by a threads pool, which must be able to cancel a typed task's
+    ///   async body it gave up on: that body then runs as a task whose handle this receives. A
+    ///   pool process needs none (it is killed instead).
     static func run(
         _ job: WireFormat.JobMessage, registry: TaskRegistry, logger: Logger,
-        connection: @escaping () throws -> Connection
+        connection: @escaping () throws -> Connection, onStart: ((CancelHandle) -> Void)? = nil
     ) -> Report {
         switch prepare(job, registry: registry, logger: logger, connection: connection) {
         case .done(let report):
             return report
         case .ready(var prepared):
-            let result = TaskExecution.$isTaskCode.withValue(true) {
-                Result { try prepared.definition.run(&prepared.context, prepared.arguments) }
-            }
-            return settle(result, prepared, logger: logger)
-        }
-    }
-
-    /// Runs the task as a Swift concurrency task: a typed task's async body natively, cancelled
-    /// with `cancel` (its soft time limit, a hard limit, a cancel in the database); an untyped
-    /// task's synchronous body on the calling task.
-    static func runAsync(
-        _ job: WireFormat.JobMessage, registry: TaskRegistry, logger: Logger,
-        connection: @escaping () throws -> Connection, started onStart: (CancelHandle) -> Void
-    ) async -> Report {
-        switch prepare(job, registry: registry, logger: logger, connection: connection) {
-        case .done(let report):
-            return report
-        case .ready(var prepared):
             let result: Result<JSONValue, any Error>
-            if let body = prepared.definition.runAsync {
+            if let onStart, let body = prepared.definition.runAsync {
                 let context = prepared.context
                 let arguments = prepared.arguments
-                let child = Task {
+                result = waitFor(cancelAt: context.softDeadline, onStart: onStart) {
                     try await TaskExecution.$isTaskCode.withValue(true) { try await body(context, arguments) }
                 }
-                onStart(CancelHandle { child.cancel() })
-                result = await child.result
             } else {
-                onStart(CancelHandle {})
                 result = TaskExecution.$isTaskCode.withValue(true) {
                     Result { try prepared.definition.run(&prepared.context, prepared.arguments) }
                 }
@@ -118,8 +100,70 @@ enum JobExecution {
         }
     }
 
+    /// Runs `body` as a Swift task and waits for it on this thread, cancelling it at the soft
+    /// deadline (runToCompletion, with the task's handle given to `onStart`).
+    private static func waitFor(
+        cancelAt deadline: Date?, onStart: (CancelHandle) -> Void,
+        _ body: @escaping @Sendable () async throws -> JSONValue
+    ) -> Result<JSONValue, any Error> {
+        let box = CompletionBox<JSONValue>()
+        let done = DispatchSemaphore(value: 0)
+        let task = Task {
+            do {
+                box.result = .success(try await body())
+            } catch {
+                box.result = .failure(error)
+            }
+            done.signal()
+        }
+        onStart(CancelHandle { task.cancel() })
+        if let deadline, done.wait(timeout: .now() + max(0, deadline.timeIntervalSinceNow)) == .timedOut {
+            task.cancel()
+        }
+        done.wait()
+        return box.result!
+    }
+
+    /// Runs the task in an async pool: a typed task's async body natively, as a child task the
+    /// pool can cancel (its soft time limit, a hard limit, a cancel in the database); any other
+    /// body on `blockingQueue`, a thread of the runner's own, because synchronous code may block
+    /// and must not hold one of Swift's few cooperative threads.
+    /// - Parameter cancelledAtSoftLimit: whether the pool cancelled the body for its soft limit:
+    ///   its CancellationError is then reported as SoftTimeLimitExceeded.
+    static func runAsync(
+        _ job: WireFormat.JobMessage, registry: TaskRegistry, logger: Logger,
+        connection: @escaping () throws -> Connection, blockingQueue: DispatchQueue,
+        cancelledAtSoftLimit: @escaping @Sendable () -> Bool, started onStart: (CancelHandle) -> Void
+    ) async -> Report {
+        guard let body = registry[job.task]?.runAsync else {
+            onStart(CancelHandle {})
+            let connection = UncheckedSendable(connection)
+            return await withCheckedContinuation { continuation in
+                blockingQueue.async {
+                    continuation.resume(
+                        returning: run(job, registry: registry, logger: logger, connection: connection.value))
+                }
+            }
+        }
+        switch prepare(job, registry: registry, logger: logger, connection: connection) {
+        case .done(let report):
+            return report
+        case .ready(let prepared):
+            let context = prepared.context
+            let arguments = prepared.arguments
+            let child = Task {
+                try await TaskExecution.$isTaskCode.withValue(true) { try await body(context, arguments) }
+            }
+            onStart(CancelHandle { child.cancel() })
+            let result = await child.result
+            return settle(result, prepared, logger: logger, cancelledAtSoftLimit: cancelledAtSoftLimit())
+        }
+    }
+
     /// Turns what the task returned or threw into the report the broker records.
-    static func settle(_ result: Result<JSONValue, any Error>, _ prepared: Prepared, logger: Logger) -> Report {
+    static func settle(
+        _ result: Result<JSONValue, any Error>, _ prepared: Prepared, logger: Logger, cancelledAtSoftLimit: Bool = false
+    ) -> Report {
         let seconds = elapsed(since: prepared.started)
         let label = prepared.label
         let context = prepared.context
@@ -143,7 +187,9 @@ enum JobExecution {
         case .failure(var error):
             // An async body cancelled at its soft deadline ends in CancellationError: it is the
             // soft time limit that stopped it, and the outcome says so.
-            if error is CancellationError, context.softTimeLimitExceeded, let soft = context.softTimeLimit {
+            if error is CancellationError, context.softTimeLimitExceeded || cancelledAtSoftLimit,
+                let soft = context.softTimeLimit
+            {
                 error = SoftTimeLimitExceeded(seconds: soft)
             }
             let message = (error as? TaskError)?.message ?? "\(error)"
@@ -187,6 +233,13 @@ enum JobExecution {
         }
         return RetryDecision.Decided(kind: .error, error: message)
     }
+}
+
+/// A value handed to another thread that does not say it is Sendable: a task's connection
+/// provider, used by one runner at a time.
+struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }
 
 /// Stops a running async body (it sees `Task.isCancelled` / `CancellationError`).

@@ -20,14 +20,18 @@ extension Supervisor {
             enforceTimeLimits()
             takeClaimedJobs()
             dispatch()
-            if let inProcess, shutdown == .running, let stalled = inProcess.starvation(after: Self.starvedAfter) {
+            if let inProcess, shutdown != .cold, let stalled = inProcess.starvation(after: Self.starvedAfter) {
+                // Runs it cannot stop hold what it needs: nothing to wait for. What it holds goes
+                // back now, and its exit status tells its service manager to start it again.
                 state.fatalError = stalled
-            }
-            if let fatal = state.fatalError, shutdown != .cold {
-                // The worker cannot go on: what it holds goes back now, and its exit status tells
-                // its service manager to start it again.
-                logger.critical("\(fatal)")
+                logger.critical("\(stalled)")
                 shutDownCold()
+            }
+            if let fatal = state.fatalError, shutdown == .running {
+                // The worker cannot go on (a pool process cannot be started): it stops as on a
+                // first SIGTERM, letting running jobs finish, and exits 70.
+                logger.critical("\(fatal)")
+                beginWarmShutdown()
             }
             if shutdown == .warm, let deadline = shutdownDeadline, Date() >= deadline {
                 logger.warning(
@@ -128,6 +132,19 @@ extension Supervisor {
         }
     }
 
+    /// Stops claiming, hands back what has not started, and lets running jobs finish within
+    /// `--shutdown-timeout`.
+    func beginWarmShutdown() {
+        shutdown = .warm
+        shutdownDeadline = Date().addingTimeInterval(configuration.shutdownTimeout)
+        logger.warning("worker: Warm shutdown (MainProcess)")
+        state.stopClaiming()
+        let unstarted = Array(waiting[waitingStart...]) + state.takeInbox() + (inProcess?.takeQueued() ?? [])
+        waiting.removeAll()
+        waitingStart = 0
+        state.handBack(unstarted)
+    }
+
     /// A run went past its hard time limit: it fails at once unless the task's policy names
     /// TimeLimitExceeded, as in Celery.
     func reportTimeLimit(_ job: ClaimedJob) {
@@ -149,15 +166,7 @@ extension Supervisor {
         for _ in Signals.take() {
             switch shutdown {
             case .running:
-                shutdown = .warm
-                shutdownDeadline = Date().addingTimeInterval(configuration.shutdownTimeout)
-                logger.warning("worker: Warm shutdown (MainProcess)")
-                state.stopClaiming()
-                let unstarted =
-                    Array(waiting[waitingStart...]) + state.takeInbox() + (inProcess?.takeQueued() ?? [])
-                waiting.removeAll()
-                waitingStart = 0
-                state.handBack(unstarted)
+                beginWarmShutdown()
             case .warm, .cold:
                 logger.warning("worker: Cold shutdown (MainProcess)")
                 shutDownCold()
@@ -168,8 +177,9 @@ extension Supervisor {
         }
     }
 
-    /// Seconds jobs may wait in an in-process pool's line, no run beginning, while runs it could
-    /// not stop still hold its threads, before the worker restarts to be rid of them.
+    /// Seconds an in-process pool's probe of Swift's cooperative threads may go unanswered, while
+    /// runs it could not stop still go on, before the worker restarts to be rid of them
+    /// (`InProcessPool.starvation`).
     static let starvedAfter = 10.0
 
     /// How long a cold shutdown waits for the hand-back of running jobs to reach the database.

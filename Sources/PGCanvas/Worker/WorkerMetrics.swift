@@ -7,9 +7,9 @@ import Prometheus
 /// pool size.
 ///
 /// Made only when the port is given: without it the supervisor and broker loop hold nil and pay
-/// one nil check per batch. Each per-task cache belongs to one thread (run times: the supervisor's
-/// event loop; outcomes and receipts: the broker loop), so the hot paths take no lock of ours; the
-/// Prometheus metrics themselves are atomics.
+/// one nil check per batch. The outcome and receipt caches belong to the broker loop; run times
+/// come from the supervisor's event loop or an in-process pool's runners, under a lock of their
+/// own (uncontended in prefork). The Prometheus metrics themselves are atomics.
 ///
 /// `@unchecked Sendable`: `runtimes` is touched only with `runtimesLock` held (the supervisor's
 /// thread, or an in-process pool's runners), `counters` and `queueWaits` only by the broker
