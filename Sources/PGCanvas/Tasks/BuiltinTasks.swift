@@ -3,14 +3,11 @@ import Foundation
 /// Tasks every worker has, for tests, benchmarks and smoke checks.
 enum BuiltinTasks {
     static func register(into registry: inout TaskRegistry) {
-        // Code that never blocks runs as it is in an async pool too, on its cooperative threads
+        // Code that never blocks runs where it is in an async pool, on its cooperative threads
         // (anything else runs there on a thread of the runner's own: a hop per job).
         func nonBlocking(_ name: String, _ body: @escaping TaskFunction) {
             var task = RegisteredTask(name, run: body)
-            task.runAsync = { context, args in
-                var context = context
-                return try body(&context, args)
-            }
+            task.neverBlocks = true
             registry.register(task)
         }
         nonBlocking("canvas.noop") { _, _ in .null }

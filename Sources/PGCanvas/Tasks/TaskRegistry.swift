@@ -33,6 +33,9 @@ public struct RegisteredTask: Sendable {
     /// The task's async body, when it has one (typed tasks): `--pool async` awaits it as it is,
     /// where the other pools wait for `run`.
     public var runAsync: AsyncTaskFunction?
+    /// Its synchronous body never blocks and returns at once (pure computation): an async pool
+    /// runs it where it is, with no hop to another thread or task.
+    public var neverBlocks = false
 
     public init(
         _ name: String, timeLimit: Double? = nil, softTimeLimit: Double? = nil, retry: RetryPolicy? = nil,

@@ -428,7 +428,14 @@ final class InProcessPool: @unchecked Sendable {
     }
 
     private func nextJobAsync(for runner: Runner) async -> ClaimedJob? {
-        await withCheckedContinuation { (continuation: CheckedContinuation<ClaimedJob?, Never>) in
+        // With jobs in line (a busy queue) the runner takes the next one without suspending.
+        let ready = locked { () -> ClaimedJob? in
+            guard !closed, !runner.retired, let job = takeFromLine() else { return nil }
+            assign(job, to: runner)
+            return job
+        }
+        if let ready { return ready }
+        return await withCheckedContinuation { (continuation: CheckedContinuation<ClaimedJob?, Never>) in
             lock.lock()
             if closed || runner.retired {
                 lock.unlock()

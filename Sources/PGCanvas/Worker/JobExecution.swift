@@ -135,6 +135,10 @@ enum JobExecution {
         connection: @escaping () throws -> Connection, blockingQueue: DispatchQueue,
         cancelledAtSoftLimit: @escaping @Sendable () -> Bool, started onStart: (CancelHandle) -> Void
     ) async -> Report {
+        if registry[job.task]?.neverBlocks == true {
+            onStart(CancelHandle {})
+            return run(job, registry: registry, logger: logger, connection: connection)
+        }
         guard let body = registry[job.task]?.runAsync else {
             onStart(CancelHandle {})
             let connection = UncheckedSendable(connection)
