@@ -4,8 +4,10 @@
 #
 # A producer keeps LOW..LOW+CHUNK jobs queued ahead (INSERT … SELECT generate_series, CHUNK rows a
 # transaction, never all N at once) and goes on past N, so the last million runs at the same
-# steady state as the first rather than in a draining tail. A sampler records every second:
-# jobs finished so far, jobs/s, canvas.jobs heap and index sizes, dead tuples, autovacuum runs.
+# steady state as the first rather than in a draining tail. Chunks are small because an insert's
+# transaction holds back what VACUUM may remove for as long as it runs, as any producer's would.
+# A sampler records every second: jobs finished so far, jobs/s, canvas.jobs heap and index
+# sizes, dead tuples, autovacuum runs, and who is vacuuming the table at that moment.
 # It stops once N jobs finished, then prints the first million against the last and the sizes
 # (bench/soak_plot.py --summary; `bench/soak_plot.py CSV PNG` draws the curve).
 #
@@ -16,7 +18,7 @@
 # last id inserted − first id still queued + 1, one probe of the claim index (as a claim makes).
 #
 # Replaces what the database's canvas.jobs holds; use a database of its own.
-# Usage: DATABASE_URL=… [BIN=.build/release] [PRUNE_AFTER=10] [LOW=200000] [CHUNK=100000]
+# Usage: DATABASE_URL=… [BIN=.build/release] [PRUNE_AFTER=10] [LOW=200000] [CHUNK=25000]
 #        [CSV=.build/soak.csv] bench/soak.sh [N=10000000] [C=8]
 set -euo pipefail
 BIN="${BIN:-.build/release}"
@@ -24,7 +26,7 @@ n="${1:-10000000}"
 c="${2:-8}"
 prune_after="${PRUNE_AFTER:-10}"
 low="${LOW:-200000}"
-chunk="${CHUNK:-100000}"
+chunk="${CHUNK:-25000}"
 csv="${CSV:-.build/soak.csv}"
 here="$(cd "$(dirname "$0")" && pwd)"
 export PGAPPNAME=soak
@@ -89,7 +91,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "t,finished,jobs_per_s,produced,queued,running,table_bytes,indexes_bytes,queued_idx_bytes,claim_idx_bytes,finished_idx_bytes,running_idx_bytes,pkey_bytes,live_tuples,dead_tuples,autovacuums,autoanalyzes,finish_counts_bytes" >"$csv"
+echo "t,finished,jobs_per_s,produced,queued,running,table_bytes,indexes_bytes,queued_idx_bytes,claim_idx_bytes,finished_idx_bytes,running_idx_bytes,pkey_bytes,live_tuples,dead_tuples,autovacuums,autoanalyzes,finish_counts_bytes,vacuuming" >"$csv"
 sample="WITH k AS ($counts)
 SELECT extract(epoch FROM clock_timestamp()), k.total - k.queued - k.running, k.total, k.queued, k.running,
        pg_table_size('canvas.jobs'), pg_indexes_size('canvas.jobs'),
@@ -97,7 +99,11 @@ SELECT extract(epoch FROM clock_timestamp()), k.total - k.queued - k.running, k.
        coalesce(pg_relation_size(to_regclass('canvas.jobs_finished_idx')), 0), coalesce(pg_relation_size(to_regclass('canvas.jobs_running_idx')), 0),
        coalesce(pg_relation_size(to_regclass('canvas.jobs_pkey')), 0),
        s.n_live_tup, s.n_dead_tup, s.autovacuum_count, s.autoanalyze_count,
-       pg_total_relation_size('canvas.finish_counts')
+       pg_total_relation_size('canvas.finish_counts'),
+       -- Who is vacuuming canvas.jobs now: 1 a worker (VACUUM), 2 autovacuum, 0 nobody.
+       coalesce((SELECT max(CASE WHEN a.backend_type = 'autovacuum worker' THEN 2 ELSE 1 END)
+                 FROM pg_stat_progress_vacuum v JOIN pg_stat_activity a USING (pid)
+                 WHERE v.relid = 'canvas.jobs'::regclass), 0)
 FROM k, pg_stat_user_tables s WHERE s.relid = 'canvas.jobs'::regclass"
 t0=""
 prev_t=""

@@ -40,8 +40,7 @@ def mib(b):
     return b / 1048576
 
 
-def summary(rows, jobs, first_claim, worker):
-    step = 1_000_000
+def summary(rows, jobs, first_claim, worker, step):
     done = int(rows[-1]["finished"])
     jobs = min(jobs, done)
     marks = list(range(step, jobs + 1, step))
@@ -54,15 +53,12 @@ def summary(rows, jobs, first_claim, worker):
         per_million.append(step / (t - t_prev))
         t_prev = t
     if per_million:
-        print("jobs/s per million:", " / ".join(f"{r:,.0f}" for r in per_million))
+        print(f"jobs/s per {step:,} jobs:", " / ".join(f"{r:,.0f}" for r in per_million))
         first, last = per_million[0], per_million[-1]
         print(
-            f"first million {first:,.0f} jobs/s, last million {last:,.0f} jobs/s:"
+            f"first {step:,} {first:,.0f} jobs/s, last {step:,} {last:,.0f} jobs/s:"
             f" last/first {last / first:.3f} ({(last / first - 1) * 100:+.1f} %)"
         )
-    if jobs % step and jobs > step:
-        t_end, t_from = time_at(rows, jobs), time_at(rows, jobs - step)
-        print(f"last million ({jobs - step:,}..{jobs:,}): {step / (t_end - t_from):,.0f} jobs/s")
     print(f"overall: {jobs / (time_at(rows, jobs) - start):,.0f} jobs/s")
 
     # Sizes once the worker runs: the producer's first chunk comes before it.
@@ -123,7 +119,9 @@ def plot(rows, png, title):
     millions = top.secondary_xaxis("top")
     millions.set_xlabel("jobs finished (millions)", fontsize=8)
     ticks = []
-    for m in range(0, int(running[-1]["finished"]) + 1, max(1, int(running[-1]["finished"]) // 10)):
+    total = int(running[-1]["finished"])
+    every = next((e for e in (100_000, 200_000, 500_000, 1_000_000, 2_000_000, 5_000_000) if total / e <= 11), 10_000_000)
+    for m in range(0, total + 1, every):
         at = time_at(running, m) if m else running[0]["t"]
         if at is not None:
             ticks.append((at - t0, m))
@@ -160,16 +158,18 @@ def main():
     p.add_argument("--summary", action="store_true", help="print the figures (no matplotlib needed)")
     p.add_argument("--jobs", type=int, help="N of the soak (default: what finished)")
     p.add_argument("--first-claim", type=float, help="seconds from the first sample to the first claim")
+    p.add_argument("--step", type=int, help="jobs per slice compared (default: a million, or a tenth of a shorter soak)")
     p.add_argument("--worker", default="pgworker")
-    p.add_argument("--title", default="")
+    p.add_argument("--title", default="", help="what follows the job count in the title")
     a = p.parse_args()
     rows = load(a.csv)
     if not rows:
         sys.exit("soak_plot: no samples in " + a.csv)
     if a.summary or not a.png:
-        summary(rows, a.jobs or int(rows[-1]["finished"]), a.first_claim, a.worker)
+        jobs = a.jobs or int(rows[-1]["finished"])
+        summary(rows, jobs, a.first_claim, a.worker, a.step or (1_000_000 if jobs >= 10_000_000 else max(1, jobs // 10)))
     if a.png:
-        plot(rows, a.png, a.title or f"{int(rows[-1]['finished']):,} no-op jobs, {a.worker}")
+        plot(rows, a.png, f"{int(rows[-1]['finished']):,} no-op jobs, " + (a.title or a.worker))
 
 
 if __name__ == "__main__":
