@@ -7,7 +7,9 @@
 # steady state as the first rather than in a draining tail. Chunks are small because an insert's
 # transaction holds back what VACUUM may remove for as long as it runs, as any producer's would.
 # A sampler records every second: jobs finished so far, jobs/s, canvas.jobs heap and index
-# sizes, dead tuples, autovacuum runs, and who is vacuuming the table at that moment.
+# sizes, dead tuples, autovacuum runs, who is vacuuming the table at that moment, and the pages
+# one claim's scan of the claim index reads (its SELECT, without the locks: EXPLAIN ANALYZE) —
+# the cost that grows when dead entries pile up, whatever else the machine is doing.
 # It stops once N jobs finished, then prints the first million against the last and the sizes
 # (bench/soak_plot.py --summary; `bench/soak_plot.py CSV PNG` draws the curve).
 #
@@ -38,6 +40,15 @@ q -c "SET client_min_messages = warning" \
     -c "DROP TABLE IF EXISTS soak.produced" \
     -c "CREATE TABLE soak.produced (total bigint NOT NULL, last_id bigint)" \
     -c "INSERT INTO soak.produced VALUES (0, NULL)" \
+    -c "CREATE OR REPLACE FUNCTION soak.claim_pages() RETURNS integer LANGUAGE plpgsql AS \$\$
+        DECLARE p json;
+        BEGIN
+            EXECUTE 'EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
+                     SELECT x.id FROM canvas.jobs x
+                     WHERE x.state = ''queued'' AND x.queue = ''default'' AND (x.expires_at IS NULL OR x.expires_at > now())
+                     ORDER BY x.priority, x.id LIMIT 16' INTO p;
+            RETURN (p->0->'Plan'->>'Shared Hit Blocks')::integer + (p->0->'Plan'->>'Shared Read Blocks')::integer;
+        END \$\$" \
     -c "SELECT pg_stat_reset_single_table_counters('canvas.jobs'::regclass)"
 
 # One chunk of k jobs and the producer's count, in one transaction.
@@ -91,7 +102,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "t,finished,jobs_per_s,produced,queued,running,table_bytes,indexes_bytes,queued_idx_bytes,claim_idx_bytes,finished_idx_bytes,running_idx_bytes,pkey_bytes,live_tuples,dead_tuples,autovacuums,autoanalyzes,finish_counts_bytes,vacuuming" >"$csv"
+echo "t,finished,jobs_per_s,produced,queued,running,table_bytes,indexes_bytes,queued_idx_bytes,claim_idx_bytes,finished_idx_bytes,running_idx_bytes,pkey_bytes,live_tuples,dead_tuples,autovacuums,autoanalyzes,finish_counts_bytes,vacuuming,claim_pages" >"$csv"
 sample="WITH k AS ($counts)
 SELECT extract(epoch FROM clock_timestamp()), k.total - k.queued - k.running, k.total, k.queued, k.running,
        pg_table_size('canvas.jobs'), pg_indexes_size('canvas.jobs'),
@@ -103,7 +114,8 @@ SELECT extract(epoch FROM clock_timestamp()), k.total - k.queued - k.running, k.
        -- Who is vacuuming canvas.jobs now: 1 a worker (VACUUM), 2 autovacuum, 0 nobody.
        coalesce((SELECT max(CASE WHEN a.backend_type = 'autovacuum worker' THEN 2 ELSE 1 END)
                  FROM pg_stat_progress_vacuum v JOIN pg_stat_activity a USING (pid)
-                 WHERE v.relid = 'canvas.jobs'::regclass), 0)
+                 WHERE v.relid = 'canvas.jobs'::regclass), 0),
+       soak.claim_pages()
 FROM k, pg_stat_user_tables s WHERE s.relid = 'canvas.jobs'::regclass"
 t0=""
 prev_t=""

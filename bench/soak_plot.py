@@ -80,6 +80,14 @@ def summary(rows, jobs, first_claim, worker, step):
             f"{label:22} min {mib(min(vals)):8.1f} MiB  max {mib(max(vals)):8.1f} MiB"
             f"  (second half: {mib(min(later)):7.1f}..{mib(max(later)):7.1f}, at the end {mib(vals[-1]):7.1f})"
         )
+    if "claim_pages" in running[0]:
+        pages = sorted(r["claim_pages"] for r in running)
+        firsts = sorted(r["claim_pages"] for r in running[: len(running) // 10 or 1])
+        lasts = sorted(r["claim_pages"] for r in running[-(len(running) // 10 or 1) :])
+        print(
+            f"pages one claim's scan reads: median {pages[len(pages) // 2]:.0f}, max {pages[-1]:.0f};"
+            f" median of the first tenth of the samples {firsts[len(firsts) // 2]:.0f}, of the last {lasts[len(lasts) // 2]:.0f}"
+        )
     print(
         f"dead tuples max {max(r['dead_tuples'] for r in running):,.0f};"
         f" live tuples max {max(r['live_tuples'] for r in running):,.0f};"
@@ -109,7 +117,17 @@ def plot(rows, png, title):
         else:
             smooth.append(rate[i])
 
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6.5), dpi=110)
+    has_claim = "claim_pages" in running[0]
+    if has_claim:
+        fig, (top, middle, bottom) = plt.subplots(
+            3, 1, sharex=True, figsize=(10, 8.5), dpi=110, gridspec_kw={"height_ratios": [3, 1.4, 3]}
+        )
+        middle.plot(t, [r["claim_pages"] for r in running], color="#238b45", linewidth=0.7)
+        middle.set_ylabel("pages a claim\nscan reads", fontsize=8)
+        middle.set_ylim(0, None)
+        middle.grid(alpha=0.3)
+    else:
+        fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(10, 6.5), dpi=110)
     top.plot(t, rate, color="#9ecae1", linewidth=0.6, label="jobs/s, each sample (~1 s)")
     top.plot(t, smooth, color="#08519c", linewidth=1.6, label="jobs/s, 10 s window")
     top.set_ylabel("jobs/s")
