@@ -138,8 +138,11 @@ final class VacuumTests {
         #expect(try vacuums(admin) == 1)
     }
 
-    @Test func migrationMakesAutovacuumComeSoonerForTheJobsTable() throws {
+    @Test func migrationMakesAutovacuumComeSoonerAndOrdersFinishedJobsByTimeAndId() throws {
         let c = try database.connect()
+        #expect(
+            try c.query("SELECT pg_get_indexdef('canvas.jobs_finished_idx'::regclass)")[0].decode(String.self, 0)
+                .contains("(finished_at, id) WHERE"))
         let options = try c.query(
             "SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = 'canvas.jobs'::regclass"
         )[0].decode(String.self, 0).split(separator: ",").map(String.init)
