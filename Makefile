@@ -70,9 +70,10 @@ soak: deps
 # own, pgcanvas_soak on the embedded server (made and migrated here), or SOAK_DATABASE_URL.
 SOAK_JOBS ?= 10000000
 SOAK_PYTHON ?= python3
-soak-10m: build db
+soak-10m: build
 	@set -e; url="$${SOAK_DATABASE_URL:-}"; \
 	if [ -z "$$url" ]; then \
+		$(MAKE) -s db >/dev/null; \
 		url="$$(PGCANVAS_DBNAME=pgcanvas_soak scripts/pgdev.sh url)"; \
 		psql "$(DB_URL)" -qAtX -c "SELECT 1 FROM pg_database WHERE datname = 'pgcanvas_soak'" | grep -q 1 \
 			|| psql "$(DB_URL)" -qX -c "CREATE DATABASE pgcanvas_soak"; \
