@@ -60,17 +60,18 @@ public struct Vacuumer: Sendable {
             permitted = may
             if !may { return .notPermitted }
         }
+        // Not while another VACUUM has the table: SKIP_LOCKED would skip it anyway, with a
+        // warning on stderr (which only a race between the two statements still gives). Session
+        // settings to hush it are out: behind a pooler in transaction mode they would land on
+        // some other client's server connection.
         let dead = try c.query(
             """
             SELECT n_dead_tup FROM pg_stat_user_tables
             WHERE relid = 'canvas.jobs'::regclass AND n_dead_tup >= \(threshold) + \(scale) * n_live_tup
+              AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_vacuum WHERE relid = 'canvas.jobs'::regclass)
             """)
         guard let row = dead.first else { return .idle }
         let count = try row.decode(Int.self, 0)
-        // Statement by statement: VACUUM cannot run in the implicit transaction of a script. The
-        // warning SKIP_LOCKED gives when autovacuum is at it says nothing worth a log line.
-        try c.executeScript("SET client_min_messages = error")
-        defer { try? c.executeScript("RESET client_min_messages") }
         // INDEX_CLEANUP ON: the index is the point, and AUTO skips it when few heap pages hold
         // dead rows (a large table, a quiet hour), leaving the claim index's front as it was.
         try c.executeScript("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) canvas.jobs")
