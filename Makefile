@@ -5,7 +5,7 @@ CONFIG ?= release
 BIN = .build/$(CONFIG)
 DB_URL = $(shell scripts/pgdev.sh url)
 
-.PHONY: deps db db-stop build test shell-tests browser-test soak demo bench clean format
+.PHONY: deps db db-stop build test shell-tests browser-test soak soak-10m demo bench clean format
 
 deps:
 	@scripts/deps.sh
@@ -61,6 +61,27 @@ soak: deps
 	@$(SWIFT) build --build-tests
 	@PGCANVAS_FAULT_CANVASES=$${PGCANVAS_FAULT_CANVASES:-10000} \
 		$(SWIFT) test --skip-build --filter 'FaultTests/(randomCanvasesUnderRandomFaults|inProcessPoolsUnderRandomFaults)'
+
+# Flat over time (docs/benchmarks.md): SOAK_JOBS (10,000,000) no-op jobs through one
+# `pgworker -c 8 --prune-after 10`, the queue kept fed at steady state, sampled every second; prints
+# the first million against the last and the sizes of canvas.jobs, and draws
+# docs/images/soak-10m.png with SOAK_PYTHON (a Python with matplotlib: see bench/soak_plot.py).
+# Not part of `make test` or `make bench`: 10 to 20 minutes on 2 cores. Runs in a database of its
+# own, pgcanvas_soak on the embedded server (made and migrated here), or SOAK_DATABASE_URL.
+SOAK_JOBS ?= 10000000
+SOAK_PYTHON ?= python3
+soak-10m: build
+	@set -e; url="$${SOAK_DATABASE_URL:-}"; \
+	if [ -z "$$url" ]; then \
+		$(MAKE) -s db >/dev/null; \
+		url="$$(PGCANVAS_DBNAME=pgcanvas_soak scripts/pgdev.sh url)"; \
+		psql "$(DB_URL)" -qAtX -c "SELECT 1 FROM pg_database WHERE datname = 'pgcanvas_soak'" | grep -q 1 \
+			|| psql "$(DB_URL)" -qX -c "CREATE DATABASE pgcanvas_soak"; \
+	fi; \
+	DATABASE_URL="$$url" $(BIN)/voteradmin migrate >/dev/null; \
+	DATABASE_URL="$$url" BIN=$(BIN) CSV=.build/soak-10m.csv bench/soak.sh $(SOAK_JOBS) 8; \
+	$(SOAK_PYTHON) bench/soak_plot.py .build/soak-10m.csv docs/images/soak-10m.png \
+		--title "one pgworker -c 8 --prune-after 10, 200,000-225,000 kept queued ($$(date -u +%F))"
 
 # The whole job on the embedded database: migrate, seed 10,000 voters, install the original's
 # debug-every-30-seconds schedule, start a worker with 8 pool processes and beat, generate every

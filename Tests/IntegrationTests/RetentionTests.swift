@@ -270,6 +270,36 @@ final class RetentionTests {
         #expect(used["schedule_firings_pkey", default: 0] >= 4950, "one probe per old firing: \(used)")
     }
 
+    /// Statistics taken while every job was still queued (a new table, a queue that just started)
+    /// once made each batch read every finished job twice, in a sort and in its DELETE.
+    @Test func aBatchReadsItsBatchEvenWhenTheStatisticsPredateEveryFinish() throws {
+        let c = try database.connect()
+        try c.executeScript(
+            """
+            INSERT INTO canvas.jobs (task) SELECT 'canvas.noop' FROM generate_series(1, 60000);
+            ANALYZE canvas.jobs;
+            UPDATE canvas.jobs SET state = 'succeeded', started_at = now() - interval '2 days',
+                finished_at = now() - interval '2 days' + id * interval '1 ms'
+            WHERE id % 6 <> 0;
+            SET enable_indexscan = on;
+            """)
+        let (report, read, setting) = try c.withTransaction { tx in
+            var pruner = Pruner(age: 86_400, batchSize: 5000)
+            let report = try pruner.batch(on: tx)
+            let row = try tx.query(
+                """
+                SELECT pg_stat_get_xact_tuples_returned('canvas.jobs_finished_idx'::regclass),
+                       current_setting('enable_indexscan') || current_setting('enable_bitmapscan')
+                """)[0]
+            return (report, try row.decode(Int.self, 0), try row.decode(String.self, 1))
+        }
+        #expect(report.jobs == 5000 && report.more)
+        // 50,000 finished: the batch's 5,000 through the index, the DELETE by TID.
+        #expect(read == 5000, "entries of jobs_finished_idx read for one batch of 5,000: \(read)")
+        #expect(setting == "onon", "the session's planner settings are as they were")
+        #expect(try count("SELECT count(*) FROM canvas.jobs", c) == 55000)
+    }
+
     @Test func aWorkerPrunesABacklogWithinSecondsAndKeepsAtIt() throws {
         let c = try database.connect()
         try c.execute(

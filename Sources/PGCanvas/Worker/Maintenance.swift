@@ -21,6 +21,7 @@ final class Maintenance: @unchecked Sendable {
     private lazy var pruner = configuration.pruneAfter.map {
         Pruner(age: $0, budget: configuration.heartbeatInterval / 2)
     }
+    private lazy var vacuumer = Vacuumer(interval: configuration.heartbeatInterval)
 
     init(
         configuration: WorkerConfiguration, state: SharedState, logger: Logger,
@@ -93,6 +94,14 @@ final class Maintenance: @unchecked Sendable {
                             "pruned.jobs": "\(pruned.jobs)", "pruned.chords": "\(pruned.chords)",
                             "pruned.firings": "\(pruned.firings)",
                         ])
+                }
+                switch try vacuumer.runIfDue(on: c) {
+                case .vacuumed(let dead):
+                    logger.debug("vacuumed canvas.jobs", metadata: ["dead_rows": "\(dead)"])
+                case .notPermitted:
+                    logger.info("this role may not vacuum canvas.jobs; autovacuum keeps the claim index short")
+                case .idle:
+                    break
                 }
             } catch  where error.isConnectionProblem {
                 db.failed(error, shouldStop: { stop })
