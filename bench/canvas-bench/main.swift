@@ -1,5 +1,5 @@
-import PGCanvas
 import Foundation
+import PGCanvas
 import Postgres
 import RollPDF
 
@@ -15,6 +15,7 @@ if arguments[1] == "pdf" {
     let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("pdf-bench-\(getpid())")
     defer { try? FileManager.default.removeItem(at: directory) }
     let names = (0..<500).map { "Voter Name Number \($0) Nguyễn" }
+    StationListRenderer.keepFreedMemory()  // as a pool process does
     let started = Date()
     var pages = 0
     for i in 0..<n {
