@@ -203,15 +203,63 @@ public enum StationListRenderer {
         cairo_set_source_rgb(cr, 0, 0, 0)
         cairo_set_font_face(cr, fonts.regular)
         cairo_set_font_size(cr, fontSize)
+        var cells: [(text: String, x: Double, baseline: Double)] = []
+        cells.reserveCapacity(2 * names.count)
         var baseline = top + 2 * rowHeight - 3
         for (i, name) in names.enumerated() {
-            text(cr, String(firstNumber + i), x: margin + 3, baseline: baseline)
-            text(cr, name, x: margin + numberWidth + 4, baseline: baseline)
+            cells.append((String(firstNumber + i), margin + 3, baseline))
+            cells.append((name, margin + numberWidth + 4, baseline))
             baseline += rowHeight
         }
+        showAll(cr, cells)
         if let footer = document.footer(page: page) {
             centered(cr, footer, x: margin, width: tableWidth, y: pageHeight - margin - rowHeight)
         }
+    }
+
+    /// Shows many texts in one cairo call: each text is shaped into glyphs at its place, and the
+    /// glyphs, the UTF-8 and the clusters that map one to the other (so that a reader's copy and
+    /// search still find the names) go to `cairo_show_text_glyphs` together. Every call into cairo
+    /// is recorded, replayed to analyse the page and replayed again to write it; one call a page
+    /// instead of eighty. A text cairo cannot shape is shown on its own, as before.
+    static func showAll(_ cr: OpaquePointer, _ cells: [(text: String, x: Double, baseline: Double)]) {
+        guard let font = cairo_get_scaled_font(cr) else {
+            for cell in cells { text(cr, cell.text, x: cell.x, baseline: cell.baseline) }
+            return
+        }
+        var glyphs: [cairo_glyph_t] = []
+        var clusters: [cairo_text_cluster_t] = []
+        var utf8: [CChar] = []
+        glyphs.reserveCapacity(cells.count * 16)
+        clusters.reserveCapacity(cells.count * 16)
+        utf8.reserveCapacity(cells.count * 16)
+        for cell in cells {
+            var shaped: UnsafeMutablePointer<cairo_glyph_t>?
+            var glyphCount: Int32 = 0
+            var mapped: UnsafeMutablePointer<cairo_text_cluster_t>?
+            var clusterCount: Int32 = 0
+            var flags = cairo_text_cluster_flags_t(0)
+            let bytes = Array(cell.text.utf8CString.dropLast())
+            let status = bytes.withUnsafeBufferPointer {
+                cairo_scaled_font_text_to_glyphs(
+                    font, cell.x, cell.baseline, $0.baseAddress, Int32($0.count), &shaped, &glyphCount, &mapped,
+                    &clusterCount, &flags)
+            }
+            defer {
+                cairo_glyph_free(shaped)
+                cairo_text_cluster_free(mapped)
+            }
+            guard status == CAIRO_STATUS_SUCCESS, flags.rawValue == 0 else {
+                text(cr, cell.text, x: cell.x, baseline: cell.baseline)
+                continue
+            }
+            glyphs.append(contentsOf: UnsafeBufferPointer(start: shaped, count: Int(glyphCount)))
+            clusters.append(contentsOf: UnsafeBufferPointer(start: mapped, count: Int(clusterCount)))
+            utf8.append(contentsOf: bytes)
+        }
+        cairo_show_text_glyphs(
+            cr, utf8, Int32(utf8.count), glyphs, Int32(glyphs.count), clusters, Int32(clusters.count),
+            cairo_text_cluster_flags_t(0))
     }
 
     static func text(_ cr: OpaquePointer, _ s: String, x: Double, baseline: Double) {
