@@ -21,19 +21,6 @@ public enum StationListRenderer {
     static let fontSize = 8.5
     static let font = "DejaVu Sans"
 
-    /// Keeps the C heap's freed memory for the next list instead of returning it to the kernel.
-    ///
-    /// Each list makes and frees buffers of a few hundred KiB (font subsets, compressed streams);
-    /// above glibc's mmap threshold every one is a fresh mapping, unmapped when freed and faulted
-    /// in page by page the next time: 15% of the writer's time. A fixed threshold of 32 MiB and a
-    /// trim threshold of 64 MiB keep them in the heap; the process's size stays that of the
-    /// largest list, whatever the number of lists it writes. Process-wide: call it once, in a
-    /// process that writes lists (a pool process, the benchmark).
-    public static func keepFreedMemory() {
-        mallopt(M_MMAP_THRESHOLD, 32 << 20)
-        mallopt(M_TRIM_THRESHOLD, 64 << 20)
-    }
-
     /// Loads cairo's font machinery (fontconfig, the DejaVu faces) by drawing a page into memory,
     /// so that a pool process's first list is as fast as the others.
     public static func warmUp() {

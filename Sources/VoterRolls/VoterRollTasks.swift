@@ -7,10 +7,7 @@ import RollPDF
 /// building blocks, by the names `voteradmin enqueue` takes.
 enum VoterRollTasks {
     static func register(into registry: inout TaskRegistry) {
-        registry.onPoolProcessStart {
-            StationListRenderer.keepFreedMemory()
-            StationListRenderer.warmUp()
-        }
+        registry.onPoolProcessStart { StationListRenderer.warmUp() }
         registry.register("debug_task") { context, args in
             context.logger.warning(
                 "Request: {id: \(context.jobID), task: \(context.task), attempt: \(context.attempt), args: \(JSONValue.array(args).jsonText)}"

@@ -15,7 +15,6 @@ if arguments[1] == "pdf" {
     let directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("pdf-bench-\(getpid())")
     defer { try? FileManager.default.removeItem(at: directory) }
     let names = (0..<500).map { "Voter Name Number \($0) Nguyễn" }
-    StationListRenderer.keepFreedMemory()  // as a pool process does
     let started = Date()
     var pages = 0
     for i in 0..<n {
