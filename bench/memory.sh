@@ -30,15 +30,14 @@ else
 fi
 bench=$!
 echo "seconds supervisor_kib pool_max_kib pool_total_kib jobs_done"
-t=0
+start=$(date +%s.%N)
 while kill -0 $bench 2>/dev/null; do
     pools=$(cat "/proc/$worker/task/$worker/children")
     max=0; total=0
     for p in $pools; do r=$(rss "$p"); total=$((total + r)); [ "$r" -gt "$max" ] && max=$r; done
     done_jobs=$(psql "$DATABASE_URL" -qAt -c "SELECT count(*) FROM canvas.jobs WHERE state = 'succeeded'")
-    echo "$t $(rss $worker) $max $total $done_jobs"
+    echo "$(echo "$(date +%s.%N) - $start" | bc | xargs printf '%.1f') $(rss $worker) $max $total $done_jobs"
     sleep 0.5
-    t=$(python3 -c "print(round($t + 0.5, 1))")
 done
 # The last sample after the canvas ended: what each process kept.
 pools=$(cat "/proc/$worker/task/$worker/children")
