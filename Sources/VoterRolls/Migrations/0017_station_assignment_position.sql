@@ -1,8 +1,9 @@
 -- Each assignment keeps the voter's place in the centre's name order, so that printing a station
--- reads its 500 voters in index order instead of sorting them again with ICU (an ICU comparison
--- costs about a hundred times a comparison of integers) in every one of 2,500 station tasks at a
--- million voters. The refresh computes that place anyway (its row_number); storing it is free.
--- The station index holds the place last: a station's voters come out of it already in order.
+-- reads its 500 voters in index order instead of sorting them again with ICU in every one of the
+-- 2,530 station tasks of a million voters. The refresh computes that place anyway (its
+-- row_number); storing it is free. The station index holds the place last: a station's voters
+-- come out of it already in order (300 stations: 0.61 CPU-s before, 0.02 after, with the
+-- station query of StationAssignment.voterNames).
 DO $migration$
 DECLARE
     home text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
