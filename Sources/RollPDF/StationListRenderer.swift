@@ -85,11 +85,26 @@ public enum StationListRenderer {
         }
         let fonts = Fonts(regular: regular, bold: bold)
 
+        // What every full page has in common (title, header row, backgrounds, grid) is drawn once
+        // into a recording surface that each full page paints: cairo writes it into the PDF once,
+        // as a form XObject, and each page refers to it, instead of formatting and compressing the
+        // same 70 paths and 4 texts again on every page.
+        let full = StationListDocument.rowsPerPage
+        let template =
+            document.voterNames.count >= full ? recordedFrame(fonts: fonts, document: document, rows: full) : nil
+        defer { if let template { cairo_surface_destroy(template) } }
+
         let names = document.voterNames
         for page in 0..<document.pageCount {
-            let first = page * StationListDocument.rowsPerPage
-            let rows = names[min(first, names.count)..<min(first + StationListDocument.rowsPerPage, names.count)]
-            drawPage(cr, fonts: fonts, document: document, page: page + 1, firstNumber: first + 1, names: rows)
+            let first = page * full
+            let rows = names[min(first, names.count)..<min(first + full, names.count)]
+            if rows.count == full, let template {
+                cairo_set_source_surface(cr, template, 0, 0)
+                cairo_paint(cr)
+            } else {
+                drawFrame(cr, fonts: fonts, document: document, rows: rows.count)
+            }
+            drawRows(cr, fonts: fonts, document: document, page: page + 1, firstNumber: first + 1, names: rows)
             cairo_show_page(cr)
         }
         cairo_surface_finish(surface)
@@ -105,14 +120,25 @@ public enum StationListRenderer {
         var bold: OpaquePointer?
     }
 
-    static func drawPage(
-        _ cr: OpaquePointer, fonts: Fonts, document: StationListDocument, page: Int, firstNumber: Int,
-        names: ArraySlice<String>
-    ) {
+    /// A page's frame, recorded for painting onto every full page. - Returns: nil if cairo fails.
+    static func recordedFrame(fonts: Fonts, document: StationListDocument, rows: Int) -> OpaquePointer? {
+        var extents = cairo_rectangle_t(x: 0, y: 0, width: pageWidth, height: pageHeight)
+        guard let surface = cairo_recording_surface_create(CAIRO_CONTENT_COLOR_ALPHA, &extents) else { return nil }
+        guard let cr = cairo_create(surface), cairo_status(cr) == CAIRO_STATUS_SUCCESS else {
+            cairo_surface_destroy(surface)
+            return nil
+        }
+        drawFrame(cr, fonts: fonts, document: document, rows: rows)
+        cairo_destroy(cr)
+        return surface
+    }
+
+    /// The title, the header row, the backgrounds and the grid of a page of `rows` voters.
+    static func drawFrame(_ cr: OpaquePointer, fonts: Fonts, document: StationListDocument, rows count: Int) {
         let tableWidth = pageWidth - 2 * margin
         let signatureX = margin + numberWidth + nameWidth
         let top = margin + titleHeight
-        let rows = Double(names.count + 1)  // the header row too
+        let rows = Double(count + 1)  // the header row too
 
         cairo_set_source_rgb(cr, 0, 0, 0)
         cairo_set_font_face(cr, fonts.bold)
@@ -129,7 +155,7 @@ public enum StationListRenderer {
         cairo_rectangle(cr, margin, top + rowHeight, numberWidth, rowHeight * (rows - 1))
         cairo_fill(cr)
         cairo_set_source_rgb(cr, 0.87, 0.87, 0.87)
-        for i in stride(from: 1, to: names.count, by: 2) {
+        for i in stride(from: 1, to: count, by: 2) {
             cairo_rectangle(
                 cr, margin + numberWidth, top + rowHeight * Double(i + 1), tableWidth - numberWidth, rowHeight)
         }
@@ -152,15 +178,75 @@ public enum StationListRenderer {
         centered(cr, "#", x: margin, width: numberWidth, y: top)
         centered(cr, "Voter Name", x: margin + numberWidth, width: nameWidth, y: top)
         centered(cr, "Signature", x: signatureX, width: tableWidth - numberWidth - nameWidth, y: top)
+    }
+
+    /// The numbered names of one page, and its footer.
+    static func drawRows(
+        _ cr: OpaquePointer, fonts: Fonts, document: StationListDocument, page: Int, firstNumber: Int,
+        names: ArraySlice<String>
+    ) {
+        let tableWidth = pageWidth - 2 * margin
+        let top = margin + titleHeight
+        cairo_set_source_rgb(cr, 0, 0, 0)
+        cairo_set_font_face(cr, fonts.regular)
+        cairo_set_font_size(cr, fontSize)
+        var cells: [(text: String, x: Double, baseline: Double)] = []
+        cells.reserveCapacity(2 * names.count)
         var baseline = top + 2 * rowHeight - 3
         for (i, name) in names.enumerated() {
-            text(cr, String(firstNumber + i), x: margin + 3, baseline: baseline)
-            text(cr, name, x: margin + numberWidth + 4, baseline: baseline)
+            cells.append((String(firstNumber + i), margin + 3, baseline))
+            cells.append((name, margin + numberWidth + 4, baseline))
             baseline += rowHeight
         }
+        showAll(cr, cells)
         if let footer = document.footer(page: page) {
             centered(cr, footer, x: margin, width: tableWidth, y: pageHeight - margin - rowHeight)
         }
+    }
+
+    /// Shows many texts in one cairo call: each text is shaped into glyphs at its place, and the
+    /// glyphs, the UTF-8 and the clusters that map one to the other (so that a reader's copy and
+    /// search still find the names) go to `cairo_show_text_glyphs` together. Every call into cairo
+    /// is recorded, replayed to analyse the page and replayed again to write it; one call a page
+    /// instead of eighty. A text cairo cannot shape is shown on its own, as before.
+    static func showAll(_ cr: OpaquePointer, _ cells: [(text: String, x: Double, baseline: Double)]) {
+        guard let font = cairo_get_scaled_font(cr) else {
+            for cell in cells { text(cr, cell.text, x: cell.x, baseline: cell.baseline) }
+            return
+        }
+        var glyphs: [cairo_glyph_t] = []
+        var clusters: [cairo_text_cluster_t] = []
+        var utf8: [CChar] = []
+        glyphs.reserveCapacity(cells.count * 16)
+        clusters.reserveCapacity(cells.count * 16)
+        utf8.reserveCapacity(cells.count * 16)
+        for cell in cells {
+            var shaped: UnsafeMutablePointer<cairo_glyph_t>?
+            var glyphCount: Int32 = 0
+            var mapped: UnsafeMutablePointer<cairo_text_cluster_t>?
+            var clusterCount: Int32 = 0
+            var flags = cairo_text_cluster_flags_t(0)
+            let bytes = Array(cell.text.utf8CString.dropLast())
+            let status = bytes.withUnsafeBufferPointer {
+                cairo_scaled_font_text_to_glyphs(
+                    font, cell.x, cell.baseline, $0.baseAddress, Int32($0.count), &shaped, &glyphCount, &mapped,
+                    &clusterCount, &flags)
+            }
+            defer {
+                cairo_glyph_free(shaped)
+                cairo_text_cluster_free(mapped)
+            }
+            guard status == CAIRO_STATUS_SUCCESS, flags.rawValue == 0 else {
+                text(cr, cell.text, x: cell.x, baseline: cell.baseline)
+                continue
+            }
+            glyphs.append(contentsOf: UnsafeBufferPointer(start: shaped, count: Int(glyphCount)))
+            clusters.append(contentsOf: UnsafeBufferPointer(start: mapped, count: Int(clusterCount)))
+            utf8.append(contentsOf: bytes)
+        }
+        cairo_show_text_glyphs(
+            cr, utf8, Int32(utf8.count), glyphs, Int32(glyphs.count), clusters, Int32(clusters.count),
+            cairo_text_cluster_flags_t(0))
     }
 
     static func text(_ cr: OpaquePointer, _ s: String, x: Double, baseline: Double) {

@@ -95,3 +95,54 @@ final class NameOrderTests {
             printed == ["Adán Ruiz", "Adrienne Rich", "ana Lopez", "Åsa Berg", "Émile Zola", "Eve Arden", "Zoe Abbott"])
     }
 }
+
+/// The place each assignment keeps (migration 0017) is what lists are printed by: it must be the
+/// centre's name order, the same whichever refresh made it.
+@Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
+final class StationPlaceTests {
+    let database: TestDatabase
+
+    init() throws { database = try TestDatabase() }
+    deinit { database.drop() }
+
+    func assignments(_ c: Connection) throws -> [[Int]] {
+        try c.query(
+            "SELECT voter_id, center_id, station_id, voter_position FROM station_assignment ORDER BY voter_id"
+        ).map { row in try (0..<4).map { try row.decode(Int.self, $0) } }
+    }
+
+    @Test func theFullAndThePerCentreRefreshGiveEachVoterTheSamePlaceInNameOrder() throws {
+        let c = try database.connect()
+        try Seeder(names: try NameBank.bundled()).seed(c, voters: 4_000, randomSeed: 3)
+        try StationAssignment.refreshAll(on: c)
+        let full = try assignments(c)
+        #expect(full.count == 4_000)
+
+        // Places run 1…n within each centre, in (name, id) order, and give the station.
+        let misplaced = try c.query(
+            """
+            SELECT count(*) FROM (
+                SELECT s.voter_position, s.station_id,
+                       row_number() OVER (PARTITION BY s.center_id ORDER BY v.voter_name, v.voter_id) AS expected
+                FROM station_assignment s JOIN voter v USING (voter_id)) x
+            WHERE voter_position <> expected OR station_id <> (expected - 1) / \(StationAssignment.votersPerStation) + 1
+            """)[0].decode(Int.self, 0)
+        #expect(misplaced == 0)
+
+        // Each station prints its voters in the centre's name order.
+        for (center, station) in try StationAssignment.stations(on: c) {
+            let sorted = try c.query(
+                """
+                SELECT v.voter_name FROM station_assignment s JOIN voter v USING (voter_id)
+                WHERE s.center_id = \(center) AND s.station_id = \(station) ORDER BY v.voter_name, v.voter_id
+                """
+            ).map { try $0.decode(String.self, 0) }
+            #expect(try StationAssignment.voterNames(center: center, station: station, on: c) == sorted)
+        }
+
+        // The per-centre refresh (all_in_one, options 3 and 4) stores the same rows.
+        try c.execute("UPDATE station_assignment SET voter_position = voter_position + 1000")
+        for center in try StationAssignment.centers(on: c) { try StationAssignment.refresh(center: center.id, on: c) }
+        #expect(try assignments(c) == full)
+    }
+}

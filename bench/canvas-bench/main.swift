@@ -1,5 +1,5 @@
-import PGCanvas
 import Foundation
+import PGCanvas
 import Postgres
 import RollPDF
 
