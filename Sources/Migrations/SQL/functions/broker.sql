@@ -416,17 +416,17 @@ BEGIN
     END IF;
 
     -- Follow-ups, only for runs that have any: plain jobs cost nothing more.
-    SELECT bool_or(d.chain IS NOT NULL OR d.chord_id IS NOT NULL OR d.spawn IS NOT NULL OR d.link IS NOT NULL
-                   OR (d.state = 'failed' AND d.on_error IS NOT NULL)) AS any,
-           bool_or(d.state = 'succeeded' AND CASE jsonb_typeof(d.spawn) WHEN 'array' THEN jsonb_array_length(d.spawn) > 0
-                                                ELSE d.spawn IS NOT NULL END) AS spawns,
-           bool_or(d.state = 'succeeded' AND d.link IS NOT NULL) AS links,
-           bool_or(d.state = 'succeeded' AND d.chain IS NOT NULL) AS chains,
-           bool_or(d.state = 'succeeded' AND d.chain IS NULL AND d.chord_id IS NOT NULL) AS counts,
-           bool_or(d.state = 'failed') AS failures,
-           array_agg(DISTINCT d.chord_id) FILTER (WHERE d.chord_id IS NOT NULL) AS chords
-    INTO needs FROM unnest(done) d;
-    IF needs.any THEN
+    IF EXISTS (SELECT 1 FROM unnest(done) d
+               WHERE d.chain IS NOT NULL OR d.chord_id IS NOT NULL OR d.spawn IS NOT NULL OR d.link IS NOT NULL
+                  OR (d.state = 'failed' AND d.on_error IS NOT NULL)) THEN
+        SELECT bool_or(d.state = 'succeeded' AND CASE jsonb_typeof(d.spawn) WHEN 'array' THEN jsonb_array_length(d.spawn) > 0
+                                                    ELSE d.spawn IS NOT NULL END) AS spawns,
+               bool_or(d.state = 'succeeded' AND d.link IS NOT NULL) AS links,
+               bool_or(d.state = 'succeeded' AND d.chain IS NOT NULL) AS chains,
+               bool_or(d.state = 'succeeded' AND d.chain IS NULL AND d.chord_id IS NOT NULL) AS counts,
+               bool_or(d.state = 'failed') AS failures,
+               array_agg(DISTINCT d.chord_id) FILTER (WHERE d.chord_id IS NOT NULL) AS chords
+        INTO needs FROM unnest(done) d;
         PERFORM canvas.lock_roots(needs.chords);
 
         IF needs.spawns THEN
