@@ -257,7 +257,7 @@ extension EnqueueCommand {
             throw CommandFailure("the canvas is not valid JSON: \(error)", exitCode: CommandFailure.usage)
         }
         let known = Set(AppTasks.registry().names)
-        if let unknown = CanvasTaskNames.find(in: canvasJSON).first(where: { !known.contains($0.task) }) {
+        if let unknown = CanvasTaskNames.firstUnknown(in: canvasJSON, isKnown: known.contains) {
             throw CommandFailure(
                 "\(unknown.path): unknown task '\(unknown.task)' (see 'voteradmin tasks')",
                 exitCode: CommandFailure.usage)
@@ -268,8 +268,10 @@ extension EnqueueCommand {
         let handle: CanvasHandle
         do {
             let callArgs = try JSONValue(parsing: args).arrayValue ?? []
+            // The file's own text, parsed above, goes as it is: writing 100,000 members out again
+            // would cost as much as reading them.
             handle = try Canvas.enqueue(
-                json: canvasJSON, args: callArgs.isEmpty ? nil : callArgs, kwargs: try parsedKwargs(), on: connection)
+                jsonText: text, args: callArgs.isEmpty ? nil : callArgs, kwargs: try parsedKwargs(), on: connection)
         } catch let error as CanvasError {
             throw CommandFailure(error.description, exitCode: CommandFailure.usage)
         }

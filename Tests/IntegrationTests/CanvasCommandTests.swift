@@ -70,6 +70,10 @@ final class CanvasCommandTests {
             #"voteradmin: error: body: missing "task""#
         ),
         (#"{"group": [{"task": "no.such"}]}"#, "voteradmin: error: group[0].task: unknown task 'no.such'"),
+        (
+            #"{"chord": [{"task": "canvas.noop"}, {"task": "canvas.noop"}, {"chain": [{"task": "canvas.noop"}, {"task": "x.y"}]}], "body": {"task": "canvas.noop"}}"#,
+            "voteradmin: error: chord[2].chain[1].task: unknown task 'x.y'"
+        ),
         (#"{"chain": [1, 2"#, "voteradmin: error: the canvas is not valid JSON"),
     ])
     func badCanvasesAreOneLineAndEnqueueNothing(canvas: String, message: String) throws {

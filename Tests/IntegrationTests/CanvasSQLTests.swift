@@ -78,6 +78,12 @@ final class CanvasSQLTests {
         (#"{"task": "a", "options": {"queue": ""}}"#, "options.queue: expected a queue name"),
         (#"{"task": "line\nbreak"}"#, "task: expected a task name (1 to 200 characters, no control characters)"),
         (#"{"group": [{"task": "a"}, {"task": "tab\there"}]}"#, "group[1].task: expected a task name"),
+        // The name a header repeats is checked once: a bad one is still refused, first or later.
+        (#"{"group": [{"task": ""}, {"task": ""}]}"#, "group[0].task: expected a task name"),
+        (
+            #"{"chord": [{"task": "a"}, {"task": "a"}, {"task": 7}], "body": {"task": "a"}}"#,
+            "chord[2].task: expected a task name"
+        ),
         (#"{"starmap": "x\u0007", "args": []}"#, "starmap: expected a task name"),
         (#"{"group": [{"task": "a"}, {"args": [1]}]}"#, #"group[1]: missing "task""#),
         (

@@ -128,10 +128,19 @@ extension Canvas {
     public static func enqueue(
         json: JSONValue, args: [JSONValue]? = nil, kwargs: [String: JSONValue]? = nil, on c: Connection
     ) throws -> CanvasHandle {
+        try enqueue(jsonText: json.jsonText, args: args, kwargs: kwargs, on: c)
+    }
+
+    /// Enqueues a canvas given as JSON text (a file's contents), sent as it is: the database
+    /// validates it as it does every canvas. Parse the text first (`JSONValue(parsing:)`) to
+    /// refuse text that is not JSON with its position; the database would refuse it with its own error.
+    public static func enqueue(
+        jsonText: String, args: [JSONValue]? = nil, kwargs: [String: JSONValue]? = nil, on c: Connection
+    ) throws -> CanvasHandle {
         do {
             let id: Int64 = try c.query(
                 """
-                SELECT canvas.enqueue_canvas(\(PostgresJSON(text: json.jsonText)),
+                SELECT canvas.enqueue_canvas(\(PostgresJSON(text: jsonText)),
                                              args => \(args.map { PostgresJSON(text: JSONValue.array($0).jsonText) }),
                                              kwargs => \(kwargs.map { PostgresJSON(text: JSONValue.object($0).jsonText) }))
                 """)[0].decode(Int64.self, 0)

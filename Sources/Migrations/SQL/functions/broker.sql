@@ -332,6 +332,10 @@ DECLARE
     r canvas.finished_run;
     g record;
     s jsonb;
+    -- Which follow-ups the batch needs, read in one pass: a batch of chord members (a 100,000-member
+    -- chord finishes in batches of a few hundred) then costs its root lock and one counter update,
+    -- not a walk of the batch per kind of follow-up.
+    needs record;
 BEGIN
     IF p_outcomes <@ ARRAY['succeeded'] THEN
         -- The common case, a batch of successes, is one plain UPDATE.
@@ -426,66 +430,86 @@ BEGIN
     IF EXISTS (SELECT 1 FROM unnest(done) d
                WHERE d.chain IS NOT NULL OR d.chord_id IS NOT NULL OR d.spawn IS NOT NULL OR d.link IS NOT NULL
                   OR (d.state = 'failed' AND d.on_error IS NOT NULL)) THEN
-        PERFORM canvas.lock_roots(ARRAY(SELECT DISTINCT d.chord_id FROM unnest(done) d WHERE d.chord_id IS NOT NULL));
+        SELECT bool_or(d.state = 'succeeded' AND CASE jsonb_typeof(d.spawn) WHEN 'array' THEN jsonb_array_length(d.spawn) > 0
+                                                    ELSE d.spawn IS NOT NULL END) AS spawns,
+               bool_or(d.state = 'succeeded' AND d.link IS NOT NULL) AS links,
+               bool_or(d.state = 'succeeded' AND d.chain IS NOT NULL) AS chains,
+               bool_or(d.state = 'succeeded' AND d.chain IS NULL AND d.chord_id IS NOT NULL) AS counts,
+               bool_or(d.state = 'failed') AS failures,
+               array_agg(DISTINCT d.chord_id) FILTER (WHERE d.chord_id IS NOT NULL) AS chords
+        INTO needs FROM unnest(done) d;
+        PERFORM canvas.lock_roots(needs.chords);
 
-        -- Unique keys of the spawned canvases, locked in one order (advisory locks come last in
-        -- the lock order, ascending), so two batches spawning the same keys never deadlock.
-        PERFORM canvas.lock_unique_keys(ARRAY(
-            SELECT x.value->'options'->>'unique_key' FROM unnest(done) d, jsonb_array_elements(d.spawn) x
-            WHERE d.state = 'succeeded' AND jsonb_typeof(d.spawn) = 'array' AND x.value->'options' ? 'unique_key'));
+        IF needs.spawns THEN
+            -- Unique keys of the spawned canvases, locked in one order (advisory locks come last in
+            -- the lock order, ascending), so two batches spawning the same keys never deadlock.
+            PERFORM canvas.lock_unique_keys(ARRAY(
+                SELECT x.value->'options'->>'unique_key' FROM unnest(done) d, jsonb_array_elements(d.spawn) x
+                WHERE d.state = 'succeeded' AND jsonb_typeof(d.spawn) = 'array' AND x.value->'options' ? 'unique_key'));
 
-        -- Spawned canvases first: one that cannot be enqueued fails its task, with the reason,
-        -- instead of the batch.
-        FOR i IN 1 .. cardinality(done) LOOP
-            r := done[i];
-            CONTINUE WHEN r.state <> 'succeeded' OR r.spawn IS NULL OR jsonb_array_length(r.spawn) = 0;
-            BEGIN
-                FOR s IN SELECT value FROM jsonb_array_elements(r.spawn) LOOP
-                    PERFORM canvas.enqueue_canvas(s, r.id);
-                END LOOP;
-            -- Refused for what it holds; locks, timeouts and resources fail the batch instead, which
-            -- the worker sends again or splits.
-            EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
-                           OR raise_exception THEN
-                done[i].state := 'failed';
-                done[i].error := 'the task spawned a canvas that could not be enqueued: ' || SQLERRM;
-                UPDATE canvas.jobs SET state = 'failed', result = NULL, error = done[i].error, error_type = 'SpawnRefused'
-                WHERE canvas.jobs.id = r.id;
-            END;
-        END LOOP;
+            -- Spawned canvases first: one that cannot be enqueued fails its task, with the reason,
+            -- instead of the batch.
+            FOR i IN 1 .. cardinality(done) LOOP
+                r := done[i];
+                CONTINUE WHEN r.state <> 'succeeded' OR r.spawn IS NULL OR jsonb_array_length(r.spawn) = 0;
+                BEGIN
+                    FOR s IN SELECT value FROM jsonb_array_elements(r.spawn) LOOP
+                        PERFORM canvas.enqueue_canvas(s, r.id);
+                    END LOOP;
+                -- Refused for what it holds; locks, timeouts and resources fail the batch instead, which
+                -- the worker sends again or splits.
+                EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
+                               OR raise_exception THEN
+                    done[i].state := 'failed';
+                    done[i].error := 'the task spawned a canvas that could not be enqueued: ' || SQLERRM;
+                    UPDATE canvas.jobs SET state = 'failed', result = NULL, error = done[i].error, error_type = 'SpawnRefused'
+                    WHERE canvas.jobs.id = r.id;
+                    needs.failures := true;
+                END;
+            END LOOP;
+        END IF;
 
         -- Success callbacks: each a canvas of its own, with the result put first. One that cannot
         -- be started (it passed validation, so only a value written past it, or a result that
         -- makes it too large) leaves the task succeeded, with the reason as its error.
-        FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'succeeded' AND d.link IS NOT NULL ORDER BY d.id LOOP
-            BEGIN
-                FOR s IN SELECT value FROM jsonb_array_elements(canvas.as_list(r.link)) LOOP
-                    PERFORM canvas.start_canvas(s, r.id, jsonb_build_array(r.result));
-                END LOOP;
-            EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
-                           OR raise_exception THEN
-                UPDATE canvas.jobs SET error = 'its success callbacks could not be enqueued: ' || SQLERRM,
-                    error_type = 'LinkRefused'
-                WHERE canvas.jobs.id = r.id;
-            END;
-        END LOOP;
+        IF needs.links THEN
+            FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'succeeded' AND d.link IS NOT NULL ORDER BY d.id LOOP
+                BEGIN
+                    FOR s IN SELECT value FROM jsonb_array_elements(canvas.as_list(r.link)) LOOP
+                        PERFORM canvas.start_canvas(s, r.id, jsonb_build_array(r.result));
+                    END LOOP;
+                EXCEPTION WHEN data_exception OR integrity_constraint_violation OR program_limit_exceeded
+                               OR raise_exception THEN
+                    UPDATE canvas.jobs SET error = 'its success callbacks could not be enqueued: ' || SQLERRM,
+                        error_type = 'LinkRefused'
+                    WHERE canvas.jobs.id = r.id;
+                END;
+            END LOOP;
+        END IF;
 
         -- The links still to run carry their own error callbacks: nothing is inherited here.
-        FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'succeeded' AND d.chain IS NOT NULL LOOP
-            PERFORM canvas.expand(r.chain->0, r.chain - 0, r.chord_id, r.position, NULL,
-                                  jsonb_build_array(r.result), r.id);
-        END LOOP;
+        IF needs.chains THEN
+            FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'succeeded' AND d.chain IS NOT NULL LOOP
+                PERFORM canvas.expand(r.chain->0, r.chain - 0, r.chord_id, r.position, NULL,
+                                      jsonb_build_array(r.result), r.id);
+            END LOOP;
+        END IF;
 
-        -- One counter update per chord per batch.
-        FOR g IN SELECT d.chord_id AS chord_id, count(*)::integer AS k FROM unnest(done) d
-                 WHERE d.state = 'succeeded' AND d.chain IS NULL AND d.chord_id IS NOT NULL
-                 GROUP BY d.chord_id ORDER BY d.chord_id LOOP
-            PERFORM canvas.report_success(g.chord_id, g.k);
-        END LOOP;
+        -- One counter update per chord per batch. (A run whose spawn was refused above is failed
+        -- now, and is not counted.)
+        IF needs.counts THEN
+            FOR g IN SELECT d.chord_id AS chord_id, count(*)::integer AS k FROM unnest(done) d
+                     WHERE d.state = 'succeeded' AND d.chain IS NULL AND d.chord_id IS NOT NULL
+                     GROUP BY d.chord_id ORDER BY d.chord_id LOOP
+                PERFORM canvas.report_success(g.chord_id, g.k);
+            END LOOP;
+        END IF;
 
-        FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'failed' ORDER BY d.id LOOP
-            PERFORM canvas.job_failed(r.id, r.task, r.error, r.chord_id, r.on_error);
-        END LOOP;
+        IF needs.failures THEN
+            FOR r IN SELECT * FROM unnest(done) d WHERE d.state = 'failed' ORDER BY d.id LOOP
+                PERFORM canvas.job_failed(r.id, r.task, r.error, r.chord_id, r.on_error);
+            END LOOP;
+        END IF;
     END IF;
 
     RETURN QUERY SELECT d.id, d.state, d.retry_in FROM unnest(done) d;
