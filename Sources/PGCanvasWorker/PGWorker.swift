@@ -70,7 +70,10 @@ struct WorkerCommand: ParsableCommand {
     @Option(name: [.short, .long], help: "DEBUG, INFO, WARNING or ERROR.")
     var loglevel: String = "info"
 
-    @Option(help: "Jobs to claim beyond the idle pool slots (default: 2 × concurrency).")
+    @Option(
+        help:
+            "Jobs to claim beyond the idle pool slots (default: 2 × concurrency, and up to 384 more while jobs take microseconds)."
+    )
     var prefetch: Int?
 
     @Option(name: .customLong("time-limit"), help: "Seconds a job may run before its pool process is killed.")
@@ -157,6 +160,8 @@ struct WorkerCommand: ParsableCommand {
         config.queues = queues.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         config.hostname = hostname
         config.prefetch = prefetch ?? 2 * concurrency
+        // A prefetch given is taken as exact (`--prefetch 0`: hold only what runs).
+        if prefetch != nil { config.shortJobPrefetch = 0 }
         config.timeLimit = timeLimit
         config.softTimeLimit = softTimeLimit
         config.pollInterval = pollInterval

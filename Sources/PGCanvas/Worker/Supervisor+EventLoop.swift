@@ -90,7 +90,7 @@ extension Supervisor {
         p.finishedHead(timeLimit: timeLimit(for:))
         if pacing.record(seconds: message.seconds) {
             // Short jobs sit several to a pool process: let the broker claim that many more.
-            state.setCapacity(configuration.concurrency * pacing.depth + configuration.prefetch)
+            state.setCapacity(configuration.capacity(depth: pacing.depth))
         }
         var outcome = message.outcome
         outcome.task = job.task

@@ -61,7 +61,7 @@ package final class Supervisor {
             throw CanvasError(
                 "the database has no canvas schema: run 'voteradmin migrate' (or PGCanvasMigrations.apply) first")
         }
-        state = try SharedState(workerID: workerID, capacity: configuration.concurrency + configuration.prefetch)
+        state = try SharedState(workerID: workerID, capacity: configuration.capacity(depth: 1))
         try Signals.install()
         printBanner(workerID: workerID)
         let holders = configuration.beat ? "broker and beat" : "broker"
@@ -165,7 +165,7 @@ package final class Supervisor {
         for warmUp in registry.warmUps { warmUp() }
         let shared: SharedState = state
         let capacity: @Sendable (Int) -> Void = { [configuration] depth in
-            shared.setCapacity(configuration.concurrency * depth + configuration.prefetch)
+            shared.setCapacity(configuration.capacity(depth: depth))
         }
         let runners = InProcessPool(
             kind: kind, size: configuration.concurrency, registry: registry, state: state,

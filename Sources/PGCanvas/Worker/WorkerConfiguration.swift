@@ -40,6 +40,11 @@ package struct WorkerConfiguration: Sendable {
     package var prefetch: Int = 16
     /// The most jobs one pool process holds at once when jobs take microseconds (see `Pacing`).
     package var pipelineDepth: Int = 16
+    /// Jobs claimed beyond the pool's slots and `prefetch` while jobs take microseconds: they wait
+    /// in the worker's line, not in a pool process, and are done within milliseconds, while a
+    /// batch that large spreads one round trip and one commit over many more jobs (100,000 no-op
+    /// jobs: 27,000 jobs/s holding 144 at once, 36,000 holding 528; docs/benchmarks.md).
+    package var shortJobPrefetch: Int = 384
     /// How long the broker thread lets outcomes gather into one batch while the queue is deep.
     package var flushDelay: Double = 0.004
     /// Seconds a run may take when neither the job nor its task sets a limit (nil: no limit).
@@ -75,6 +80,12 @@ package struct WorkerConfiguration: Sendable {
 
     package init(database: ConnectionConfiguration) {
         self.database = database
+    }
+
+    /// How many jobs the worker may hold at once: its slots, each `depth` deep (`Pacing`), and
+    /// its prefetch; more while jobs take microseconds (`depth` > 1).
+    func capacity(depth: Int) -> Int {
+        concurrency * depth + prefetch + (depth > 1 ? shortJobPrefetch : 0)
     }
 
     /// - Throws: `CanvasError` for settings that cannot work.
