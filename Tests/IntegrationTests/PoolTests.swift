@@ -306,3 +306,26 @@ extension PoolTests {
         #expect(try status(ids[0], c).result == .array([1, 1, 1]))
     }
 }
+
+extension PoolTests {
+    /// While jobs take microseconds a worker claims hundreds; once they take real time, what it
+    /// claimed beyond its new capacity goes back to the queue, for other workers, uncounted.
+    @Test(arguments: everyPool)
+    func jobsClaimedForShortRunsGoBackWhenRunsGetLong(pool: String) throws {
+        let c = try database.connect()
+        _ = try Enqueue.jobs((0..<3_000).map { _ in JobRequest("canvas.noop") }, on: c)
+        let slow = try Enqueue.jobs((0..<40).map { _ in JobRequest("canvas.sleep", [0.3]) }, on: c)
+        let a = try startWorker(pool, ["-c", "2", "--hostname", "greedy"])
+        #expect(
+            eventually(timeout: 20) { a.log.contains("handed jobs back to the queue") }, "\(a.log.suffix(3000))")
+        let b = try startWorker(pool, ["-c", "2", "--hostname", "other"])
+        #expect(
+            try eventually(timeout: 30) {
+                try count(c, "SELECT count(*) FROM canvas.jobs WHERE id = ANY(\(slow)) AND state = 'succeeded'") == 40
+            }, "\(a.log.suffix(2000))\n\(b.log.suffix(2000))")
+        #expect(try count(c, "SELECT count(*) FROM canvas.jobs WHERE attempt <> 1 OR crashes <> 0") == 0)
+        #expect(
+            try count(c, "SELECT count(DISTINCT worker_id) FROM canvas.jobs WHERE id = ANY(\(slow))") == 2,
+            "the jobs handed back went to the idle worker")
+    }
+}

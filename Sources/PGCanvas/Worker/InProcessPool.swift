@@ -79,7 +79,8 @@ final class InProcessPool: @unchecked Sendable {
     private let connectionSlotWait: Double
     private let limits: RunLimits
     private let metrics: WorkerMetrics?
-    private let onDepthChange: @Sendable (Int) -> Void
+    /// The jobs the worker may hold at a pacing depth (`WorkerConfiguration.capacity`).
+    private let capacity: @Sendable (Int) -> Int
 
     private let lock = NSCondition()
     private var line: [ClaimedJob] = []
@@ -104,7 +105,7 @@ final class InProcessPool: @unchecked Sendable {
     init(
         kind: Kind, size: Int, registry: TaskRegistry, state: SharedState, database: ConnectionConfiguration,
         connectionSlotWait: Double, pipelineDepth: Int, metrics: WorkerMetrics?, limits: RunLimits,
-        onDepthChange: @escaping @Sendable (Int) -> Void
+        capacity: @escaping @Sendable (Int) -> Int
     ) {
         self.kind = kind
         self.size = size
@@ -114,7 +115,7 @@ final class InProcessPool: @unchecked Sendable {
         self.connectionSlotWait = connectionSlotWait
         self.metrics = metrics
         self.limits = limits
-        self.onDepthChange = onDepthChange
+        self.capacity = capacity
         self.pacing = Pacing(maxDepth: pipelineDepth)
     }
 
@@ -327,6 +328,19 @@ final class InProcessPool: @unchecked Sendable {
         return true
     }
 
+    /// Sets the worker's capacity for the new depth; when jobs got long, hands back what was
+    /// claimed for short ones beyond it, for idle workers rather than to wait here.
+    private func depthChanged() {
+        let held = capacity(pacing.depth)
+        state.setCapacity(held)
+        let room = max(0, held - running.count)
+        let waitingCount = line.count - lineStart
+        guard waitingCount > room else { return }
+        let surplus = Array(line[(lineStart + room)...])
+        line.removeLast(surplus.count)
+        state.handBack(surplus)
+    }
+
     /// Seconds as nanoseconds, bounded (a limit of a century is as good as none).
     static func nanoseconds(_ seconds: Double) -> UInt64 { UInt64(max(0, min(seconds, 3e9)) * 1e9) }
 
@@ -476,7 +490,7 @@ final class InProcessPool: @unchecked Sendable {
             }
             state.report(report.outcome(for: job))
             running[job.id] = nil
-            if pacing.record(seconds: report.seconds) { onDepthChange(pacing.depth) }
+            if pacing.record(seconds: report.seconds) { depthChanged() }
             return (true, !runner.retired)
         }
         if settles {

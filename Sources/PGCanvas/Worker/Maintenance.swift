@@ -22,6 +22,9 @@ final class Maintenance: @unchecked Sendable {
         Pruner(age: $0, budget: configuration.heartbeatInterval / 2)
     }
     private lazy var vacuumer = Vacuumer(interval: configuration.heartbeatInterval)
+    /// Set while a VACUUM runs on its own thread (read and written under `vacuumLock`).
+    private var vacuuming = false
+    private let vacuumLock = NSLock()
 
     init(
         configuration: WorkerConfiguration, state: SharedState, logger: Logger,
@@ -35,6 +38,33 @@ final class Maintenance: @unchecked Sendable {
     }
 
     func requestStop() { stopFlag.request() }
+
+    /// Runs a VACUUM of canvas.jobs on a thread and a short-lived connection of its own: on a
+    /// large table it can take longer than `--rescue-after`, and on this thread it would hold
+    /// back the heartbeats until other workers presumed this one dead and ran its jobs again.
+    /// One at a time; the connection is one more than the worker registered, for the VACUUM's
+    /// length (docs/operations.md).
+    private func startVacuum(dead: Int) {
+        let idle = vacuumLock.withLock {
+            defer { vacuuming = true }
+            return !vacuuming
+        }
+        guard idle else { return }
+        let thread = Thread { [self, configuration, logger] in
+            defer { vacuumLock.withLock { vacuuming = false } }
+            do {
+                let started = Date()
+                try Vacuumer.vacuum(on: try Connection.connect(configuration.database))
+                logger.debug(
+                    "vacuumed canvas.jobs",
+                    metadata: ["dead_rows": "\(dead)", "seconds": "\(Date().timeIntervalSince(started))"])
+            } catch {
+                logger.warning("could not vacuum canvas.jobs", metadata: ["error": "\(error)"])
+            }
+        }
+        thread.name = "vacuum"
+        thread.start()
+    }
 
     func run() {
         while !stop {
@@ -95,9 +125,9 @@ final class Maintenance: @unchecked Sendable {
                             "pruned.firings": "\(pruned.firings)",
                         ])
                 }
-                switch try vacuumer.runIfDue(on: c) {
-                case .vacuumed(let dead):
-                    logger.debug("vacuumed canvas.jobs", metadata: ["dead_rows": "\(dead)"])
+                switch try vacuumer.runIfDue(on: c, perform: { [self] dead in startVacuum(dead: dead) }) {
+                case .vacuumed:
+                    break
                 case .notPermitted:
                     logger.info("this role may not vacuum canvas.jobs; autovacuum keeps the claim index short")
                 case .idle:

@@ -90,7 +90,16 @@ extension Supervisor {
         p.finishedHead(timeLimit: timeLimit(for:))
         if pacing.record(seconds: message.seconds) {
             // Short jobs sit several to a pool process: let the broker claim that many more.
-            state.setCapacity(configuration.capacity(depth: pacing.depth))
+            let capacity = configuration.capacity(depth: pacing.depth)
+            state.setCapacity(capacity)
+            // Jobs got long: what was claimed for short ones beyond the new capacity goes back
+            // to the queue for idle workers, rather than wait here behind long runs.
+            let room = max(0, capacity - pool.reduce(0) { $0 + $1.inFlight.count })
+            if waiting.count - waitingStart > room {
+                let surplus = Array(waiting[(waitingStart + room)...])
+                waiting.removeLast(surplus.count)
+                state.handBack(surplus)
+            }
         }
         var outcome = message.outcome
         outcome.task = job.task

@@ -163,15 +163,12 @@ package final class Supervisor {
             return
         }
         for warmUp in registry.warmUps { warmUp() }
-        let shared: SharedState = state
-        let capacity: @Sendable (Int) -> Void = { [configuration] depth in
-            shared.setCapacity(configuration.capacity(depth: depth))
-        }
+        let capacity: @Sendable (Int) -> Int = { [configuration] depth in configuration.capacity(depth: depth) }
         let runners = InProcessPool(
             kind: kind, size: configuration.concurrency, registry: registry, state: state,
             database: ConnectionConfiguration(conninfo: configuration.database.conninfo, applicationName: "pgworker"),
             connectionSlotWait: configuration.connectionSlotWait, pipelineDepth: configuration.pipelineDepth,
-            metrics: metrics, limits: limits, onDepthChange: capacity)
+            metrics: metrics, limits: limits, capacity: capacity)
         runners.start()
         inProcess = runners
     }

@@ -44,7 +44,11 @@ public struct Vacuumer: Sendable {
         case notPermitted
     }
 
-    public mutating func runIfDue(on c: Connection, now: Date = Date()) throws -> Outcome {
+    /// - Parameter perform: runs the VACUUM (a worker's: on a thread and connection of its own, so
+    ///   that a long one never delays a heartbeat); nil runs it on `c`.
+    public mutating func runIfDue(
+        on c: Connection, now: Date = Date(), perform: ((Int) throws -> Void)? = nil
+    ) throws -> Outcome {
         guard now >= nextRun, permitted != false else { return .idle }
         nextRun = now.addingTimeInterval(interval)
         if permitted == nil {
@@ -74,7 +78,11 @@ public struct Vacuumer: Sendable {
         let count = try row.decode(Int.self, 0)
         // INDEX_CLEANUP ON: the index is the point, and AUTO skips it when few heap pages hold
         // dead rows (a large table, a quiet hour), leaving the claim index's front as it was.
-        try c.executeScript("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) canvas.jobs")
+        if let perform { try perform(count) } else { try Self.vacuum(on: c) }
         return .vacuumed(dead: count)
+    }
+
+    public static func vacuum(on c: Connection) throws {
+        try c.executeScript("VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) canvas.jobs")
     }
 }
