@@ -33,6 +33,8 @@ echo "== latency (idle worker, LISTEN/NOTIFY)"
 with_worker "$BIN/canvas-bench" latency 300
 echo "== chord of 100,000 canvas.noop with a canvas.noop body (pgworker -c 8)"
 with_worker "$BIN/canvas-bench" chord 100000
+echo "== the chord against the plain drain (issue 14), and its enqueue from the CLI"
+ROUNDS=3 bench/chord_vs_plain.sh 100000 8
 echo "== voter rolls: all_in_one and the station chord (pgworker -c 8)"
 bench/voterrolls.sh 10000 100000 1000000
 "$BIN/canvas-bench" pdf 200
