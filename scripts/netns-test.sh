@@ -167,11 +167,20 @@ step "each rescued job's recorded outcome is its attempt 2's, by host-1 or host-
 # learnt the worker was presumed dead are dropped with the rest of what it held, without this line.)
 refused_count() { grep -o 'were discarded jobs=[0-9]*' "$work/host-$cut.log" | awk -F= '{ n += $2 } END { print n + 0 }'; }
 some_refused() { [ "$(refused_count)" -ge 1 ]; }
-wait_for 20 some_refused || fail "host-$cut never logged a refused outcome"
-# It counts every kind of outcome (a hand-back of a job not started too), of jobs host-2 held.
-held_count=$(tr ',' '\n' <<<"$held" | wc -l)
-[ "$(refused_count)" -le "$held_count" ] || fail "host-$cut had $(refused_count) outcomes refused but held only $held_count jobs"
-step "FENCE: host-$cut logged 'results for jobs no longer held by this worker were discarded' $(grep -c 'were discarded' "$work/host-$cut.log") time(s), for $(refused_count) outcomes in all"
+# When the broker's connection stays stuck in TCP retransmission after the link returns (libpq's
+# defaults; docs/operations.md), the worker can be presumed dead a second time before it sends
+# anything, and its late outcomes go with that state: no line then, and the fence is the
+# database's, checked above.
+if wait_for 20 some_refused; then
+    # It counts every kind of outcome (a hand-back of a job not started too), of jobs host-2 held.
+    held_count=$(tr ',' '\n' <<<"$held" | wc -l)
+    [ "$(refused_count)" -le "$held_count" ] || fail "host-$cut had $(refused_count) outcomes refused but held only $held_count jobs"
+    step "FENCE: host-$cut logged 'results for jobs no longer held by this worker were discarded' $(grep -c 'were discarded' "$work/host-$cut.log") time(s), for $(refused_count) outcomes in all"
+else
+    [ "$(grep -c 'presumed dead and its jobs were rescued' "$work/host-$cut.log")" -ge 2 ] ||
+        fail "host-$cut never logged a refused outcome, and was not presumed dead again either"
+    step "FENCE: host-$cut was presumed dead again before it could send its late outcomes; they went with that state (the database kept its rescuers' outcomes, above)"
+fi
 bodies=$(q "SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.sum'")
 body_runs=$(cat "$work"/host-*.log | grep -c "Task canvas.sum\[[0-9]*\] succeeded in" || true)
 [ "$bodies" = 1 ] && [ "$body_runs" = 1 ] || fail "the body was enqueued $bodies times and ran $body_runs times"
