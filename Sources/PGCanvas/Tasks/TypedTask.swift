@@ -251,11 +251,14 @@ enum TypedJSON {
 /// Runs async task code to completion from a pool process's synchronous run loop. The pool
 /// process runs one job at a time on its main thread; the task runs on Swift's global executor
 /// meanwhile, and the main thread waits for it.
-/// - Parameter cancelAt: the soft deadline: past it the task is cancelled (and still waited for;
-///   the hard time limit is the supervisor's).
-func runToCompletion<T: Sendable>(cancelAt deadline: Date? = nil, _ body: @escaping @Sendable () async throws -> T)
-    throws -> T
-{
+/// - Parameters:
+///   - cancelAt: the soft deadline: past it the task is cancelled (and still waited for; the hard
+///     time limit is the supervisor's).
+///   - onStart: receives a handle that cancels the task (a threads pool cancels a run it gave up on).
+func runToCompletion<T: Sendable>(
+    cancelAt deadline: Date? = nil, onStart: (CancelHandle) -> Void = { _ in },
+    _ body: @escaping @Sendable () async throws -> T
+) throws -> T {
     let box = CompletionBox<T>()
     let done = DispatchSemaphore(value: 0)
     let task = Task {
@@ -266,6 +269,7 @@ func runToCompletion<T: Sendable>(cancelAt deadline: Date? = nil, _ body: @escap
         }
         done.signal()
     }
+    onStart(CancelHandle { task.cancel() })
     if let deadline {
         let wait = DispatchTime.now() + max(0, deadline.timeIntervalSinceNow)
         if done.wait(timeout: wait) == .timedOut {

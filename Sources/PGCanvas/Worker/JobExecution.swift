@@ -88,8 +88,10 @@ enum JobExecution {
             if let onStart, let body = prepared.definition.runAsync {
                 let context = prepared.context
                 let arguments = prepared.arguments
-                result = waitFor(cancelAt: context.softDeadline, onStart: onStart) {
-                    try await TaskExecution.$isTaskCode.withValue(true) { try await body(context, arguments) }
+                result = Result {
+                    try runToCompletion(cancelAt: context.softDeadline, onStart: onStart) {
+                        try await TaskExecution.$isTaskCode.withValue(true) { try await body(context, arguments) }
+                    }
                 }
             } else {
                 result = TaskExecution.$isTaskCode.withValue(true) {
@@ -98,30 +100,6 @@ enum JobExecution {
             }
             return settle(result, prepared, logger: logger)
         }
-    }
-
-    /// Runs `body` as a Swift task and waits for it on this thread, cancelling it at the soft
-    /// deadline (runToCompletion, with the task's handle given to `onStart`).
-    private static func waitFor(
-        cancelAt deadline: Date?, onStart: (CancelHandle) -> Void,
-        _ body: @escaping @Sendable () async throws -> JSONValue
-    ) -> Result<JSONValue, any Error> {
-        let box = CompletionBox<JSONValue>()
-        let done = DispatchSemaphore(value: 0)
-        let task = Task {
-            do {
-                box.result = .success(try await body())
-            } catch {
-                box.result = .failure(error)
-            }
-            done.signal()
-        }
-        onStart(CancelHandle { task.cancel() })
-        if let deadline, done.wait(timeout: .now() + max(0, deadline.timeIntervalSinceNow)) == .timedOut {
-            task.cancel()
-        }
-        done.wait()
-        return box.result!
     }
 
     /// Runs the task in an async pool: a typed task's async body natively, as a child task the
