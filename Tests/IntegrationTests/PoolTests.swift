@@ -197,6 +197,9 @@ final class PoolTests {
         let w = try startWorker(pool, ["-c", "2"])
         #expect(
             eventually(timeout: 10) { w.log.components(separatedBy: "test.block[").count - 1 >= 2 }, "\(w.log)")
+        // Received is claimed, not started: give the runners a moment to take both (each blocks 30 s),
+        // or the first signal hands them back unstarted and the worker is gone before the second.
+        usleep(600_000)
         w.signal(SIGTERM)
         usleep(300_000)
         w.signal(SIGINT)
