@@ -145,4 +145,30 @@ final class StationPlaceTests {
         for center in try StationAssignment.centers(on: c) { try StationAssignment.refresh(center: center.id, on: c) }
         #expect(try assignments(c) == full)
     }
+
+    /// Stations print the names their assignment carries; a voter renamed after the assignment
+    /// prints under the new name, in the place it had, until the next refresh moves it.
+    @Test func aVoterRenamedAfterTheAssignmentPrintsUnderTheNewNameInItsPlace() throws {
+        let c = try database.connect()
+        try Seeder(names: try NameBank.bundled()).seed(c, voters: 2_000, randomSeed: 5)
+        try StationAssignment.refreshAll(on: c)
+        let first = try c.query(
+            "SELECT voter_id, center_id, station_id, voter_position FROM station_assignment WHERE voter_position = 1 LIMIT 1"
+        )[0]
+        let (voter, center, station) = (
+            try first.decode(Int.self, 0), try first.decode(Int.self, 1), try first.decode(Int.self, 2)
+        )
+        let before = try StationAssignment.voterNames(center: center, station: station, on: c)
+
+        try c.execute("UPDATE voter SET voter_name = 'Zwölfer Renamed' WHERE voter_id = \(voter)")
+        var expected = before
+        expected[0] = "Zwölfer Renamed"
+        #expect(try StationAssignment.voterNames(center: center, station: station, on: c) == expected)
+        // The next refresh moves the voter to its new place.
+        try StationAssignment.refreshAll(on: c)
+        #expect(try StationAssignment.voterNames(center: center, station: station, on: c).first != "Zwölfer Renamed")
+        let moved = try c.query(
+            "SELECT voter_name FROM station_assignment WHERE voter_id = \(voter)")[0].decode(String.self, 0)
+        #expect(moved == "Zwölfer Renamed")
+    }
 }
