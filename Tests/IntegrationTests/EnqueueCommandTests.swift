@@ -54,6 +54,32 @@ final class EnqueueCommandTests {
         #expect(worker.waitForExit(timeout: 10) == 0)
     }
 
+    /// Waiting on a job follows what its canvases spawn in turn: a chord whose body spawns a chain
+    /// is not done until that chain is, although the chord itself has finished before it.
+    @Test func waitFollowsACanvasThatAChordBodySpawnsUntilItFinishes() throws {
+        let c = try database.connect()
+        let inner = chain([
+            signature("canvas.sleep", 0.4), signature("canvas.add", 1, 2, options: SignatureOptions(immutable: true)),
+        ])
+        let outer = chord(
+            (0..<6).map { _ in signature("canvas.sleep", 0.05) },
+            body: signature("canvas.spawn", inner.json, options: SignatureOptions(immutable: true)))
+        let id = try Enqueue.job(JobRequest("canvas.spawn", [outer.json]), on: c)
+        let worker = try WorkerProcess(databaseURL: database.url, arguments: ["-c", "4"])
+        var polls = 0
+        let lineage = try Lineage.wait(for: id, on: c, timeout: 30) { _ in polls += 1 }
+        #expect(lineage.isFinished)
+        #expect(lineage.succeeded)
+        #expect(lineage.spawned.map(\.kind) == ["root", "root"])
+        #expect(lineage.finalResult == 3)
+        let unfinished = try c.query(
+            "SELECT count(*) FROM canvas.jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled')")[0]
+        #expect(try unfinished.decode(Int.self, 0) == 0)
+        #expect(polls > 1)
+        worker.signal(SIGTERM)
+        #expect(worker.waitForExit(timeout: 10) == 0)
+    }
+
     @Test(arguments: [
         ["enqueue", "no.such.task"], ["enqueue", "canvas.add", "--args", "{not json"],
         ["enqueue", "canvas.add", "--args", "{\"a\": 1}"], ["enqueue", "canvas.add", "--countdown", "-1"],

@@ -45,12 +45,34 @@ public struct Lineage: Sendable {
             unfinished: try rows[0].decode(Int.self, 1))
     }
 
+    /// This lineage with its spawned canvases read again, when one of them is still pending;
+    /// nil when none is (or one has gone), so that only a full `fetch` can say it has finished.
+    func stillPending(on c: Connection) throws -> Lineage? {
+        guard !spawned.isEmpty else { return nil }
+        var again = self
+        again.spawned = try spawned.compactMap { try CanvasStatus.fetch($0.id, on: c) }
+        guard again.spawned.count == spawned.count, again.spawned.contains(where: { $0.state == .pending }) else {
+            return nil
+        }
+        return again
+    }
+
     /// Blocks until the job and everything it started have finished. Refused inside a task.
     public static func wait(
         for id: Int64, on c: Connection, timeout: Double = .infinity, onPoll: ((Lineage) -> Void)? = nil
     ) throws -> Lineage {
-        try pollUntilDone(timeout: timeout, onPoll: onPoll) {
+        var last: Lineage?
+        return try pollUntilDone(timeout: timeout, onPoll: onPoll) {
+            // While a canvas the job spawned is pending, the lineage cannot have finished, and
+            // reading those canvases again is enough: walking every descendant on every poll cost
+            // the server 3.5 CPU-s while a million voters' 2,530-member chord ran. The full walk
+            // runs again once they have all ended, and decides.
+            if let known = last, known.job.state.isFinished, let pending = try known.stillPending(on: c) {
+                last = pending
+                return pending
+            }
             guard let lineage = try fetch(id, on: c) else { throw CanvasError("no job with id \(id)") }
+            last = lineage
             return lineage
         } isDone: {
             $0.isFinished
