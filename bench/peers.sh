@@ -7,6 +7,7 @@
 # wall figure), and also on the server clock. Each side drains N no-op jobs.
 # Needs a virtualenv with the peer's packages: PEER_VENV (default /tmp/pgcanvas-peer-venv) is
 # made with pip when missing. PEER_QUEUES names the driver if it is not at ../shared/bench/.
+# A pool written POOL:K runs with K broker connections (`--broker-connections K`), e.g. async:2.
 # Usage: DATABASE_URL=… BIN=.build/release bench/peers.sh [N] [ROUNDS] [POOLS…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +34,10 @@ for round in $(seq 1 "$rounds"); do
     echo "round $round: $line"
     echo "pgqueuer $(sed -E 's/.*burn-down ([0-9,]+) jobs\/s.*/\1/' <<<"$line" | tr -d ,)" >>"$results"
     for pool in ${pools[@]}; do
-        out=$(WORKER_ARGS="--pool $pool" bench/burndown.sh "$n" 8 | tail -1)
-        echo "round $round: pgcanvas --pool $pool: $out"
+        args="--pool ${pool%%:*}"
+        [[ "$pool" == *:* ]] && args="$args --broker-connections ${pool##*:}"
+        out=$(WORKER_ARGS="$args" bench/burndown.sh "$n" 8 | tail -1)
+        echo "round $round: pgcanvas $args: $out"
         server=$(sed -E 's/.*: ([0-9,]+) jobs\/s \(first claim.*/\1/' <<<"$out" | tr -d ,)
         wall=$(sed -E 's/.*wall ([0-9.]+) s.*/\1/' <<<"$out")
         echo "$pool $(python3 -c "print(round($n / $wall))") $server" >>"$results"
@@ -48,7 +51,8 @@ print(f"median over rounds: pgqueuer {peer:,.0f} jobs/s (worker start to exit)")
 for pool in dict.fromkeys(r[0] for r in rows if r[0] != "pgqueuer"):
     wall = statistics.median(int(r[1]) for r in rows if r[0] == pool)
     server = statistics.median(int(r[2]) for r in rows if r[0] == pool)
-    print(f"  pgcanvas --pool {pool}: {wall:,.0f} jobs/s start to done ({wall / peer:.2f}x), "
+    name = pool.split(":")[0] + (f" --broker-connections {pool.split(':')[1]}" if ":" in pool else "")
+    print(f"  pgcanvas --pool {name}: {wall:,.0f} jobs/s start to done ({wall / peer:.2f}x), "
           f"{server:,.0f} on the server clock ({server / peer:.2f}x)")
 PY
 rm -f "$results"

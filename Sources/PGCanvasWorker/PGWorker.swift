@@ -76,6 +76,13 @@ struct WorkerCommand: ParsableCommand {
     )
     var prefetch: Int?
 
+    @Option(
+        name: .customLong("broker-connections"),
+        help:
+            "Connections that claim and finish jobs, each on its own thread (default 1; 2 for more than one core's worth of short jobs)."
+    )
+    var brokerConnections: Int = 1
+
     @Option(name: .customLong("time-limit"), help: "Seconds a job may run before its pool process is killed.")
     var timeLimit: Double?
 
@@ -159,6 +166,7 @@ struct WorkerCommand: ParsableCommand {
         config.pool = PoolKind(rawValue: pool) ?? .prefork
         config.queues = queues.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         config.hostname = hostname
+        config.brokerConnections = brokerConnections
         config.prefetch = prefetch ?? 2 * concurrency
         // A prefetch given is taken as exact (`--prefetch 0`: hold only what runs).
         if prefetch != nil { config.shortJobPrefetch = 0 }

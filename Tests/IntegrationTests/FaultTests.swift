@@ -14,14 +14,14 @@ import Testing
 @Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
 struct FaultTests {
     @Test func randomCanvasesUnderRandomFaultsKeepTheirInvariants() throws {
-        try runFaults(pools: ["prefork", "prefork"], defaultTotal: 200)
+        try runFaults(pools: ["prefork", "prefork --broker-connections 2"], defaultTotal: 200)
     }
 
-    /// The same with the in-process pools (a threads worker beside an async one): no pool process
-    /// to kill, but whole workers die, the server restarts, and runs are cancelled while they run
-    /// (settled by the supervisor while their code goes on).
+    /// The same with the in-process pools (a threads worker beside an async one, each with two
+    /// broker connections): no pool process to kill, but whole workers die, the server restarts,
+    /// and runs are cancelled while they run (settled by the supervisor while their code goes on).
     @Test func inProcessPoolsUnderRandomFaultsKeepTheirInvariants() throws {
-        try runFaults(pools: ["threads", "async"], defaultTotal: 120)
+        try runFaults(pools: ["threads --broker-connections 2", "async --broker-connections 2"], defaultTotal: 120)
     }
 
     func runFaults(pools: [String], defaultTotal: Int) throws {
@@ -109,7 +109,7 @@ final class FaultRun {
     /// Canvas index → operator retries issued inside it.
     var retries: [Int: Int] = [:]
     var workers: [WorkerProcess] = []
-    var counts = (poolKills: 0, workerKills: 0, restarts: 0, purges: 0)
+    var counts = (poolKills: 0, workerKills: 0, restarts: 0, purges: 0, severed: 0)
     var started = Date()
     var settleSeconds = 0.0
     var jobCount = 0
@@ -126,7 +126,7 @@ final class FaultRun {
     /// How long the last canvases may take to end once faults stop.
     static let settleBound = 90.0
 
-    /// Each worker's `--pool`, by its place in `workers`.
+    /// Each worker's `--pool` (and options of its own), by its place in `workers`.
     let pools: [String]
 
     init(seed: UInt64, total: Int, pools: [String]) throws {
@@ -178,7 +178,9 @@ final class FaultRun {
     }
 
     func startWorker(_ index: Int) throws -> WorkerProcess {
-        try WorkerProcess(databaseURL: server.url, arguments: Self.workerArguments + ["--pool", pools[index]])
+        try WorkerProcess(
+            databaseURL: server.url,
+            arguments: Self.workerArguments + ["--pool"] + pools[index].split(separator: " ").map(String.init))
     }
 
     func enqueue(_ n: Int) throws {
@@ -198,6 +200,7 @@ final class FaultRun {
 
     func injectFaults() throws {
         if faults.chance(0.15) { killPoolProcess() }
+        if faults.chance(0.04) { try severWorkerConnection() }
         if faults.chance(0.05), !rootIDs.isEmpty {
             let index = Int.random(in: max(0, rootIDs.count - 300)..<rootIDs.count, using: &faults)
             let answer = try db { try $0.query("SELECT canvas.cancel(\(rootIDs[index]))")[0].text(0) }
@@ -247,6 +250,20 @@ final class FaultRun {
         } catch let error as PostgresError where error.sqlState == "40001" || error.sqlState == "40P01" {
             try? connection.executeScript("ROLLBACK")
         }
+    }
+
+    /// A worker's own connection (a broker lane's or the maintenance thread's) is cut, as a
+    /// network blip or an operator's pg_terminate_backend would: a claim's answer may be lost.
+    func severWorkerConnection() throws {
+        let pids = try db {
+            try $0.query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgworker' AND backend_type = 'client backend'"
+            ).map { try $0.decode(Int32.self, 0) }
+        }
+        guard !pids.isEmpty else { return }
+        let pid = pids[Int.random(in: 0..<pids.count, using: &faults)]
+        _ = try db { try $0.query("SELECT pg_terminate_backend(\(pid))") }
+        counts.severed += 1
     }
 
     func killPoolProcess() {
@@ -541,7 +558,7 @@ final class FaultRun {
         return """
             fault test: \(canvases.count) canvases (\(ends.joined(separator: ", "))), \(jobCount) jobs, \(String(format: "%.1f", Date().timeIntervalSince(started))) s \
             (settled \(String(format: "%.1f", settleSeconds)) s after faults stopped, longest canvas \(String(format: "%.1f", longestRoot)) s); \(counts.poolKills) pool processes \
-            and \(counts.workerKills) workers killed, \(counts.restarts) server restart, \(cancelledCanvases.count) canvases \
+            and \(counts.workerKills) workers killed, \(counts.severed) worker connections cut, \(counts.restarts) server restart, \(cancelledCanvases.count) canvases \
             and \(cancelledJobs.count) jobs cancelled, \(retries.values.reduce(0, +)) retries, \(counts.purges) purges \
             (\(purgedKeys.count) jobs); \(unmodelledFailures.count) canvases failed by their own jobs' crashes; \(checked.bodies) chord bodies and \(checked.callbacks) error callbacks \
             checked (\(checked.callbackRuns) callback runs), \(checked.links) success callback runs; \(violations) invariant violations

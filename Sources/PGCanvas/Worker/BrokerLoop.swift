@@ -3,7 +3,9 @@ import Logging
 import Postgres
 
 /// The supervisor's database thread: finishes outcomes in batches, hands jobs back, and claims
-/// as many jobs as there are free slots, waking on NOTIFY or on the poll interval.
+/// as many jobs as there are free slots, waking on NOTIFY or on the poll interval. With
+/// `--broker-connections N` there are N of them (lanes), each on its own connection, sharing the
+/// worker's registration, slots and outcomes (see `SharedState`).
 ///
 /// `@unchecked Sendable`: the supervisor builds it and hands it to the broker thread, which alone
 /// touches its mutable state (`db`, `maxPayloadBytes`); the supervisor only calls `requestStop()`,
@@ -13,6 +15,8 @@ final class BrokerLoop: @unchecked Sendable {
     let state: SharedState
     let logger: Logger
     let reregister: (Connection) throws -> Int64
+    /// This loop's place among the broker lanes (0 for the first).
+    let lane: Int
     private let db: ReconnectingConnection
     private let stopFlag = StopFlag()
     private var stop: Bool { stopFlag.isRequested }
@@ -29,12 +33,13 @@ final class BrokerLoop: @unchecked Sendable {
     var metrics: WorkerMetrics?
 
     init(
-        configuration: WorkerConfiguration, state: SharedState, logger: Logger,
+        configuration: WorkerConfiguration, state: SharedState, logger: Logger, lane: Int = 0,
         reregister: @escaping (Connection) throws -> Int64
     ) {
         self.configuration = configuration
         self.state = state
         self.logger = logger
+        self.lane = lane
         self.reregister = reregister
         self.db = ReconnectingConnection(configuration.database, logger: logger)
         db.onConnect = { [unowned self, configuration, state, logger] c in
@@ -48,19 +53,23 @@ final class BrokerLoop: @unchecked Sendable {
     }
 
     /// After a reconnect, a claim whose answer was lost may have left jobs marked as ours that we
-    /// never received: hand those back, or nobody would ever run them.
+    /// never received: hand those back, or nobody would ever run them. Only while no other lane
+    /// has a claim under way: the jobs of one that has committed but not yet been delivered would
+    /// look unreceived, and would run twice.
     static func reconcile(_ c: Connection, state: SharedState, logger: Logger) throws {
-        let rows = try c.query(
-            "SELECT id, attempt FROM canvas.jobs WHERE worker_id = \(state.workerID) AND state = 'running'")
-        var unknown: [(id: Int64, attempt: Int)] = []
-        for row in rows {
-            let id: Int64 = try row.decode(Int64.self, 0)
-            let attempt: Int = try row.decode(Int.self, 1)
-            if !state.isHeld(id, attempt: attempt) { unknown.append((id, attempt)) }
-        }
-        if !unknown.isEmpty {
-            let n = try Broker.release(worker: state.workerID, unknown, on: c)
-            logger.warning("handed back jobs claimed before the connection broke", metadata: ["jobs": "\(n)"])
+        try state.whileNoClaimIsUnderWay {
+            let rows = try c.query(
+                "SELECT id, attempt FROM canvas.jobs WHERE worker_id = \(state.workerID) AND state = 'running'")
+            var unknown: [(id: Int64, attempt: Int)] = []
+            for row in rows {
+                let id: Int64 = try row.decode(Int64.self, 0)
+                let attempt: Int = try row.decode(Int.self, 1)
+                if !state.isHeld(id, attempt: attempt) { unknown.append((id, attempt)) }
+            }
+            if !unknown.isEmpty {
+                let n = try Broker.release(worker: state.workerID, unknown, on: c)
+                logger.warning("handed back jobs claimed before the connection broke", metadata: ["jobs": "\(n)"])
+            }
         }
     }
 
@@ -81,34 +90,52 @@ final class BrokerLoop: @unchecked Sendable {
         var pacer = ClaimPacer(
             pollInterval: configuration.pollInterval, heartbeatInterval: configuration.heartbeatInterval)
         while true {
-            state.brokerLoopTicked()
+            state.brokerLoopTicked(lane: lane)
             let stopping = stop
             // The registration this round's statements speak for (the maintenance thread may
             // replace it meanwhile, after which a refusal is not news).
             let registration = state.workerID
             do {
                 let c = try db.get()
-                SharedState.drain(state.brokerWake.read)
+                SharedState.drain(state.brokerWakes[lane].read)
                 if pacer.shouldGatherOutcomes(stopping: stopping) { gatherOutcomes() }
                 // Jobs a claim delivered after the dispatcher stopped would otherwise stay marked as
                 // ours until a rescue: hand them back with the rest.
                 if stopping { state.handBack(state.takeInbox()) }
-                let (outcomes, releases) = state.takeOutgoing()
-                let want = stopping ? 0 : state.wantedClaims(afterSettling: outcomes.count)
+                let (outcomes, releases) = state.takeOutgoing(lane: lane)
+                // The slots this round claims stay reserved until its jobs are held (or the claim
+                // failed), so that another lane claiming at the same time does not count them free.
+                let want = state.reserveClaims(afterSettling: outcomes.count, claim: !stopping)
                 let decision = pacer.decide(now: Date(), want: want)
-                if decision.checkCancels { try checkCancelled(c) }
-                if !outcomes.isEmpty || !releases.isEmpty || decision.claim > 0 {
-                    let claimed = try exchange(c, outcomes, releases, claim: decision.claim)
-                    if decision.claim > 0 { pacer.claimed(claimed, of: decision.claim) }
-                    if let due = retryDue {
-                        pacer.retryScheduled(at: due)
-                        retryDue = nil
+                state.unreserve(want - decision.claim)
+                do {
+                    defer { state.unreserve(decision.claim, settled: outcomes.count) }
+                    if decision.checkCancels {
+                        do {
+                            try checkCancelled(c)
+                        } catch {
+                            state.restoreOutgoing(outcomes, releases, lane: lane)
+                            throw error
+                        }
+                    }
+                    if !outcomes.isEmpty || !releases.isEmpty || decision.claim > 0 {
+                        let claimed =
+                            decision.claim > 0
+                            ? try state.duringClaim { try exchange(c, outcomes, releases, claim: decision.claim) }
+                            : try exchange(c, outcomes, releases, claim: 0)
+                        if decision.claim > 0 { pacer.claimed(claimed, of: decision.claim) }
+                        if let due = retryDue {
+                            pacer.retryScheduled(at: due)
+                            retryDue = nil
+                        }
                     }
                 }
-                if stopping && !state.hasOutgoing { break }
-                guard case .upTo(let wait) = pacer.wait(now: Date(), hasOutgoing: state.hasOutgoing, stopping: stopping)
+                if stopping && state.stopLaneIfIdle(lane) { break }
+                guard
+                    case .upTo(let wait) = pacer.wait(
+                        now: Date(), hasOutgoing: state.hasOutgoing(lane: lane), stopping: stopping)
                 else { continue }
-                switch try c.waitForActivity(timeout: wait, wakeFD: state.brokerWake.read) {
+                switch try c.waitForActivity(timeout: wait, wakeFD: state.brokerWakes[lane].read) {
                 case .notification(let n):
                     // Take every queued notification so one burst costs one claim.
                     for note in try [n] + c.pendingNotifications() {
@@ -124,9 +151,9 @@ final class BrokerLoop: @unchecked Sendable {
             } catch  where error.isWorkerPresumedDead {
                 handlePresumedDead(registration)
             } catch  where error.isConnectionProblem {
-                db.failed(error, shouldStop: { stop && !state.hasOutgoing })
+                db.failed(error, shouldStop: { stop && !state.hasOutgoing(lane: lane) })
                 pacer.connectionLost()
-                if stop && !state.hasOutgoing { break }
+                if stop && state.stopLaneIfIdle(lane) { break }
             } catch {
                 // Locks, a missing schema, a shutting-down server: sending the batch again (it is
                 // fenced) is right. Anything else never reaches here: exchange isolates it.
@@ -134,14 +161,13 @@ final class BrokerLoop: @unchecked Sendable {
                 db.failed(error, shouldStop: { stop })
             }
         }
-        state.brokerStopped = true
         SharedState.poke(state.mainWake.write)
     }
 
     private func gatherOutcomes() {
         let target = max(8, state.currentCapacity / 2)
         let until = DispatchTime.now().uptimeNanoseconds + UInt64(configuration.flushDelay * 1e9)
-        while state.outcomeCount < target, DispatchTime.now().uptimeNanoseconds < until { usleep(200) }
+        while state.outcomeCount(lane: lane) < target, DispatchTime.now().uptimeNanoseconds < until { usleep(200) }
     }
 
     /// Hands back, finishes and claims in as few round trips as possible. - Returns: jobs claimed.
@@ -153,11 +179,11 @@ final class BrokerLoop: @unchecked Sendable {
         do {
             if !releases.isEmpty {
                 let n = try Broker.release(worker: state.workerID, releases, on: c)
-                state.settled(releases.map(\.id))
+                state.settled(releases.map(\.id), by: lane)
                 logger.info("handed jobs back to the queue", metadata: ["jobs": "\(n)"])
             }
         } catch {
-            state.restoreOutgoing(outcomes, releases)
+            state.restoreOutgoing(outcomes, releases, lane: lane)
             throw error
         }
         var result: (recorded: [Broker.Recorded], claimed: [ClaimedJob])
@@ -174,22 +200,24 @@ final class BrokerLoop: @unchecked Sendable {
             do {
                 result.recorded = try recordIsolating(c, outcomes[...])
             } catch {
-                state.restoreOutgoing(outcomes, [])
+                state.restoreOutgoing(outcomes, [], lane: lane)
                 throw error
             }
-            state.settled(outcomes.map(\.jobID))
+            state.settled(outcomes.map(\.jobID), by: lane)
             result.claimed =
                 limit > 0
                 ? try Broker.claim(worker: state.workerID, queues: configuration.queues, limit: limit, on: c) : []
         } catch {
             // finish is fenced, so sending the same batch again cannot apply twice.
             if (error as? PostgresError)?.mayPassLater == true { failuresInARow += 1 }
-            state.restoreOutgoing(outcomes, [])
+            state.restoreOutgoing(outcomes, [], lane: lane)
             throw error
         }
         failuresInARow = 0
-        state.settled(outcomes.map(\.jobID))
-        logger.debug("exchanged", metadata: ["finished": "\(outcomes.count)", "claimed": "\(result.claimed.count)"])
+        state.settled(outcomes.map(\.jobID), by: lane)
+        logger.debug(
+            "exchanged",
+            metadata: ["finished": "\(outcomes.count)", "claimed": "\(result.claimed.count)", "lane": "\(lane)"])
         if !outcomes.isEmpty {
             logRecorded(outcomes, result.recorded)
             // Successes alone (the hot path) schedule nothing: only runs that did not succeed are looked at.
@@ -213,16 +241,17 @@ final class BrokerLoop: @unchecked Sendable {
             let limit = maxPayloadBytes
             if result.claimed.contains(where: { $0.argumentBytes > limit }) {
                 let tooLarge = result.claimed.filter { $0.argumentBytes > limit }
-                state.deliver(result.claimed.filter { $0.argumentBytes <= limit })
+                state.deliver(result.claimed.filter { $0.argumentBytes <= limit }, lane: lane)
                 for job in tooLarge {
                     let error =
                         "the arguments are too large (\(job.argumentBytes) bytes; the limit is \(limit), pgcanvas.max_payload_bytes)"
                     logger.error("Task \(job.task)[\(job.id)] failed: \(error)")
                     state.refuse(
-                        job, Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .fatal, error: error))
+                        job, Outcome(jobID: job.id, attempt: job.attempt, task: job.task, kind: .fatal, error: error),
+                        lane: lane)
                 }
             } else {
-                state.deliver(result.claimed)
+                state.deliver(result.claimed, lane: lane)
             }
         }
         return result.claimed.count

@@ -22,8 +22,9 @@ public struct ConnectionBudget: Sendable, Equatable {
         self.workersBound = workersBound
     }
 
-    /// Connections the worker's own threads hold for its whole life.
-    public static func fixed(beat: Bool) -> Int { beat ? 3 : 2 }
+    /// Connections the worker's own threads hold for its whole life: the broker's (one per
+    /// `--broker-connections`), the maintenance thread's, and beat's.
+    public static func fixed(beat: Bool, brokerConnections: Int = 1) -> Int { brokerConnections + 1 + (beat ? 1 : 0) }
 
     /// Slots left for one more worker.
     public var free: Int { usable - otherClients - workersBound }

@@ -2,41 +2,70 @@ import Foundation
 
 /// What the supervisor's threads hand each other: claimed jobs one way, outcomes and hand-backs
 /// the other. Guarded by one lock; each side wakes the other through a pipe.
+///
+/// With more than one broker connection (`--broker-connections`), each connection's loop (a
+/// lane) claims on its own, and a job's outcome or hand-back goes back through the lane that
+/// claimed it, so each lane finishes and claims in its own rhythm while the other's round trip is
+/// on the server. Two things keep the lanes from stepping on each other: claims reserve their
+/// slots before they go out, so the lanes together never hold more than the capacity; and a lane
+/// that reconnects reconciles (hands back jobs marked as ours that nobody received) only while no
+/// other lane has a claim under way, whose jobs would look unreceived.
 final class SharedState: @unchecked Sendable {
     // Every stored property below is read and written only with `lock` held.
     private let lock = NSLock()
     /// Held across a re-registration (a round trip), never together with `lock` the other way round.
     private let registration = NSLock()
     private var inbox: [ClaimedJob] = []
-    private var outcomes: [Outcome] = []
-    private var releases: [(id: Int64, attempt: Int)] = []
-    /// Jobs claimed and not yet finished or handed back (the broker's view of what we hold).
-    private var held: [Int64: Int] = [:]
+    /// Per lane: what goes back through it.
+    private var outcomes: [[Outcome]]
+    private var releases: [[(id: Int64, attempt: Int)]]
+    /// Jobs claimed and not yet finished or handed back (the broker's view of what we hold), with
+    /// the lane that claimed each.
+    private var held: [Int64: (attempt: Int, lane: Int)] = [:]
     private var _claiming = true
     private var _workerID: Int64
-    private var _brokerStopped = false
     private var _fatalError: String?
     /// Jobs cancelled in the database while this worker holds them: to be stopped.
     private var cancelled: Set<Int64> = []
     private var capacity: Int
-    /// When the broker loop and the supervisor's event loop last went round (uptime, ns): the
+    /// Slots claims under way have reserved: they count as held until their jobs are delivered.
+    private var reserved = 0
+    /// Held jobs whose outcomes a lane is sending: their slots count as free, for every lane.
+    private var settling = 0
+    /// When each broker lane and the supervisor's event loop last went round (uptime, ns): the
     /// heartbeat vouches for them, not only for the thread that sends it.
-    private var brokerTick = DispatchTime.now().uptimeNanoseconds
+    private var brokerTicks: [UInt64]
     private var mainTick = DispatchTime.now().uptimeNanoseconds
+    /// Lanes that have stopped: what would go back through them goes through the first lane,
+    /// which stops last.
+    private var laneStopped: [Bool]
+    /// Guards `claimsUnderWay` and `reconcileUnderWay` (never taken together with `lock`).
+    private let gate = NSCondition()
+    private var claimsUnderWay = 0
+    private var reconcileUnderWay = false
     /// Jobs finished since the last heartbeat took them (see `FinishTally`).
     private var finished = FinishTally()
     /// When the last heartbeat reached the database (uptime, ns), for `/readyz`.
     private var heartbeatTick = DispatchTime.now().uptimeNanoseconds
 
     let mainWake: (read: Int32, write: Int32)
-    let brokerWake: (read: Int32, write: Int32)
+    /// One pipe per broker lane: a lane that drains its own cannot swallow another's wake-up.
+    let brokerWakes: [(read: Int32, write: Int32)]
+    var lanes: Int { brokerWakes.count }
 
-    init(workerID: Int64, capacity: Int) throws {
+    init(workerID: Int64, capacity: Int, lanes: Int = 1) throws {
+        precondition(lanes >= 1)
         _workerID = workerID
         self.capacity = capacity
+        brokerTicks = Array(repeating: DispatchTime.now().uptimeNanoseconds, count: lanes)
+        outcomes = Array(repeating: [], count: lanes)
+        laneStopped = Array(repeating: false, count: lanes)
+        releases = Array(repeating: [], count: lanes)
         mainWake = try FD.pipe()
-        brokerWake = try FD.pipe()
-        for fd in [mainWake.read, mainWake.write, brokerWake.read, brokerWake.write] { FD.setNonBlocking(fd) }
+        brokerWakes = try (0..<lanes).map { _ in try FD.pipe() }
+        for fd in [mainWake.read, mainWake.write] + brokerWakes.flatMap({ [$0.read, $0.write] }) {
+            FD.setNonBlocking(fd)
+        }
     }
 
     private func locked<T>(_ body: () -> T) -> T {
@@ -68,9 +97,25 @@ final class SharedState: @unchecked Sendable {
     func setCapacity(_ value: Int) { locked { capacity = value } }
     func stopClaiming() { locked { _claiming = false } }
 
-    var brokerStopped: Bool {
-        get { locked { _brokerStopped } }
-        set { locked { _brokerStopped = newValue } }
+    /// Every broker lane has stopped.
+    var brokerStopped: Bool { locked { laneStopped.allSatisfy { $0 } } }
+
+    /// Stops `lane` if nothing waits to go back through it (and, for the first lane, once every
+    /// other lane has stopped: it takes over what would have gone through them).
+    /// - Returns: whether the lane stopped.
+    func stopLaneIfIdle(_ lane: Int) -> Bool {
+        locked {
+            guard outcomes[lane].isEmpty, releases[lane].isEmpty else { return false }
+            if lane == 0, laneStopped.dropFirst().contains(false) { return false }
+            laneStopped[lane] = true
+            return true
+        }
+    }
+
+    /// The lane a job's outcome or hand-back goes through: the one that claimed it, while it runs.
+    private func route(_ id: Int64) -> Int {
+        let lane = held[id]?.lane ?? 0
+        return laneStopped[lane] ? 0 : lane
     }
 
     var fatalError: String? {
@@ -78,7 +123,7 @@ final class SharedState: @unchecked Sendable {
         set { locked { _fatalError = newValue } }
     }
 
-    func brokerLoopTicked() { locked { brokerTick = DispatchTime.now().uptimeNanoseconds } }
+    func brokerLoopTicked(lane: Int) { locked { brokerTicks[lane] = DispatchTime.now().uptimeNanoseconds } }
     func eventLoopTicked() { locked { mainTick = DispatchTime.now().uptimeNanoseconds } }
 
     /// Broker thread: what a batch finished.
@@ -107,59 +152,120 @@ final class SharedState: @unchecked Sendable {
 
     /// Seconds since the slower of the two loops last went round.
     var loopSilence: Double {
-        let oldest = locked { min(brokerTick, mainTick) }
+        let oldest = locked { min(brokerTicks.min() ?? mainTick, mainTick) }
         return Double(DispatchTime.now().uptimeNanoseconds &- oldest) / 1e9
     }
 
     // MARK: broker thread side
 
-    /// How many more jobs to claim now, counting `n` outcomes about to be finished as free.
-    func wantedClaims(afterSettling n: Int) -> Int {
-        locked { _claiming ? max(0, capacity - held.count + n) : 0 }
+    /// How many more jobs to claim now, counting the `n` outcomes the caller is about to finish
+    /// (and those other lanes are finishing) as free, and reserves them: they count as held, for
+    /// the other lanes, until `unreserve` gives them back. A lane takes at most its share of the
+    /// capacity at once, so that the lanes take turns.
+    func reserveClaims(afterSettling n: Int, claim: Bool = true) -> Int {
+        locked {
+            settling += n
+            let share = (capacity + brokerWakes.count - 1) / brokerWakes.count
+            let want = _claiming && claim ? min(share, max(0, capacity - held.count - reserved + settling)) : 0
+            reserved += want
+            return want
+        }
     }
 
-    func deliver(_ jobs: [ClaimedJob]) {
+    /// Gives back what `reserveClaims` counted: `n` reserved slots (the claim went out and its
+    /// jobs are held now, failed, or asked for fewer) and `settled` outcomes (finished now, or
+    /// put back to be sent again).
+    func unreserve(_ n: Int, settled: Int = 0) {
+        guard n > 0 || settled > 0 else { return }
+        locked {
+            reserved -= n
+            settling -= settled
+        }
+    }
+
+    /// A claim's round trip on one lane, from sending it to `deliver`: a reconcile on another lane
+    /// waits until none is under way.
+    func duringClaim<T>(_ body: () throws -> T) rethrows -> T {
+        gate.lock()
+        while reconcileUnderWay { gate.wait() }
+        claimsUnderWay += 1
+        gate.unlock()
+        defer {
+            gate.lock()
+            claimsUnderWay -= 1
+            gate.broadcast()
+            gate.unlock()
+        }
+        return try body()
+    }
+
+    /// Runs `body` (a reconcile) while no lane has a claim under way and none starts: every job
+    /// a committed claim marked as ours has then been delivered, or its answer was lost.
+    func whileNoClaimIsUnderWay<T>(_ body: () throws -> T) rethrows -> T {
+        gate.lock()
+        while reconcileUnderWay { gate.wait() }
+        reconcileUnderWay = true
+        while claimsUnderWay > 0 { gate.wait() }
+        gate.unlock()
+        defer {
+            gate.lock()
+            reconcileUnderWay = false
+            gate.broadcast()
+            gate.unlock()
+        }
+        return try body()
+    }
+
+    func deliver(_ jobs: [ClaimedJob], lane: Int = 0) {
         locked {
             inbox.append(contentsOf: jobs)
-            for job in jobs { held[job.id] = job.attempt }
+            for job in jobs { held[job.id] = (job.attempt, lane) }
         }
         Self.poke(mainWake.write)
     }
 
     /// Holds a claimed job that will not be run, and reports how it ended.
-    func refuse(_ job: ClaimedJob, _ outcome: Outcome) {
+    func refuse(_ job: ClaimedJob, _ outcome: Outcome, lane: Int = 0) {
         locked {
-            held[job.id] = job.attempt
-            outcomes.append(outcome)
+            held[job.id] = (job.attempt, lane)
+            outcomes[route(job.id)].append(outcome)
         }
-        Self.poke(brokerWake.write)
+        wakeBroker()
     }
 
-    func takeOutgoing() -> (outcomes: [Outcome], releases: [(id: Int64, attempt: Int)]) {
+    func takeOutgoing(lane: Int = 0) -> (outcomes: [Outcome], releases: [(id: Int64, attempt: Int)]) {
         locked {
             defer {
-                outcomes.removeAll(keepingCapacity: true)
-                releases.removeAll()
+                outcomes[lane].removeAll(keepingCapacity: true)
+                releases[lane].removeAll()
             }
-            return (outcomes, releases)
+            return (outcomes[lane], releases[lane])
         }
     }
 
     /// Puts back what could not be sent (the connection broke); it goes out first next time.
-    func restoreOutgoing(_ o: [Outcome], _ r: [(id: Int64, attempt: Int)]) {
+    func restoreOutgoing(_ o: [Outcome], _ r: [(id: Int64, attempt: Int)], lane: Int = 0) {
         locked {
-            outcomes.insert(contentsOf: o, at: 0)
-            releases.insert(contentsOf: r, at: 0)
+            outcomes[lane].insert(contentsOf: o, at: 0)
+            releases[lane].insert(contentsOf: r, at: 0)
         }
     }
 
-    func settled(_ ids: [Int64]) { locked { for id in ids { held[id] = nil } } }
+    /// Jobs finished or handed back by `lane`: their slots are free, for any lane to claim. The
+    /// other lanes are woken for it (one that found no free slot waits for nothing else).
+    func settled(_ ids: [Int64], by lane: Int = 0) {
+        guard !ids.isEmpty else { return }
+        locked { for id in ids { held[id] = nil } }
+        for (other, wake) in brokerWakes.enumerated() where other != lane { Self.poke(wake.write) }
+    }
 
-    var outcomeCount: Int { locked { outcomes.count } }
+    func outcomeCount(lane: Int = 0) -> Int { locked { outcomes[lane].count } }
     var currentCapacity: Int { locked { capacity } }
-    var hasOutgoing: Bool { locked { !outcomes.isEmpty || !releases.isEmpty } }
+    func hasOutgoing(lane: Int = 0) -> Bool { locked { !outcomes[lane].isEmpty || !releases[lane].isEmpty } }
     var heldCount: Int { locked { held.count } }
-    func isHeld(_ id: Int64, attempt: Int) -> Bool { locked { held[id] == attempt } }
+    /// Slots reserved by claims under way, and outcomes being sent (for tests).
+    var reservations: (reserved: Int, settling: Int) { locked { (reserved, settling) } }
+    func isHeld(_ id: Int64, attempt: Int) -> Bool { locked { held[id]?.attempt == attempt } }
 
     /// The ids of jobs this worker holds now.
     var heldIDs: [Int64] { locked { Array(held.keys) } }
@@ -186,22 +292,34 @@ final class SharedState: @unchecked Sendable {
         }
     }
 
+    /// The outcome of a run, to be finished through the lane that claimed its job (the first
+    /// lane for a job no longer held: its finish is refused by the fence anyway).
     func report(_ outcome: Outcome) {
-        let wasEmpty = locked {
-            let empty = outcomes.isEmpty && releases.isEmpty
-            outcomes.append(outcome)
-            return empty
+        let (lane, wasEmpty) = locked {
+            let lane = route(outcome.jobID)
+            let empty = outcomes[lane].isEmpty && releases[lane].isEmpty
+            outcomes[lane].append(outcome)
+            return (lane, empty)
         }
-        if wasEmpty { Self.poke(brokerWake.write) }
+        if wasEmpty { Self.poke(brokerWakes[lane].write) }
     }
 
     func handBack(_ jobs: [ClaimedJob]) {
         guard !jobs.isEmpty else { return }
-        locked { releases.append(contentsOf: jobs.map { ($0.id, $0.attempt) }) }
-        Self.poke(brokerWake.write)
+        let lanes = locked {
+            var lanes = Set<Int>()
+            for job in jobs {
+                let lane = route(job.id)
+                releases[lane].append((job.id, job.attempt))
+                lanes.insert(lane)
+            }
+            return lanes
+        }
+        for lane in lanes { Self.poke(brokerWakes[lane].write) }
     }
 
-    func wakeBroker() { Self.poke(brokerWake.write) }
+    /// Wakes every broker lane: whichever comes first takes what is waiting.
+    func wakeBroker() { for wake in brokerWakes { Self.poke(wake.write) } }
 
     static func poke(_ fd: Int32) {
         var byte: UInt8 = 1

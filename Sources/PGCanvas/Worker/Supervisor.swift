@@ -37,7 +37,7 @@ package final class Supervisor {
     /// Runs until shut down. - Returns: the process exit status. - Throws: start-up failures.
     package func run() throws -> Int32 {
         try configuration.validate()
-        let fixed = ConnectionBudget.fixed(beat: configuration.beat)
+        let fixed = ConnectionBudget.fixed(beat: configuration.beat, brokerConnections: configuration.brokerConnections)
         let bound = fixed + configuration.concurrency
         let metricsServer = try configuration.metricsPort.map { port in
             let metrics = WorkerMetrics(hostname: configuration.hostname, concurrency: configuration.concurrency)
@@ -61,7 +61,8 @@ package final class Supervisor {
             throw CanvasError(
                 "the database has no canvas schema: run 'voteradmin migrate' (or PGCanvasMigrations.apply) first")
         }
-        state = try SharedState(workerID: workerID, capacity: configuration.capacity(depth: 1))
+        state = try SharedState(
+            workerID: workerID, capacity: configuration.capacity(depth: 1), lanes: configuration.brokerConnections)
         try Signals.install()
         printBanner(workerID: workerID)
         let holders = configuration.beat ? "broker and beat" : "broker"
@@ -77,14 +78,20 @@ package final class Supervisor {
                 "serving /metrics, /healthz and /readyz on \(configuration.metricsHost):\(configuration.metricsPort ?? 0)"
             )
         }
-        let broker = BrokerLoop(configuration: configuration, state: state, logger: logger, reregister: register)
-        broker.metrics = metrics
+        let brokers = (0..<configuration.brokerConnections).map { lane in
+            let broker = BrokerLoop(
+                configuration: configuration, state: state, logger: logger, lane: lane, reregister: register)
+            broker.metrics = metrics
+            return broker
+        }
         let maintenance = Maintenance(configuration: configuration, state: state, logger: logger, reregister: register)
-        let brokerThread = Thread { broker.run() }
+        for broker in brokers {
+            let brokerThread = Thread { broker.run() }
+            brokerThread.name = brokers.count == 1 ? "broker" : "broker-\(broker.lane + 1)"
+            brokerThread.start()
+        }
         let maintenanceThread = Thread { maintenance.run() }
-        brokerThread.name = "broker"
         maintenanceThread.name = "maintenance"
-        brokerThread.start()
         maintenanceThread.start()
         let beat = configuration.beat ? BeatLoop(configuration: configuration, logger: logger) : nil
         if let beat {
@@ -99,7 +106,7 @@ package final class Supervisor {
         // Every run has ended: let the broker thread send what is left and stop, within the bound
         // (PostgreSQL may be unreachable). A further signal stops the wait at once.
         beat?.requestStop()
-        broker.requestStop()
+        for broker in brokers { broker.requestStop() }
         while !state.brokerStopped {
             if let deadline = shutdownDeadline, Date() >= deadline {
                 logger.warning("worker: outcomes not sent within the shutdown bound; their jobs will be rescued")

@@ -45,6 +45,9 @@ package struct WorkerConfiguration: Sendable {
     /// batch that large spreads one round trip and one commit over many more jobs (100,000 no-op
     /// jobs: 27,000 jobs/s holding 144 at once, 36,000 holding 528; docs/benchmarks.md).
     package var shortJobPrefetch: Int = 384
+    /// Broker connections, each with its own thread claiming and finishing (`SharedState`): one
+    /// connection's round trips are served by one server process, on one core; two keep two busy.
+    package var brokerConnections: Int = 1
     /// How long the broker thread lets outcomes gather into one batch while the queue is deep.
     package var flushDelay: Double = 0.004
     /// Seconds a run may take when neither the job nor its task sets a limit (nil: no limit).
@@ -83,9 +86,10 @@ package struct WorkerConfiguration: Sendable {
     }
 
     /// How many jobs the worker may hold at once: its slots, each `depth` deep (`Pacing`), and
-    /// its prefetch; more while jobs take microseconds (`depth` > 1).
+    /// its prefetch; more while jobs take microseconds (`depth` > 1), for each broker connection,
+    /// so that each lane's batches stay as large as one lane's alone.
     func capacity(depth: Int) -> Int {
-        concurrency * depth + prefetch + (depth > 1 ? shortJobPrefetch : 0)
+        concurrency * depth + prefetch + (depth > 1 ? shortJobPrefetch * brokerConnections : 0)
     }
 
     /// - Throws: `CanvasError` for settings that cannot work.
@@ -93,6 +97,7 @@ package struct WorkerConfiguration: Sendable {
         if concurrency < 1 || concurrency > 1024 { throw CanvasError("--concurrency must be between 1 and 1024") }
         if queues.isEmpty || queues.contains(where: \.isEmpty) { throw CanvasError("--queues needs queue names") }
         if prefetch < 0 { throw CanvasError("--prefetch must be 0 or more") }
+        if !(1...8).contains(brokerConnections) { throw CanvasError("--broker-connections must be between 1 and 8") }
         if let timeLimit, timeLimit <= 0 { throw CanvasError("--time-limit must be more than 0 seconds") }
         if !(pollInterval > 0 && pollInterval <= 3600) {
             throw CanvasError("--poll-interval must be more than 0 seconds and at most 3600")
