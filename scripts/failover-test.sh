@@ -72,12 +72,14 @@ step "enqueued canvas $canvas: a chord of $members chains (canvas.sleep, then ca
 
 worker_pids=()
 for n in 1 2; do
-    DATABASE_URL="$url" "$BIN/pgworker" -c 4 --hostname "failover-$n" --loglevel info \
+    # The second claims through two connections: both break at the failover and reconcile.
+    lanes=$n
+    DATABASE_URL="$url" "$BIN/pgworker" -c 4 --hostname "failover-$n" --loglevel info --broker-connections $lanes \
         --heartbeat-interval 1 --rescue-after 10 >"$work/worker-$n.log" 2>&1 &
     worker_pids+=($!)
     on_exit "kill -KILL $! 2>/dev/null; wait $! 2>/dev/null"
 done
-step "started 2 pgworker processes (-c 4 each), pids ${worker_pids[*]}"
+step "started 2 pgworker processes (-c 4 each; the second with --broker-connections 2), pids ${worker_pids[*]}"
 
 done_jobs() { q "$1" "SELECT count(*) FROM canvas.jobs WHERE state = 'succeeded'"; }
 quarter() { [ "$(done_jobs "$p1")" -ge $((jobs / 4)) ]; }
