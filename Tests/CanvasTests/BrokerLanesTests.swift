@@ -1,4 +1,5 @@
 import Foundation
+import Postgres
 import TestSupport
 import Testing
 
@@ -14,6 +15,23 @@ import Testing
 
     func done(_ id: Int64, attempt: Int = 1) -> Outcome {
         Outcome(jobID: id, attempt: attempt, task: "canvas.noop", kind: .succeeded, resultText: "null")
+    }
+
+    @Test func brokerConnectionsAreCheckedBudgetedAndEachBringsItsShortJobPrefetch() throws {
+        var configuration = WorkerConfiguration(database: ConnectionConfiguration(conninfo: "dbname=x"))
+        configuration.concurrency = 8
+        configuration.prefetch = 16
+        for bad in [0, 9] {
+            configuration.brokerConnections = bad
+            #expect(throws: CanvasError.self) { try configuration.validate() }
+        }
+        configuration.brokerConnections = 2
+        try configuration.validate()
+        #expect(configuration.capacity(depth: 1) == 8 + 16)
+        #expect(configuration.capacity(depth: 16) == 8 * 16 + 16 + 2 * configuration.shortJobPrefetch)
+        #expect(ConnectionBudget.fixed(beat: false) == 2)
+        #expect(ConnectionBudget.fixed(beat: false, brokerConnections: 2) == 3)
+        #expect(ConnectionBudget.fixed(beat: true, brokerConnections: 2) == 4)
     }
 
     @Test func aJobGoesBackThroughTheLaneThatClaimedIt() throws {
@@ -41,7 +59,7 @@ import Testing
         #expect(!state.stopLaneIfIdle(1), "lane 1 has an outcome to send")
         let sent = state.takeOutgoing(lane: 1)
         #expect(sent.outcomes.count == 1)
-        state.settled([1], by: 1)
+        state.settled([(1, 1)], by: 1)
         #expect(!state.stopLaneIfIdle(0), "the first lane stops after the others")
         #expect(state.stopLaneIfIdle(1))
         #expect(!state.brokerStopped)
@@ -55,23 +73,53 @@ import Testing
 
     @Test func lanesShareTheCapacityAndCountOutcomesBeingSentAsFree() throws {
         let state = try SharedState(workerID: 1, capacity: 10, lanes: 2)
-        let a = state.reserveClaims(afterSettling: 0)
-        let b = state.reserveClaims(afterSettling: 0)
+        let a = state.reserveClaims(afterSettling: 0, lane: 0)
+        let b = state.reserveClaims(afterSettling: 0, lane: 1)
         #expect(a == 5 && b == 5, "each lane takes its share")
-        #expect(state.reserveClaims(afterSettling: 0) == 0, "nothing left while both claims are under way")
+        #expect(state.reserveClaims(afterSettling: 0, lane: 1) == 0, "nothing left while both claims are under way")
         state.deliver((1...5).map { job($0) }, lane: 0)
         state.unreserve(a)
         state.deliver((6...10).map { job($0) }, lane: 1)
         state.unreserve(b)
-        #expect(state.reserveClaims(afterSettling: 0) == 0, "every slot is held")
-        // Lane 0 sends three outcomes: their slots are free for either lane meanwhile.
-        let c = state.reserveClaims(afterSettling: 3)
+        #expect(state.reserveClaims(afterSettling: 0, lane: 1) == 0, "every slot is held")
+        state.endRound(lane: 1)
+        // Lane 0 sends three outcomes: their slots are free for either lane meanwhile, once.
+        let c = state.reserveClaims(afterSettling: 3, lane: 0)
         #expect(c == 3)
-        #expect(state.reserveClaims(afterSettling: 0) == 0)
-        state.settled([1, 2, 3], by: 0)
-        state.unreserve(c, settled: 3)
-        #expect(state.reservations == (0, 0))
+        #expect(state.reserveClaims(afterSettling: 0, lane: 1) == 0)
+        state.endRound(lane: 1)
+        // Settled, they are no longer held and no longer settling, in one step: another lane
+        // reserving between the settling and the end of the round finds nothing twice.
+        state.settled([(1, 1), (2, 1), (3, 1)], by: 0, endingRound: true)
+        #expect(state.reserveClaims(afterSettling: 0, lane: 1) == 0)
+        state.endRound(lane: 1)
+        state.unreserve(c)
+        state.endRound(lane: 0)
+        #expect(state.accounting == (7, 0, 0))
         #expect(state.reserveClaims(afterSettling: 0, claim: false) == 0, "a stopping lane claims nothing")
+    }
+
+    /// A finish that requeued a job, or a hand-back, lets another lane claim it again before
+    /// the first lane has settled it: the settling must not let go of the new claim.
+    @Test func settlingARunLeavesAnotherLanesNewClaimOfTheSameJobHeld() throws {
+        let state = try SharedState(workerID: 1, capacity: 10, lanes: 2)
+        state.deliver([job(7, attempt: 1)], lane: 0)
+        state.report(done(7, attempt: 1))
+        let sent = state.takeOutgoing(lane: 0)
+        // Lane 0's finish requeued job 7 (a retry); lane 1 claims it, attempt 2, before lane 0
+        // settles.
+        state.deliver([job(7, attempt: 2)], lane: 1)
+        state.settled(sent.outcomes.map { ($0.jobID, $0.attempt) }, by: 0, endingRound: true)
+        #expect(state.isHeld(7, attempt: 2))
+        // A hand-back takes the attempt back one: lane 1's new claim has the attempt lane 0's had.
+        state.deliver([job(8, attempt: 3)], lane: 0)
+        state.handBack([job(8, attempt: 3)])
+        let handedBack = state.takeOutgoing(lane: 0).releases
+        state.deliver([job(8, attempt: 3)], lane: 1)
+        #expect(state.stillHeld(handedBack, by: 0).isEmpty, "sent again, it would hand back lane 1's claim")
+        state.settled(handedBack, by: 0)
+        #expect(state.isHeld(8, attempt: 3))
+        #expect(state.stillHeld([(8, 3)], by: 1).count == 1)
     }
 
     @Test func aReconcileWaitsForAClaimUnderWayAndHoldsBackTheNext() throws {
@@ -109,10 +157,12 @@ import Testing
     @Test(arguments: [UInt64(1), 2, 3, 0xC0FFEE])
     func seededLanesLoseNothingAndSendNothingTwice(seed: UInt64) throws {
         let lanes = 2
-        let state = try SharedState(workerID: 1, capacity: 40, lanes: lanes)
+        let capacity = 40
+        let state = try SharedState(workerID: 1, capacity: capacity, lanes: lanes)
         let next = Counter()
         let total = 5_000
         let sent = Log()
+        let claimed = Log()
         let stop = Flag()
         let group = DispatchGroup()
         for lane in 0..<lanes {
@@ -121,7 +171,7 @@ import Testing
                 var idle = 0
                 while true {
                     let (outcomes, releases) = state.takeOutgoing(lane: lane)
-                    let want = state.reserveClaims(afterSettling: outcomes.count, claim: !stop.isSet)
+                    let want = state.reserveClaims(afterSettling: outcomes.count, lane: lane, claim: !stop.isSet)
                     let claim = want == 0 ? 0 : Int.random(in: 0...want, using: &random)
                     state.unreserve(want - claim)
                     state.duringClaim {
@@ -129,11 +179,20 @@ import Testing
                             let n = next.increment()
                             return n <= total ? Int64(n) : nil
                         }
+                        for id in ids { claimed.append("\(lane):\(id)") }
                         state.deliver(ids.map { job($0) }, lane: lane)
                     }
                     for o in outcomes { sent.append("\(lane):\(o.jobID)") }
-                    state.settled(outcomes.map(\.jobID) + releases.map(\.id), by: lane)
-                    state.unreserve(claim, settled: outcomes.count)
+                    state.settled(releases, by: lane)
+                    state.settled(outcomes.map { ($0.jobID, $0.attempt) }, by: lane, endingRound: true)
+                    state.unreserve(claim)
+                    state.endRound(lane: lane)
+                    // Never more held than the capacity, once the outcomes being sent are gone.
+                    let books = state.accounting
+                    if books.held - books.settling > capacity {
+                        Issue.record(
+                            "lane \(lane): \(books.held) held, \(books.settling) settling, capacity \(capacity)")
+                    }
                     if stop.isSet {
                         if state.stopLaneIfIdle(lane) { return }
                         idle += 1
@@ -161,8 +220,9 @@ import Testing
         let entries = sent.entries
         #expect(entries.count == total)
         #expect(Set(entries.map { $0.split(separator: ":")[1] }).count == total, "an outcome sent twice")
-        #expect(state.heldCount == 0)
-        #expect(state.reservations == (0, 0))
+        #expect(state.accounting == (0, 0, 0))
+        // Each outcome went back through the lane that claimed its job.
+        #expect(Set(entries) == Set(claimed.entries))
         #expect(state.brokerStopped)
     }
 }

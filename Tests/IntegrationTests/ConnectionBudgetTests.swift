@@ -44,11 +44,11 @@ final class ConnectionBudgetTests {
         #expect(ready(a), "\(a.log.suffix(2000))")
         #expect(
             a.log.contains(
-                "connections: 2 for the broker + up to 2 for tasks (connected only when a task uses the database)"
+                "connections: 2 for the broker and maintenance + up to 2 for tasks (connected only when a task uses the database)"
             ), "\(a.log.suffix(2000))")
         let b = try worker(["-c", "1", "--beat"])
         #expect(ready(b), "\(b.log.suffix(2000))")
-        #expect(b.log.contains("connections: 3 for the broker and beat + up to 1 for tasks"))
+        #expect(b.log.contains("connections: 3 for the broker, maintenance and beat + up to 1 for tasks"))
 
         let refused = try worker(["-c", "1"])
         let status = refused.waitForExit(timeout: 20)

@@ -105,24 +105,26 @@ final class BrokerLoop: @unchecked Sendable {
                 let (outcomes, releases) = state.takeOutgoing(lane: lane)
                 // The slots this round claims stay reserved until its jobs are held (or the claim
                 // failed), so that another lane claiming at the same time does not count them free.
-                let want = state.reserveClaims(afterSettling: outcomes.count, claim: !stopping)
+                let want = state.reserveClaims(afterSettling: outcomes.count, lane: lane, claim: !stopping)
                 let decision = pacer.decide(now: Date(), want: want)
                 state.unreserve(want - decision.claim)
                 do {
-                    defer { state.unreserve(decision.claim, settled: outcomes.count) }
-                    if decision.checkCancels {
-                        do {
-                            try checkCancelled(c)
-                        } catch {
-                            state.restoreOutgoing(outcomes, releases, lane: lane)
-                            throw error
-                        }
+                    defer {
+                        state.unreserve(decision.claim)
+                        state.endRound(lane: lane)
                     }
-                    if !outcomes.isEmpty || !releases.isEmpty || decision.claim > 0 {
+                    do {
+                        if decision.checkCancels { try checkCancelled(c) }
+                        try handBack(c, releases)
+                    } catch {
+                        state.restoreOutgoing(outcomes, releases, lane: lane)
+                        throw error
+                    }
+                    if !outcomes.isEmpty || decision.claim > 0 {
                         let claimed =
                             decision.claim > 0
-                            ? try state.duringClaim { try exchange(c, outcomes, releases, claim: decision.claim) }
-                            : try exchange(c, outcomes, releases, claim: 0)
+                            ? try state.duringClaim { try exchange(c, outcomes, claim: decision.claim) }
+                            : try exchange(c, outcomes, claim: 0)
                         if decision.claim > 0 { pacer.claimed(claimed, of: decision.claim) }
                         if let due = retryDue {
                             pacer.retryScheduled(at: due)
@@ -151,7 +153,7 @@ final class BrokerLoop: @unchecked Sendable {
             } catch  where error.isWorkerPresumedDead {
                 handlePresumedDead(registration)
             } catch  where error.isConnectionProblem {
-                db.failed(error, shouldStop: { stop && !state.hasOutgoing(lane: lane) })
+                db.failed(error, shouldStop: { stop && state.laneMayStop(lane) })
                 pacer.connectionLost()
                 if stop && state.stopLaneIfIdle(lane) { break }
             } catch {
@@ -165,27 +167,33 @@ final class BrokerLoop: @unchecked Sendable {
     }
 
     private func gatherOutcomes() {
-        let target = max(8, state.currentCapacity / 2)
+        // Each lane gathers its own outcomes, of the jobs it claimed: its share of the capacity.
+        let target = max(8, state.currentCapacity / 2 / state.lanes)
         let until = DispatchTime.now().uptimeNanoseconds + UInt64(configuration.flushDelay * 1e9)
         while state.outcomeCount(lane: lane) < target, DispatchTime.now().uptimeNanoseconds < until { usleep(200) }
     }
 
-    /// Hands back, finishes and claims in as few round trips as possible. - Returns: jobs claimed.
-    private func exchange(
-        _ c: Connection, _ taken: [Outcome], _ releases: [(id: Int64, attempt: Int)], claim limit: Int
-    ) throws -> Int {
-        // Ascending ids: the job rows are locked in the order every other path locks them.
-        let outcomes = taken.map { Self.bounded($0, limit: maxPayloadBytes) }.sorted { $0.jobID < $1.jobID }
-        do {
-            if !releases.isEmpty {
-                let n = try Broker.release(worker: state.workerID, releases, on: c)
-                state.settled(releases.map(\.id), by: lane)
+    /// Hands jobs back to the queue, while no claim is under way on any lane. A hand-back is
+    /// fenced on (worker, attempt) and takes the attempt back one, so one sent again after its
+    /// answer was lost would match this worker's new claim of the same job on another lane: only
+    /// jobs still held as the runs handed back are sent.
+    private func handBack(_ c: Connection, _ releases: [(id: Int64, attempt: Int)]) throws {
+        guard !releases.isEmpty else { return }
+        try state.whileNoClaimIsUnderWay {
+            let sendable = state.stillHeld(releases, by: lane)
+            if !sendable.isEmpty {
+                let n = try Broker.release(worker: state.workerID, sendable, on: c)
                 logger.info("handed jobs back to the queue", metadata: ["jobs": "\(n)"])
             }
-        } catch {
-            state.restoreOutgoing(outcomes, releases, lane: lane)
-            throw error
+            state.settled(sendable, by: lane)
         }
+    }
+
+    /// Finishes and claims in one round trip. - Returns: jobs claimed.
+    private func exchange(_ c: Connection, _ taken: [Outcome], claim limit: Int) throws -> Int {
+        // Ascending ids: the job rows are locked in the order every other path locks them.
+        let outcomes = taken.map { Self.bounded($0, limit: maxPayloadBytes) }.sorted { $0.jobID < $1.jobID }
+        let runs = outcomes.map { (id: $0.jobID, attempt: $0.attempt) }
         var result: (recorded: [Broker.Recorded], claimed: [ClaimedJob])
         do {
             result = try Broker.finishAndClaim(
@@ -203,7 +211,7 @@ final class BrokerLoop: @unchecked Sendable {
                 state.restoreOutgoing(outcomes, [], lane: lane)
                 throw error
             }
-            state.settled(outcomes.map(\.jobID), by: lane)
+            state.settled(runs, by: lane, endingRound: true)
             result.claimed =
                 limit > 0
                 ? try Broker.claim(worker: state.workerID, queues: configuration.queues, limit: limit, on: c) : []
@@ -214,7 +222,7 @@ final class BrokerLoop: @unchecked Sendable {
             throw error
         }
         failuresInARow = 0
-        state.settled(outcomes.map(\.jobID), by: lane)
+        state.settled(runs, by: lane, endingRound: true)
         logger.debug(
             "exchanged",
             metadata: ["finished": "\(outcomes.count)", "claimed": "\(result.claimed.count)", "lane": "\(lane)"])

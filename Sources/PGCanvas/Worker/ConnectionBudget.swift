@@ -2,8 +2,8 @@ import Foundation
 
 /// How many connections a worker may hold, and whether the server has room for them.
 ///
-/// A worker holds one connection for its broker thread and one for its maintenance thread (a
-/// third with `--beat`); each pool process connects only when a task asks for
+/// A worker holds one connection for each broker thread (`--broker-connections`, 1 by default)
+/// and one for its maintenance thread (one more with `--beat`); each pool process connects only when a task asks for
 /// `ctx.connection()`, and lets it go after `--idle-connection-timeout`. The bound is therefore
 /// fixed + concurrency. At start the worker checks it against `max_connections`, less the slots
 /// reserved for superusers, less what other clients use now, less the bound of every live worker:

@@ -30,8 +30,9 @@ final class SharedState: @unchecked Sendable {
     private var capacity: Int
     /// Slots claims under way have reserved: they count as held until their jobs are delivered.
     private var reserved = 0
-    /// Held jobs whose outcomes a lane is sending: their slots count as free, for every lane.
-    private var settling = 0
+    /// Per lane: held jobs whose outcomes it is sending this round; their slots count as free,
+    /// for every lane, until they are settled (then they are no longer held) or put back.
+    private var settling: [Int]
     /// When each broker lane and the supervisor's event loop last went round (uptime, ns): the
     /// heartbeat vouches for them, not only for the thread that sends it.
     private var brokerTicks: [UInt64]
@@ -59,6 +60,7 @@ final class SharedState: @unchecked Sendable {
         self.capacity = capacity
         brokerTicks = Array(repeating: DispatchTime.now().uptimeNanoseconds, count: lanes)
         outcomes = Array(repeating: [], count: lanes)
+        settling = Array(repeating: 0, count: lanes)
         laneStopped = Array(repeating: false, count: lanes)
         releases = Array(repeating: [], count: lanes)
         mainWake = try FD.pipe()
@@ -105,11 +107,19 @@ final class SharedState: @unchecked Sendable {
     /// - Returns: whether the lane stopped.
     func stopLaneIfIdle(_ lane: Int) -> Bool {
         locked {
-            guard outcomes[lane].isEmpty, releases[lane].isEmpty else { return false }
-            if lane == 0, laneStopped.dropFirst().contains(false) { return false }
+            guard laneMayStopLocked(lane) else { return false }
             laneStopped[lane] = true
             return true
         }
+    }
+
+    /// Whether `stopLaneIfIdle` would stop the lane now (a lane that cannot reach the database
+    /// while stopping gives up waiting for it only then).
+    func laneMayStop(_ lane: Int) -> Bool { locked { laneMayStopLocked(lane) } }
+
+    private func laneMayStopLocked(_ lane: Int) -> Bool {
+        guard outcomes[lane].isEmpty, releases[lane].isEmpty else { return false }
+        return lane != 0 || !laneStopped.dropFirst().contains(false)
     }
 
     /// The lane a job's outcome or hand-back goes through: the one that claimed it, while it runs.
@@ -152,7 +162,10 @@ final class SharedState: @unchecked Sendable {
 
     /// Seconds since the slower of the two loops last went round.
     var loopSilence: Double {
-        let oldest = locked { min(brokerTicks.min() ?? mainTick, mainTick) }
+        // A lane that has stopped (shutdown) no longer goes round, and is not waited for.
+        let oldest = locked {
+            zip(brokerTicks, laneStopped).filter { !$0.1 }.map(\.0).reduce(mainTick, min)
+        }
         return Double(DispatchTime.now().uptimeNanoseconds &- oldest) / 1e9
     }
 
@@ -162,26 +175,26 @@ final class SharedState: @unchecked Sendable {
     /// (and those other lanes are finishing) as free, and reserves them: they count as held, for
     /// the other lanes, until `unreserve` gives them back. A lane takes at most its share of the
     /// capacity at once, so that the lanes take turns.
-    func reserveClaims(afterSettling n: Int, claim: Bool = true) -> Int {
+    func reserveClaims(afterSettling n: Int, lane: Int = 0, claim: Bool = true) -> Int {
         locked {
-            settling += n
+            settling[lane] = n
             let share = (capacity + brokerWakes.count - 1) / brokerWakes.count
-            let want = _claiming && claim ? min(share, max(0, capacity - held.count - reserved + settling)) : 0
+            let free = capacity - held.count - reserved + settling.reduce(0, +)
+            let want = _claiming && claim ? min(share, max(0, free)) : 0
             reserved += want
             return want
         }
     }
 
-    /// Gives back what `reserveClaims` counted: `n` reserved slots (the claim went out and its
-    /// jobs are held now, failed, or asked for fewer) and `settled` outcomes (finished now, or
-    /// put back to be sent again).
-    func unreserve(_ n: Int, settled: Int = 0) {
-        guard n > 0 || settled > 0 else { return }
-        locked {
-            reserved -= n
-            settling -= settled
-        }
+    /// Gives back `n` slots reserved by `reserveClaims`: the claim went out and its jobs are held
+    /// now, failed, or asked for fewer.
+    func unreserve(_ n: Int) {
+        guard n != 0 else { return }
+        locked { reserved -= n }
     }
+
+    /// Ends the lane's round: outcomes it did not settle were put back, and count as held again.
+    func endRound(lane: Int) { locked { settling[lane] = 0 } }
 
     /// A claim's round trip on one lane, from sending it to `deliver`: a reconcile on another lane
     /// waits until none is under way.
@@ -251,20 +264,48 @@ final class SharedState: @unchecked Sendable {
         }
     }
 
-    /// Jobs finished or handed back by `lane`: their slots are free, for any lane to claim. The
-    /// other lanes are woken for it (one that found no free slot waits for nothing else).
-    func settled(_ ids: [Int64], by lane: Int = 0) {
-        guard !ids.isEmpty else { return }
-        locked { for id in ids { held[id] = nil } }
+    /// Runs finished or handed back through `lane`: their slots are free, for any lane to claim,
+    /// and the lane's outcomes no longer count as settling. A job is let go only if it is still
+    /// held as the run that was sent: another lane may have claimed it again meanwhile (a finish
+    /// that requeued it, a hand-back), and that claim is held, not this one. The other lanes are
+    /// woken (one that found no free slot waits for nothing else).
+    /// `endingRound`: these are the outcomes the lane's round counted as settling (in one step,
+    /// or another lane could count their slots free twice).
+    func settled(_ runs: [(id: Int64, attempt: Int)], by lane: Int = 0, endingRound: Bool = false) {
+        locked {
+            for run in runs {
+                guard let entry = held[run.id], entry.attempt == run.attempt,
+                    entry.lane == lane || laneStopped[entry.lane]
+                else { continue }
+                held[run.id] = nil
+            }
+            if endingRound { settling[lane] = 0 }
+        }
         for (other, wake) in brokerWakes.enumerated() where other != lane { Self.poke(wake.write) }
+    }
+
+    /// Of `releases` (hand-backs), those still held as the run this lane would hand back. Called
+    /// while no claim is under way: one sent again after its answer was lost must not hand back
+    /// the same job claimed anew by another lane (a hand-back takes the attempt back one, so the
+    /// new claim has the attempt the old one had).
+    func stillHeld(_ releases: [(id: Int64, attempt: Int)], by lane: Int) -> [(id: Int64, attempt: Int)] {
+        locked {
+            releases.filter { run in
+                guard let entry = held[run.id] else { return false }
+                return entry.attempt == run.attempt && (entry.lane == lane || laneStopped[entry.lane])
+            }
+        }
     }
 
     func outcomeCount(lane: Int = 0) -> Int { locked { outcomes[lane].count } }
     var currentCapacity: Int { locked { capacity } }
     func hasOutgoing(lane: Int = 0) -> Bool { locked { !outcomes[lane].isEmpty || !releases[lane].isEmpty } }
     var heldCount: Int { locked { held.count } }
-    /// Slots reserved by claims under way, and outcomes being sent (for tests).
-    var reservations: (reserved: Int, settling: Int) { locked { (reserved, settling) } }
+    /// Jobs held, slots reserved by claims under way, and outcomes being sent, at one moment
+    /// (for tests).
+    var accounting: (held: Int, reserved: Int, settling: Int) {
+        locked { (held.count, reserved, settling.reduce(0, +)) }
+    }
     func isHeld(_ id: Int64, attempt: Int) -> Bool { locked { held[id]?.attempt == attempt } }
 
     /// The ids of jobs this worker holds now.

@@ -65,9 +65,12 @@ package final class Supervisor {
             workerID: workerID, capacity: configuration.capacity(depth: 1), lanes: configuration.brokerConnections)
         try Signals.install()
         printBanner(workerID: workerID)
-        let holders = configuration.beat ? "broker and beat" : "broker"
+        let lanes = configuration.brokerConnections
+        let holders =
+            [lanes == 1 ? "the broker" : "\(lanes) broker connections", "maintenance"]
+            + (configuration.beat ? ["beat"] : [])
         logger.info(
-            "connections: \(fixed) for the \(holders) + up to \(configuration.concurrency) for tasks (connected only when a task uses the database)"
+            "connections: \(fixed) for \(holders.dropLast().joined(separator: ", ")) and \(holders.last ?? "") + up to \(configuration.concurrency) for tasks (connected only when a task uses the database)"
         )
 
         try startPool()

@@ -7,18 +7,20 @@ import Prometheus
 /// pool size.
 ///
 /// Made only when the port is given: without it the supervisor and broker loop hold nil and pay
-/// one nil check per batch. The outcome and receipt caches belong to the broker loop; run times
-/// come from the supervisor's event loop or an in-process pool's runners, under a lock of their
-/// own (uncontended in prefork). The Prometheus metrics themselves are atomics.
+/// one nil check per batch. The outcome and receipt caches are filled by the broker lanes, under
+/// a lock of their own (uncontended with one lane); run times come from the supervisor's event
+/// loop or an in-process pool's runners, under another. The Prometheus metrics themselves are
+/// atomics.
 ///
 /// `@unchecked Sendable`: `runtimes` is touched only with `runtimesLock` held (the supervisor's
-/// thread, or an in-process pool's runners), `counters` and `queueWaits` only by the broker
-/// thread; everything else is immutable or thread-safe.
+/// thread, or an in-process pool's runners), `counters` and `queueWaits` only with `cachesLock`
+/// held (the broker lanes); everything else is immutable or thread-safe.
 final class WorkerMetrics: @unchecked Sendable {
     let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
     private var runtimes: [String: CoreMetrics.Recorder] = [:]
     private let runtimesLock = NSLock()
+    private let cachesLock = NSLock()
     private var counters: [String: TaskCounters] = [:]
     private var queueWaits: [String: CoreMetrics.Recorder] = [:]
     let poolSize: CoreMetrics.Gauge
@@ -65,7 +67,7 @@ final class WorkerMetrics: @unchecked Sendable {
         recorder.record(seconds)
     }
 
-    /// Broker thread: jobs claimed, and how long each waited since it became due.
+    /// Broker lanes: jobs claimed, and how long each waited since it became due.
     func recordReceived(_ jobs: [ClaimedJob]) {
         for job in jobs {
             counters(for: job.task).received.increment()
@@ -74,14 +76,16 @@ final class WorkerMetrics: @unchecked Sendable {
     }
 
     private func queueWait(for task: String) -> CoreMetrics.Recorder {
-        if let known = queueWaits[task] { return known }
-        let made = CoreMetrics.Recorder(
-            label: "celery_task_queue_wait", dimensions: [("name", task)], aggregate: true, factory: factory)
-        queueWaits[task] = made
-        return made
+        cachesLock.withLock {
+            if let known = queueWaits[task] { return known }
+            let made = CoreMetrics.Recorder(
+                label: "celery_task_queue_wait", dimensions: [("name", task)], aggregate: true, factory: factory)
+            queueWaits[task] = made
+            return made
+        }
     }
 
-    /// Broker thread: what `canvas.finish` made of a batch (a job requeued is a retry).
+    /// Broker lanes: what `canvas.finish` made of a batch (a job requeued is a retry).
     func recordFinished(_ tally: FinishTally) {
         for (task, counts) in tally.byTask {
             let c = counters(for: task)
@@ -92,6 +96,11 @@ final class WorkerMetrics: @unchecked Sendable {
     }
 
     private func counters(for task: String) -> TaskCounters {
+        cachesLock.withLock { cachedCounters(for: task) }
+    }
+
+    /// With `cachesLock` held.
+    private func cachedCounters(for task: String) -> TaskCounters {
         if let known = counters[task] { return known }
         let dimensions = [("name", task)]
         let made = TaskCounters(
