@@ -152,6 +152,36 @@ import Testing
             order.entries == ["claim delivered", "reconcile sees job 1 held: true", "reconcile done", "next claim"])
     }
 
+    /// A hand-back whose answer was lost stays pending; a reconcile takes its job as not held, so
+    /// another lane's lost claim of the same job (same attempt) is handed back, not kept forever.
+    @Test func aPendingHandBackIsNotHeldForAReconcile() throws {
+        let state = try SharedState(workerID: 1, capacity: 10, lanes: 2)
+        state.deliver([job(5, attempt: 2)], lane: 0)
+        #expect(state.isHeld(5, attempt: 2))
+        state.handBack(state.takeInbox())
+        #expect(!state.isHeld(5, attempt: 2))
+        // Claimed again (by either lane): held, no hand-back pending for the new claim.
+        state.deliver([job(5, attempt: 2)], lane: 1)
+        #expect(state.isHeld(5, attempt: 2))
+    }
+
+    @Test func aStoppingLaneMayStopOnlyWhenNothingWaitsAndTheFirstLast() throws {
+        let state = try SharedState(workerID: 1, capacity: 10, lanes: 2)
+        #expect(!state.laneMayStop(0))
+        #expect(state.laneMayStop(1))
+        state.deliver([job(1)], lane: 1)
+        state.report(done(1))
+        #expect(!state.laneMayStop(1))
+        _ = state.takeOutgoing(lane: 1)
+        #expect(state.stopLaneIfIdle(1))
+        #expect(state.laneMayStop(0))
+        // A stopped lane no longer counts in the loops' silence the heartbeat vouches for.
+        usleep(300_000)
+        state.brokerLoopTicked(lane: 0)
+        state.eventLoopTicked()
+        #expect(state.loopSilence < 0.25)
+    }
+
     /// Two lanes and a pool run side by side on threads, seeded: every job claimed comes back
     /// exactly once through the lane that claimed it, and at the end nothing is held or reserved.
     @Test(arguments: [UInt64(1), 2, 3, 0xC0FFEE])

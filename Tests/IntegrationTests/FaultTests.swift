@@ -17,11 +17,12 @@ struct FaultTests {
         try runFaults(pools: ["prefork", "prefork --broker-connections 2"], defaultTotal: 200)
     }
 
-    /// The same with the in-process pools (a threads worker beside an async one with two broker
-    /// connections): no pool process to kill, but whole workers die, the server restarts,
+    /// The same with the in-process pools (a threads and an async worker with two broker
+    /// connections each, and a threads worker with one): no pool process to kill, but whole workers die, the server restarts,
     /// and runs are cancelled while they run (settled by the supervisor while their code goes on).
     @Test func inProcessPoolsUnderRandomFaultsKeepTheirInvariants() throws {
-        try runFaults(pools: ["threads", "async --broker-connections 2"], defaultTotal: 120)
+        try runFaults(
+            pools: ["threads --broker-connections 2", "async --broker-connections 2", "threads"], defaultTotal: 120)
     }
 
     func runFaults(pools: [String], defaultTotal: Int) throws {

@@ -108,9 +108,12 @@ final class BrokerLoop: @unchecked Sendable {
                 let want = state.reserveClaims(afterSettling: outcomes.count, lane: lane, claim: !stopping)
                 let decision = pacer.decide(now: Date(), want: want)
                 state.unreserve(want - decision.claim)
+                var claimed = 0
                 do {
                     defer {
-                        state.unreserve(decision.claim)
+                        // Slots a claim reserved and did not fill are free again: other lanes may
+                        // have found none.
+                        state.unreserve(decision.claim, unused: claimed < decision.claim, lane: lane)
                         state.endRound(lane: lane)
                     }
                     do {
@@ -121,7 +124,7 @@ final class BrokerLoop: @unchecked Sendable {
                         throw error
                     }
                     if !outcomes.isEmpty || decision.claim > 0 {
-                        let claimed =
+                        claimed =
                             decision.claim > 0
                             ? try state.duringClaim { try exchange(c, outcomes, claim: decision.claim) }
                             : try exchange(c, outcomes, claim: 0)
@@ -160,7 +163,7 @@ final class BrokerLoop: @unchecked Sendable {
                 // Locks, a missing schema, a shutting-down server: sending the batch again (it is
                 // fenced) is right. Anything else never reaches here: exchange isolates it.
                 logger.error("broker call failed", metadata: ["error": "\(error)"])
-                db.failed(error, shouldStop: { stop })
+                db.failed(error, shouldStop: { stop && state.laneMayStop(lane) })
             }
         }
         SharedState.poke(state.mainWake.write)

@@ -22,6 +22,9 @@ final class SharedState: @unchecked Sendable {
     /// Jobs claimed and not yet finished or handed back (the broker's view of what we hold), with
     /// the lane that claimed each.
     private var held: [Int64: (attempt: Int, lane: Int)] = [:]
+    /// Held jobs a hand-back has been asked for and not yet settled: for a reconcile they are not
+    /// held (see `isHeld`).
+    private var handingBack: Set<Int64> = []
     private var _claiming = true
     private var _workerID: Int64
     private var _fatalError: String?
@@ -187,10 +190,12 @@ final class SharedState: @unchecked Sendable {
     }
 
     /// Gives back `n` slots reserved by `reserveClaims`: the claim went out and its jobs are held
-    /// now, failed, or asked for fewer.
-    func unreserve(_ n: Int) {
+    /// now, failed, or asked for fewer. `unused`: some of them are free again, and the other
+    /// lanes (which may have found none free) are woken.
+    func unreserve(_ n: Int, unused: Bool = false, lane: Int = 0) {
         guard n != 0 else { return }
         locked { reserved -= n }
+        if unused { wakeOtherLanes(than: lane) }
     }
 
     /// Ends the lane's round: outcomes it did not settle were put back, and count as held again.
@@ -232,7 +237,10 @@ final class SharedState: @unchecked Sendable {
     func deliver(_ jobs: [ClaimedJob], lane: Int = 0) {
         locked {
             inbox.append(contentsOf: jobs)
-            for job in jobs { held[job.id] = (job.attempt, lane) }
+            for job in jobs {
+                held[job.id] = (job.attempt, lane)
+                handingBack.remove(job.id)
+            }
         }
         Self.poke(mainWake.write)
     }
@@ -272,15 +280,23 @@ final class SharedState: @unchecked Sendable {
     /// `endingRound`: these are the outcomes the lane's round counted as settling (in one step,
     /// or another lane could count their slots free twice).
     func settled(_ runs: [(id: Int64, attempt: Int)], by lane: Int = 0, endingRound: Bool = false) {
-        locked {
+        let freed = locked {
+            var freed = 0
             for run in runs {
                 guard let entry = held[run.id], entry.attempt == run.attempt,
                     entry.lane == lane || laneStopped[entry.lane]
                 else { continue }
                 held[run.id] = nil
+                handingBack.remove(run.id)
+                freed += 1
             }
             if endingRound { settling[lane] = 0 }
+            return freed
         }
+        if freed > 0 { wakeOtherLanes(than: lane) }
+    }
+
+    private func wakeOtherLanes(than lane: Int) {
         for (other, wake) in brokerWakes.enumerated() where other != lane { Self.poke(wake.write) }
     }
 
@@ -306,7 +322,14 @@ final class SharedState: @unchecked Sendable {
     var accounting: (held: Int, reserved: Int, settling: Int) {
         locked { (held.count, reserved, settling.reduce(0, +)) }
     }
-    func isHeld(_ id: Int64, attempt: Int) -> Bool { locked { held[id]?.attempt == attempt } }
+    /// Whether a reconcile should take the job as received: held as that attempt, and no
+    /// hand-back pending for it. A hand-back whose answer was lost leaves its entry until it is
+    /// sent again; meanwhile another lane may claim the same job with the same attempt (a
+    /// hand-back takes it back one) and lose that answer too. Taken as not held, the job is
+    /// handed back by the reconcile, and the pending hand-back then matches nothing.
+    func isHeld(_ id: Int64, attempt: Int) -> Bool {
+        locked { held[id]?.attempt == attempt && !handingBack.contains(id) }
+    }
 
     /// The ids of jobs this worker holds now.
     var heldIDs: [Int64] { locked { Array(held.keys) } }
@@ -352,6 +375,7 @@ final class SharedState: @unchecked Sendable {
             for job in jobs {
                 let lane = route(job.id)
                 releases[lane].append((job.id, job.attempt))
+                if held[job.id]?.attempt == job.attempt { handingBack.insert(job.id) }
                 lanes.insert(lane)
             }
             return lanes
