@@ -215,6 +215,7 @@ public struct Broker: Sendable {
     @discardableResult
     public static func release(worker: Int64, _ jobs: [(id: Int64, attempt: Int)], on c: Connection) throws -> Int {
         guard !jobs.isEmpty else { return 0 }
+        let jobs = jobs.sorted { $0.id < $1.id }
         return try c.query(
             "SELECT canvas.release(\(worker), \(jobs.map(\.id)), \(jobs.map { Int32(clamping: $0.attempt) }))")[0]
             .decode(Int.self, 0)

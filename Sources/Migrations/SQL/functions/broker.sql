@@ -568,12 +568,18 @@ END
 $$;
 
 -- Hands jobs back to the queue without counting the run (prefetched jobs at warm shutdown,
--- running jobs at cold shutdown). Fenced like finish.
+-- running jobs at cold shutdown). Fenced like finish. The rows are locked first, in ascending id
+-- order, as the lock order asks (docs/broker.md): the UPDATE alone locks them in whatever order
+-- its plan reads them, and a cancel of their canvas, locking the same rows ascending, could then
+-- deadlock with it.
 CREATE FUNCTION canvas.release(p_worker bigint, p_ids bigint[], p_attempts integer[])
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     n integer;
 BEGIN
+    PERFORM 1 FROM canvas.jobs j
+    WHERE j.id = ANY (p_ids) AND j.worker_id = p_worker AND j.state = 'running'
+    ORDER BY j.id FOR UPDATE;
     WITH released AS (
         UPDATE canvas.jobs j SET state = 'queued', attempt = j.attempt - 1, worker_id = NULL,
             started_at = NULL, run_at = now()
