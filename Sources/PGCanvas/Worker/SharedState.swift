@@ -181,7 +181,7 @@ final class SharedState: @unchecked Sendable {
     func reserveClaims(afterSettling n: Int, lane: Int = 0, claim: Bool = true) -> Int {
         locked {
             settling[lane] = n
-            let share = (capacity + brokerWakes.count - 1) / brokerWakes.count
+            let share = (capacity + lanes - 1) / lanes
             let free = capacity - held.count - reserved + settling.reduce(0, +)
             let want = _claiming && claim ? min(share, max(0, free)) : 0
             reserved += want
@@ -316,7 +316,6 @@ final class SharedState: @unchecked Sendable {
     func outcomeCount(lane: Int = 0) -> Int { locked { outcomes[lane].count } }
     var currentCapacity: Int { locked { capacity } }
     func hasOutgoing(lane: Int = 0) -> Bool { locked { !outcomes[lane].isEmpty || !releases[lane].isEmpty } }
-    var heldCount: Int { locked { held.count } }
     /// Jobs held, slots reserved by claims under way, and outcomes being sent, at one moment
     /// (for tests).
     var accounting: (held: Int, reserved: Int, settling: Int) {
