@@ -3,11 +3,15 @@ import PGCanvas
 import Postgres
 import RollPDF
 
-/// Benchmark driver: `canvas-bench enqueue N` (bulk enqueue from Swift) and
-/// `canvas-bench latency K` (enqueue-to-start with an idle worker already running).
+/// Benchmark driver: `canvas-bench enqueue N` (bulk enqueue from Swift),
+/// `canvas-bench latency K` (enqueue-to-start with an idle worker already running),
+/// `canvas-bench chord N`, `canvas-bench pdf N`, and `canvas-bench rounds N [BATCH [chord]]`: the
+/// broker protocol alone, N no-op jobs finished and claimed BATCH at a time by one connection, as
+/// a worker's broker thread does, with PostgreSQL's CPU per round. It empties canvas.jobs.
+let usage = "usage: canvas-bench enqueue N | latency K | chord N | pdf N | rounds N [BATCH [chord]]\n"
 let arguments = CommandLine.arguments
-guard arguments.count == 3, let n = Int(arguments[2]), n > 0 else {
-    FileHandle.standardError.write(Data("usage: canvas-bench enqueue N | latency K | chord N | pdf N\n".utf8))
+guard (3...5).contains(arguments.count), let n = Int(arguments[2]), n > 0 else {
+    FileHandle.standardError.write(Data(usage.utf8))
     exit(64)
 }
 if arguments[1] == "pdf" {
@@ -77,7 +81,53 @@ case "chord":
         String(
             format: "chord of %d: enqueue %.3f s, body %@ %.3f s after enqueue began (%.0f members/s)", n, enqueued,
             status.state.rawValue, total, Double(n) / total))
+case "rounds":
+    let batch = arguments.count > 3 ? Int(arguments[3]) ?? 0 : 3
+    let asChord = arguments.count > 4 && arguments[4] == "chord"
+    guard batch > 0, arguments.count < 5 || asChord else {
+        FileHandle.standardError.write(Data(usage.utf8))
+        exit(64)
+    }
+    try connection.execute("TRUNCATE canvas.jobs, canvas.chords")
+    if asChord {
+        _ = try chord((0..<n).map { _ in signature("canvas.noop") }, body: signature("canvas.noop")).enqueue(
+            on: connection)
+    } else {
+        _ = try Enqueue.jobs((0..<n).map { _ in JobRequest("canvas.noop") }, on: connection)
+    }
+    let worker = try Broker.registerWorker(
+        hostname: "canvas-bench", pid: getpid(), queues: ["default"], concurrency: batch, on: connection)
+    defer { _ = try? connection.query("SELECT canvas.deregister_worker(\(worker))") }
+    // PostgreSQL's CPU for this connection, when the server runs on this machine.
+    let backend = try connection.query("SELECT pg_backend_pid()")[0].decode(Int32.self, 0)
+    func serverCPU() -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(backend)/stat", encoding: .utf8) else { return nil }
+        let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+    let cpuBefore = serverCPU()
+    let started = Date()
+    var held: [ClaimedJob] = []
+    var rounds = 0
+    var finished = 0
+    repeat {
+        let outcomes = held.map { Outcome(jobID: $0.id, attempt: $0.attempt, kind: .succeeded, resultText: "null") }
+        let round = try Broker.finishAndClaim(
+            worker: worker, outcomes, queues: ["default"], limit: batch, on: connection)
+        finished += round.recorded.count
+        held = round.claimed
+        rounds += 1
+    } while !held.isEmpty
+    let seconds = Date().timeIntervalSince(started)
+    let cpu = cpuBefore.flatMap { before in serverCPU().map { $0 - before } }
+    print(
+        String(
+            format: "rounds: %d %@ jobs finished %d at a time in %d rounds, %.2f s: %.3f ms a round, %@", finished,
+            asChord ? "chord member" : "plain", batch, rounds, seconds, seconds * 1000 / Double(rounds),
+            cpu.map { String(format: "PostgreSQL CPU %.3f ms a round", $0 * 1000 / Double(rounds)) }
+                ?? "PostgreSQL CPU not readable here"))
 default:
-    FileHandle.standardError.write(Data("usage: canvas-bench enqueue N | latency K | chord N | pdf N\n".utf8))
+    FileHandle.standardError.write(Data(usage.utf8))
     exit(64)
 }

@@ -1,6 +1,20 @@
 -- The broker protocol: enqueue, register and heartbeat, claim, finish, release, rescue, prune.
 -- Applied again by the migrator whenever a function file changes (see Migrator); edit in place.
 -- See docs/broker.md.
+--
+-- The functions that read canvas.jobs on the hot path (claim, promote_due, finish, release,
+-- expire_due, rescue) run with enable_seqscan off. A session plans a function's statements once
+-- and keeps the plans until the table is analysed again: a worker that starts on an empty queue
+-- plans for an empty table, and after a burst of a few thousand jobs every claim read the whole
+-- table (2 to 5 ms each) until autovacuum analysed it, a minute or more later. Every statement
+-- here has an index that serves it, so the setting only takes away the plans that stale
+-- statistics would choose.
+--
+-- claim, finish and expire_due also keep one generic plan per statement (plan_cache_mode, which
+-- the functions they call inherit). Left to choose, PostgreSQL planned most of their statements
+-- again on every call: with a few jobs a round (long tasks, as the voter rolls' stations are),
+-- planning was a third of the server's CPU for a round: 0.97-1.12 ms of CPU a round of three
+-- jobs against 0.64-0.67 with generic plans (`canvas-bench rounds 3000 3`; docs/broker.md).
 
 CREATE FUNCTION canvas.max_crashes() RETURNS integer LANGUAGE sql IMMUTABLE AS 'SELECT 3';
 
@@ -177,7 +191,8 @@ CREATE TRIGGER jobs_schedule_future BEFORE INSERT ON canvas.jobs
 
 -- Makes scheduled jobs that are due runnable, a bounded batch at a time, and wakes their queues.
 -- Cheap when nothing is due: one probe of jobs_scheduled_idx.
-CREATE FUNCTION canvas.promote_due(p_limit integer DEFAULT 1000) RETURNS integer LANGUAGE plpgsql AS $$
+CREATE FUNCTION canvas.promote_due(p_limit integer DEFAULT 1000) RETURNS integer LANGUAGE plpgsql
+SET enable_seqscan = off AS $$
 DECLARE
     n integer;
 BEGIN
@@ -202,7 +217,8 @@ $$;
 -- transaction of its own, never inside a claim: it takes canvas roots, and a claim that follows a
 -- finish already holds some (docs/broker.md, lock order). A job waiting to retry that expires
 -- keeps its last error in the message.
-CREATE FUNCTION canvas.expire_due(p_limit integer DEFAULT 200) RETURNS integer LANGUAGE plpgsql AS $$
+CREATE FUNCTION canvas.expire_due(p_limit integer DEFAULT 200) RETURNS integer LANGUAGE plpgsql
+SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     gone canvas.jobs[];
     j canvas.jobs;
@@ -244,7 +260,7 @@ $$;
 CREATE FUNCTION canvas.claim(p_worker bigint, p_queues text[], p_limit integer)
 RETURNS TABLE (id bigint, task text, args jsonb, kwargs jsonb, attempt integer, time_limit double precision,
                soft_time_limit double precision, waited double precision)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     picked bigint[];
@@ -324,7 +340,7 @@ CREATE FUNCTION canvas.finish(
 -- The job rows are locked in the order the join reads them: the worker sends ids ascending, and
 -- without hash joins the plan reads them in that order (nested loop) or by the primary key
 -- (merge join), so the lock order holds for any batch size.
-SET enable_hashjoin = off
+SET enable_hashjoin = off SET enable_seqscan = off SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -573,7 +589,7 @@ $$;
 -- its plan reads them, and a cancel of their canvas, locking the same rows ascending, could then
 -- deadlock with it.
 CREATE FUNCTION canvas.release(p_worker bigint, p_ids bigint[], p_attempts integer[])
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     n integer;
 BEGIN
@@ -600,7 +616,7 @@ $$;
 -- worker that is alive. A job whose workers died under it canvas.max_crashes() times fails for
 -- good, with its error callbacks and its canvas.
 CREATE FUNCTION canvas.rescue()
-RETURNS TABLE (job_id bigint, new_state text) LANGUAGE plpgsql AS $$
+RETURNS TABLE (job_id bigint, new_state text) LANGUAGE plpgsql SET enable_seqscan = off AS $$
 #variable_conflict use_column
 DECLARE
     rescued canvas.jobs[];
