@@ -155,6 +155,22 @@ final class BrokerSQLTests {
         #expect(try c.query("SELECT count(*) FROM canvas.jobs WHERE state = 'succeeded'")[0].decode(Int.self, 0) == 12)
     }
 
+    /// A sequential scan a function still needs (a small table with no index to use) is priced
+    /// as disabled under enable_seqscan off: high enough to start the JIT compiler, which took
+    /// 300 ms of every rescue. Every function that turns sequential scans off turns JIT off too.
+    @Test func everyFunctionWithoutSequentialScansRunsWithoutJIT() throws {
+        let c = try database.connect()
+        let pinned = try c.query(
+            """
+            SELECT proname, 'jit=off' = ANY(proconfig) FROM pg_proc
+            WHERE pronamespace = 'canvas'::regnamespace AND 'enable_seqscan=off' = ANY(proconfig) ORDER BY 1
+            """
+        ).map { (try $0.decode(String.self, 0), try $0.decode(Bool.self, 1)) }
+        #expect(
+            pinned.map(\.0) == ["claim", "expire_due", "finish", "promote_due", "release", "rescue"])
+        #expect(pinned.filter { !$0.1 }.isEmpty, "\(pinned)")
+    }
+
     @Test func dueScheduledJobsArePromotedByTheNextClaim() throws {
         let c = try database.connect()
         let w = try worker(c)

@@ -8,7 +8,10 @@
 -- plans for an empty table, and after a burst of a few thousand jobs every claim read the whole
 -- table (2 to 5 ms each) until autovacuum analysed it, a minute or more later. Every statement
 -- here has an index that serves it, so the setting only takes away the plans that stale
--- statistics would choose.
+-- statistics would choose. Where a small table has no index to use (canvas.workers in rescue),
+-- the sequential scan it still gets is priced as disabled, high enough to start the JIT
+-- compiler: 300 ms a rescue. They run with jit off, as claim_select and prune do: JIT never pays
+-- for statements of a few milliseconds.
 --
 -- claim, finish and expire_due also keep one generic plan per statement (plan_cache_mode, which
 -- the functions they call inherit). Left to choose, PostgreSQL planned most of their statements
@@ -192,7 +195,7 @@ CREATE TRIGGER jobs_schedule_future BEFORE INSERT ON canvas.jobs
 -- Makes scheduled jobs that are due runnable, a bounded batch at a time, and wakes their queues.
 -- Cheap when nothing is due: one probe of jobs_scheduled_idx.
 CREATE FUNCTION canvas.promote_due(p_limit integer DEFAULT 1000) RETURNS integer LANGUAGE plpgsql
-SET enable_seqscan = off AS $$
+SET enable_seqscan = off SET jit = off AS $$
 DECLARE
     n integer;
 BEGIN
@@ -218,7 +221,7 @@ $$;
 -- finish already holds some (docs/broker.md, lock order). A job waiting to retry that expires
 -- keeps its last error in the message.
 CREATE FUNCTION canvas.expire_due(p_limit integer DEFAULT 200) RETURNS integer LANGUAGE plpgsql
-SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
+SET enable_seqscan = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     gone canvas.jobs[];
     j canvas.jobs;
@@ -260,7 +263,7 @@ $$;
 CREATE FUNCTION canvas.claim(p_worker bigint, p_queues text[], p_limit integer)
 RETURNS TABLE (id bigint, task text, args jsonb, kwargs jsonb, attempt integer, time_limit double precision,
                soft_time_limit double precision, waited double precision)
-LANGUAGE plpgsql SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     picked bigint[];
@@ -340,7 +343,7 @@ CREATE FUNCTION canvas.finish(
 -- The job rows are locked in the order the join reads them: the worker sends ids ascending, and
 -- without hash joins the plan reads them in that order (nested loop) or by the primary key
 -- (merge join), so the lock order holds for any batch size.
-SET enable_hashjoin = off SET enable_seqscan = off SET plan_cache_mode = force_generic_plan
+SET enable_hashjoin = off SET enable_seqscan = off SET jit = off SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -589,7 +592,7 @@ $$;
 -- its plan reads them, and a cancel of their canvas, locking the same rows ascending, could then
 -- deadlock with it.
 CREATE FUNCTION canvas.release(p_worker bigint, p_ids bigint[], p_attempts integer[])
-RETURNS integer LANGUAGE plpgsql SET enable_seqscan = off AS $$
+RETURNS integer LANGUAGE plpgsql SET enable_seqscan = off SET jit = off AS $$
 DECLARE
     n integer;
 BEGIN
@@ -616,7 +619,7 @@ $$;
 -- worker that is alive. A job whose workers died under it canvas.max_crashes() times fails for
 -- good, with its error callbacks and its canvas.
 CREATE FUNCTION canvas.rescue()
-RETURNS TABLE (job_id bigint, new_state text) LANGUAGE plpgsql SET enable_seqscan = off AS $$
+RETURNS TABLE (job_id bigint, new_state text) LANGUAGE plpgsql SET enable_seqscan = off SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
     rescued canvas.jobs[];
