@@ -99,6 +99,35 @@ import Testing
         #expect(state.reserveClaims(afterSettling: 0, claim: false) == 0, "a stopping lane claims nothing")
     }
 
+    /// How many held jobs wait in the worker to start, which lets outcomes gather into larger
+    /// rounds (`BrokerLoop.gatherOutcomes`): neither finished (an outcome waiting or being sent)
+    /// nor being handed back, beyond the jobs the pool runs at once.
+    @Test func jobsWaitingToStartAreHeldJobsNotFinishedNotHandedBackBeyondTheSlots() throws {
+        let state = try SharedState(workerID: 1, capacity: 24, slots: 8, lanes: 2)
+        #expect(state.waitingToStart == -8, "every slot idle")
+        state.deliver((1...14).map { job($0) }, lane: 0)
+        state.deliver((15...20).map { job($0) }, lane: 1)
+        _ = state.takeInbox()
+        #expect(state.waitingToStart == 12)
+        for id in [1, 2, 15] as [Int64] { state.report(done(id)) }
+        #expect(state.waitingToStart == 9)
+        state.handBack([job(20)])
+        #expect(state.waitingToStart == 8)
+        // Lane 0 sends its two outcomes: they are settling, still held, still not waiting.
+        let sent = state.takeOutgoing(lane: 0)
+        _ = state.reserveClaims(afterSettling: sent.outcomes.count, lane: 0)
+        #expect(state.waitingToStart == 8)
+        state.settled(sent.outcomes.map { ($0.jobID, $0.attempt) }, by: 0, endingRound: true)
+        #expect(state.waitingToStart == 8)
+        // Lane 1 sends its outcome and its hand-back, and they settle.
+        let other = state.takeOutgoing(lane: 1)
+        state.settled(other.outcomes.map { ($0.jobID, $0.attempt) } + other.releases, by: 1)
+        #expect(state.accounting.held == 16)
+        #expect(state.waitingToStart == 8)
+        // Without slots given, every held job counts as running.
+        #expect(try SharedState(workerID: 1, capacity: 10).waitingToStart == -10)
+    }
+
     /// A finish that requeued a job, or a hand-back, lets another lane claim it again before
     /// the first lane has settled it: the settling must not let go of the new claim.
     @Test func settlingARunLeavesAnotherLanesNewClaimOfTheSameJobHeld() throws {

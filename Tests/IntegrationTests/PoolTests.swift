@@ -221,6 +221,24 @@ final class PoolTests {
         #expect(try status(waiter, c).error == TaskExecution.refusal)
     }
 
+    /// Tasks of 20 ms, four at a time, with eight more waiting in the worker: a round for each
+    /// outcome or two would cost the server far more than the tasks do, so outcomes gather while
+    /// jobs still wait to start. A round's finishes share its transaction's `finished_at`; 96 jobs
+    /// finished one or two a round would show 50 to 96 of them. And nothing is lost or run twice.
+    @Test(arguments: everyPool)
+    func outcomesOfLongerTasksGatherWhileJobsWaitInTheWorker(pool: String) throws {
+        let c = try database.connect()
+        _ = try Enqueue.jobs((0..<96).map { _ in JobRequest("canvas.sleep", [.double(0.02)]) }, on: c)
+        let w = try startWorker(pool, ["-c", "4", "--prefetch", "8"])
+        #expect(
+            try eventually(timeout: 30, interval: 0.1) {
+                try count(c, "SELECT count(*) FROM canvas.jobs WHERE state = 'succeeded'") == 96
+            }, "\(w.log)")
+        #expect(try count(c, "SELECT count(*) FROM canvas.jobs WHERE attempt <> 1") == 0)
+        let rounds = try count(c, "SELECT count(DISTINCT finished_at) FROM canvas.jobs")
+        #expect(rounds <= 32, "\(rounds) rounds finished 96 jobs")
+    }
+
     @Test func anUnknownPoolIsOneLineAndExit64() throws {
         let result = try runCommand(
             Binaries.url("pgworker"), ["--pool", "gevent"], environment: ["DATABASE_URL": database.url])

@@ -50,6 +50,10 @@ package struct WorkerConfiguration: Sendable {
     package var brokerConnections: Int = 1
     /// How long the broker thread lets outcomes gather into one batch while the queue is deep.
     package var flushDelay: Double = 0.004
+    /// How long outcomes may gather while jobs still wait in this worker to start: a finished
+    /// job's result, and what follows from it (a chain's next link, a chord's body), are recorded
+    /// at most this much later. (River's batch completer waits 50 ms, up to 250 ms.)
+    package var gatherLimit: Double = 0.05
     /// Seconds a run may take when neither the job nor its task sets a limit (nil: no limit).
     package var timeLimit: Double? = nil
     /// Seconds after which a run is told to stop when neither the job nor its task sets a soft limit.
