@@ -114,10 +114,13 @@ final class RolesTests {
         // …and what it may: rows, and the canvas functions.
         #expect(refusal("DELETE FROM canvas.jobs WHERE false", on: asWorker) == nil)
         #expect(try StationAssignment.refreshAll(on: asWorker) == 2_000)
+        // The refresh replaced the table: the grants came with it.
+        #expect(refusal("UPDATE station_assignment SET station_id = station_id WHERE false", on: asWorker) == nil)
 
         let asReader = try Connection.connect(ConnectionConfiguration(conninfo: try url(as: readerLogin)))
         #expect(try asReader.query("SELECT count(*) FROM canvas.jobs")[0].decode(Int.self, 0) > 0)
         #expect(try asReader.query("SELECT count(*) FROM voter")[0].decode(Int.self, 0) == 2_000)
+        #expect(try asReader.query("SELECT count(*) FROM station_assignment")[0].decode(Int.self, 0) == 2_000)
         for write in [
             "DELETE FROM canvas.jobs", "UPDATE voter SET voter_name = 'x'",
             "SELECT refresh_station_assignments(500)", "CREATE TABLE canvas.intruder (id int)",

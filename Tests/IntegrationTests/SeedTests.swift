@@ -146,6 +146,60 @@ final class StationPlaceTests {
         #expect(try assignments(c) == full)
     }
 
+    /// The table as `\d` shows it: columns, constraints and indexes, each with its definition.
+    func definition(_ c: Connection) throws -> [String] {
+        try c.query(
+            """
+            SELECT format('%s %s %s %s', attname, format_type(atttypid, atttypmod), attnotnull,
+                          (SELECT collname FROM pg_collation WHERE oid = attcollation))
+            FROM pg_attribute WHERE attrelid = 'station_assignment'::regclass AND attnum > 0 AND NOT attisdropped
+            UNION ALL
+            SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+            WHERE conrelid = 'station_assignment'::regclass
+            UNION ALL
+            SELECT indexrelid::regclass::text || ' ' || pg_get_indexdef(indexrelid) FROM pg_index
+            WHERE indrelid = 'station_assignment'::regclass
+            ORDER BY 1
+            """
+        ).map { try $0.decode(String.self, 0) }
+    }
+
+    /// The full refresh builds a new table and gives it the old one's name: it has the
+    /// definition the migrations give (columns, collation, keys, checks, the station index), and
+    /// a session that waited on the old table's lock reads the new one when the refresh commits.
+    @Test func theFullRefreshLeavesTheTableAsMigratedAndAWaitingReaderReadsTheNewOne() throws {
+        let c = try database.connect()
+        try Seeder(names: try NameBank.bundled()).seed(c, voters: 3_000, randomSeed: 7)
+        let migrated = try definition(c)
+        #expect(migrated.contains { $0.hasPrefix("station_assignment_voter_id_fkey FOREIGN KEY (voter_id)") })
+        try StationAssignment.refreshAll(on: c)
+        #expect(try definition(c) == migrated)
+        #expect(try c.query("SELECT count(*) FROM station_assignment")[0].decode(Int.self, 0) == 3_000)
+
+        try c.execute("BEGIN")
+        try StationAssignment.refreshAll(on: c)
+        let url = database.url
+        let read = DispatchSemaphore(value: 0)
+        let answer = SharedValue<Result<Int, Error>?>(nil)
+        Thread.detachNewThread {
+            answer.value = Result {
+                let reader = try Connection.connect(ConnectionConfiguration(conninfo: url))
+                return try reader.query("SELECT count(*) FROM station_assignment")[0].decode(Int.self, 0)
+            }
+            read.signal()
+        }
+        let monitor = try database.connect()
+        #expect(
+            try eventually(timeout: 10) {
+                try monitor.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )[0].decode(Int.self, 0) == 1
+            }, "the reader waits on the refresh's lock")
+        try c.execute("COMMIT")
+        #expect(read.wait(timeout: .now() + 10) == .success)
+        #expect(try answer.value?.get() == 3_000)
+    }
+
     /// Stations print the names their assignment carries; a voter renamed after the assignment
     /// prints under the new name, in the place it had, until the next refresh moves it.
     @Test func aVoterRenamedAfterTheAssignmentPrintsUnderTheNewNameInItsPlace() throws {
