@@ -99,33 +99,28 @@ import Testing
         #expect(state.reserveClaims(afterSettling: 0, claim: false) == 0, "a stopping lane claims nothing")
     }
 
-    /// How many held jobs wait in the worker to start, which lets outcomes gather into larger
-    /// rounds (`BrokerLoop.gatherOutcomes`): neither finished (an outcome waiting or being sent)
-    /// nor being handed back, beyond the jobs the pool runs at once.
-    @Test func jobsWaitingToStartAreHeldJobsNotFinishedNotHandedBackBeyondTheSlots() throws {
-        let state = try SharedState(workerID: 1, capacity: 24, slots: 8, lanes: 2)
-        #expect(state.waitingToStart == -8, "every slot idle")
+    /// How many claimed jobs any free slot can start, which lets outcomes gather into larger
+    /// rounds (`BrokerLoop.gatherOutcomes`): those delivered and not yet taken, and those in the
+    /// supervisor's and the in-process pool's lines as each last published them. Jobs queued in
+    /// a pool process's pipe behind a long run are not among them: no idle process can take
+    /// them, and the broker must not wait on them.
+    @Test func jobsWaitingToStartAreThoseAnyFreeSlotCanTake() throws {
+        let state = try SharedState(workerID: 1, capacity: 24, lanes: 2)
+        #expect(state.waitingToStart == 0)
         state.deliver((1...14).map { job($0) }, lane: 0)
         state.deliver((15...20).map { job($0) }, lane: 1)
+        #expect(state.waitingToStart == 20, "delivered, not yet taken")
         _ = state.takeInbox()
-        #expect(state.waitingToStart == 12)
-        for id in [1, 2, 15] as [Int64] { state.report(done(id)) }
-        #expect(state.waitingToStart == 9)
-        state.handBack([job(20)])
+        #expect(state.waitingToStart == 0, "taken, and not yet published as waiting")
+        // Of the 20, 4 run, 13 sit in one pool process's pipe behind a long run, 3 wait in line.
+        state.publishSupervisorLine(3)
+        #expect(state.waitingToStart == 3)
+        state.publishPoolLine(5)
         #expect(state.waitingToStart == 8)
-        // Lane 0 sends its two outcomes: they are settling, still held, still not waiting.
-        let sent = state.takeOutgoing(lane: 0)
-        _ = state.reserveClaims(afterSettling: sent.outcomes.count, lane: 0)
-        #expect(state.waitingToStart == 8)
-        state.settled(sent.outcomes.map { ($0.jobID, $0.attempt) }, by: 0, endingRound: true)
-        #expect(state.waitingToStart == 8)
-        // Lane 1 sends its outcome and its hand-back, and they settle.
-        let other = state.takeOutgoing(lane: 1)
-        state.settled(other.outcomes.map { ($0.jobID, $0.attempt) } + other.releases, by: 1)
-        #expect(state.accounting.held == 16)
-        #expect(state.waitingToStart == 8)
-        // Without slots given, every held job counts as running.
-        #expect(try SharedState(workerID: 1, capacity: 10).waitingToStart == -10)
+        state.publishSupervisorLine(0)
+        state.publishPoolLine(0)
+        state.deliver([job(21)], lane: 0)
+        #expect(state.waitingToStart == 1)
     }
 
     /// A finish that requeued a job, or a hand-back, lets another lane claim it again before

@@ -182,7 +182,7 @@ final class BrokerLoop: @unchecked Sendable {
         let start = DispatchTime.now().uptimeNanoseconds
         let short = start + UInt64(configuration.flushDelay * 1e9)
         let long = start + UInt64(max(configuration.flushDelay, configuration.gatherLimit) * 1e9)
-        while state.outcomeCount(lane: lane) < target {
+        while state.outcomeCount(lane: lane) < target, !stop {
             let now = DispatchTime.now().uptimeNanoseconds
             if now >= long || (now >= short && state.waitingToStart < margin) { break }
             usleep(now < short ? 200 : 1000)

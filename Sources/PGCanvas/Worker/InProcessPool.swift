@@ -143,6 +143,7 @@ final class InProcessPool: @unchecked Sendable {
                 assign(job, to: runner)
                 handOff.append((continuation, job))
             }
+            publishLine()
             if kind == .threads {
                 if jobs.count >= size { lock.broadcast() } else { for _ in jobs { lock.signal() } }
             }
@@ -156,6 +157,7 @@ final class InProcessPool: @unchecked Sendable {
             defer {
                 line.removeAll()
                 lineStart = 0
+                publishLine()
             }
             return Array(line[lineStart...])
         }
@@ -170,6 +172,7 @@ final class InProcessPool: @unchecked Sendable {
             if !queued.isEmpty {
                 line = waitingLine.filter { !ids.contains($0.id) }
                 lineStart = 0
+                publishLine()
             }
             return (queued, ids.compactMap { forget($0) })
         }
@@ -295,8 +298,12 @@ final class InProcessPool: @unchecked Sendable {
             line.removeFirst(lineStart)
             lineStart = 0
         }
+        publishLine()
         return job
     }
+
+    /// Tells the broker how many jobs wait here for a runner (`SharedState.waitingToStart`).
+    private func publishLine() { state.publishPoolLine(line.count - lineStart) }
 
     /// Hands `job` to `runner`: from now on the pool answers for it (settled by the runner, or by
     /// the supervisor if it cancels or abandons it before the runner is done).
@@ -338,6 +345,7 @@ final class InProcessPool: @unchecked Sendable {
         guard waitingCount > room else { return }
         let surplus = Array(line[(lineStart + room)...])
         line.removeLast(surplus.count)
+        publishLine()
         state.handBack(surplus)
     }
 

@@ -31,10 +31,10 @@ final class SharedState: @unchecked Sendable {
     /// Jobs cancelled in the database while this worker holds them: to be stopped.
     private var cancelled: Set<Int64> = []
     private var capacity: Int
-    /// Jobs the pool runs at once (its concurrency): held jobs beyond these, not yet finished,
-    /// wait in this worker to start (in the supervisor's line, a pool process's pipe, the
-    /// in-process pool's line).
-    private let slots: Int
+    /// Claimed jobs waiting in the supervisor's line and in the in-process pool's line, as each
+    /// last published them (`waitingToStart`).
+    private var supervisorLine = 0
+    private var poolLine = 0
     /// Slots claims under way have reserved: they count as held until their jobs are delivered.
     private var reserved = 0
     /// Per lane: held jobs whose outcomes it is sending this round; their slots count as free,
@@ -61,12 +61,10 @@ final class SharedState: @unchecked Sendable {
     let brokerWakes: [(read: Int32, write: Int32)]
     var lanes: Int { brokerWakes.count }
 
-    /// - Parameter slots: jobs the pool runs at once; nil: as many as the capacity (no job waits).
-    init(workerID: Int64, capacity: Int, slots: Int? = nil, lanes: Int = 1) throws {
+    init(workerID: Int64, capacity: Int, lanes: Int = 1) throws {
         precondition(lanes >= 1)
         _workerID = workerID
         self.capacity = capacity
-        self.slots = slots ?? capacity
         brokerTicks = Array(repeating: DispatchTime.now().uptimeNanoseconds, count: lanes)
         outcomes = Array(repeating: [], count: lanes)
         settling = Array(repeating: 0, count: lanes)
@@ -322,14 +320,14 @@ final class SharedState: @unchecked Sendable {
     func outcomeCount(lane: Int = 0) -> Int { locked { outcomes[lane].count } }
     var currentCapacity: Int { locked { capacity } }
 
-    /// Held jobs that wait in this worker to start: claimed, not running, not finished, not being
-    /// handed back. While some do, the pool has work without another claim. (Negative: slots
-    /// are idle.)
-    var waitingToStart: Int {
-        locked {
-            held.count - handingBack.count - outcomes.reduce(0) { $0 + $1.count } - settling.reduce(0, +) - slots
-        }
-    }
+    /// Claimed jobs that any free slot can start: delivered and not yet taken, or waiting in the
+    /// supervisor's or the in-process pool's line. While some do, the pool has work without
+    /// another claim. Jobs queued in a pool process's pipe behind its running job do not count:
+    /// no other process can take them.
+    var waitingToStart: Int { locked { inbox.count + supervisorLine + poolLine } }
+
+    func publishSupervisorLine(_ n: Int) { locked { supervisorLine = n } }
+    func publishPoolLine(_ n: Int) { locked { poolLine = n } }
     func hasOutgoing(lane: Int = 0) -> Bool { locked { !outcomes[lane].isEmpty || !releases[lane].isEmpty } }
     /// Jobs held, slots reserved by claims under way, and outcomes being sent, at one moment
     /// (for tests).

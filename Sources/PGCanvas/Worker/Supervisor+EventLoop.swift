@@ -20,6 +20,7 @@ extension Supervisor {
             enforceTimeLimits()
             takeClaimedJobs()
             dispatch()
+            state.publishSupervisorLine(waiting.count - waitingStart)
             if let inProcess, shutdown != .cold, let stalled = inProcess.starvation(after: Self.starvedAfter) {
                 // Runs it cannot stop hold what it needs: nothing to wait for. What it holds goes
                 // back now, and its exit status tells its service manager to start it again.

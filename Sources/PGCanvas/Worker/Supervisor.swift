@@ -62,8 +62,7 @@ package final class Supervisor {
                 "the database has no canvas schema: run 'voteradmin migrate' (or PGCanvasMigrations.apply) first")
         }
         state = try SharedState(
-            workerID: workerID, capacity: configuration.capacity(depth: 1), slots: configuration.concurrency,
-            lanes: configuration.brokerConnections)
+            workerID: workerID, capacity: configuration.capacity(depth: 1), lanes: configuration.brokerConnections)
         try Signals.install()
         printBanner(workerID: workerID)
         let lanes = configuration.brokerConnections
