@@ -18,6 +18,9 @@
 -- again on every call: with a few jobs a round (long tasks, as the voter rolls' stations are),
 -- planning was a third of the server's CPU for a round: 0.97-1.12 ms of CPU a round of three
 -- jobs against 0.64-0.67 with generic plans (`canvas-bench rounds 3000 3`; docs/broker.md).
+-- A plan made once must suit any table size, and these join a few rows to canvas.jobs by key:
+-- they join by nested loop only. A hash or merge join planned on an empty table would read the
+-- whole primary key on every call once the table is large.
 
 CREATE FUNCTION canvas.max_crashes() RETURNS integer LANGUAGE sql IMMUTABLE AS 'SELECT 3';
 
@@ -221,7 +224,8 @@ $$;
 -- finish already holds some (docs/broker.md, lock order). A job waiting to retry that expires
 -- keeps its last error in the message.
 CREATE FUNCTION canvas.expire_due(p_limit integer DEFAULT 200) RETURNS integer LANGUAGE plpgsql
-SET enable_seqscan = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
+SET enable_seqscan = off SET jit = off SET plan_cache_mode = force_generic_plan
+SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     gone canvas.jobs[];
     j canvas.jobs;
@@ -263,7 +267,8 @@ $$;
 CREATE FUNCTION canvas.claim(p_worker bigint, p_queues text[], p_limit integer)
 RETURNS TABLE (id bigint, task text, args jsonb, kwargs jsonb, attempt integer, time_limit double precision,
                soft_time_limit double precision, waited double precision)
-LANGUAGE plpgsql SET enable_seqscan = off SET jit = off SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET jit = off SET plan_cache_mode = force_generic_plan
+    SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 #variable_conflict use_column
 DECLARE
     picked bigint[];
@@ -341,9 +346,10 @@ CREATE FUNCTION canvas.finish(
     p_spawns jsonb[]
 ) RETURNS TABLE (id bigint, state text, retry_in double precision) LANGUAGE plpgsql
 -- The job rows are locked in the order the join reads them: the worker sends ids ascending, and
--- without hash joins the plan reads them in that order (nested loop) or by the primary key
--- (merge join), so the lock order holds for any batch size.
-SET enable_hashjoin = off SET enable_seqscan = off SET jit = off SET plan_cache_mode = force_generic_plan
+-- the plan, a nested loop (no hash or merge joins), reads them in that order, so the lock order
+-- holds for any batch size.
+SET enable_hashjoin = off SET enable_mergejoin = off SET enable_seqscan = off SET jit = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
