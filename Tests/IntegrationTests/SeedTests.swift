@@ -178,26 +178,98 @@ final class StationPlaceTests {
 
         try c.execute("BEGIN")
         try StationAssignment.refreshAll(on: c)
-        let url = database.url
-        let read = DispatchSemaphore(value: 0)
-        let answer = SharedValue<Result<Int, Error>?>(nil)
-        Thread.detachNewThread {
-            answer.value = Result {
-                let reader = try Connection.connect(ConnectionConfiguration(conninfo: url))
-                return try reader.query("SELECT count(*) FROM station_assignment")[0].decode(Int.self, 0)
-            }
-            read.signal()
-        }
-        let monitor = try database.connect()
-        #expect(
-            try eventually(timeout: 10) {
-                try monitor.query(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )[0].decode(Int.self, 0) == 1
-            }, "the reader waits on the refresh's lock")
+        let reader = try inThread(database.url) { try $0.query("SELECT count(*) FROM station_assignment") }
+        #expect(try waitsOnALock(reader.pid), "the reader waits on the refresh's lock")
         try c.execute("COMMIT")
-        #expect(read.wait(timeout: .now() + 10) == .success)
-        #expect(try answer.value?.get() == 3_000)
+        #expect(try reader.result(timeout: 10)[0].decode(Int.self, 0) == 3_000)
+    }
+
+    /// A statement run on a connection of its own, in a thread, that may wait on a lock.
+    final class Session: @unchecked Sendable {
+        let done = DispatchSemaphore(value: 0)
+        let outcome = SharedValue<Result<Rows, Error>?>(nil)
+        let backend = SharedValue<Int?>(nil)
+        var pid: Int {
+            while backend.value == nil && outcome.value == nil { usleep(1000) }
+            return backend.value ?? -1
+        }
+        func result(timeout: Double) throws -> Rows {
+            guard done.wait(timeout: .now() + timeout) == .success else { throw CanvasTestTimeout() }
+            return try outcome.value!.get()
+        }
+    }
+    struct CanvasTestTimeout: Error {}
+
+    func inThread(_ url: String, _ body: @escaping @Sendable (Connection) throws -> Rows) throws -> Session {
+        let session = Session()
+        Thread.detachNewThread {
+            session.outcome.value = Result {
+                let c = try Connection.connect(ConnectionConfiguration(conninfo: url))
+                session.backend.value = try c.query("SELECT pg_backend_pid()")[0].decode(Int.self, 0)
+                return try body(c)
+            }
+            session.done.signal()
+        }
+        return session
+    }
+
+    func waitsOnALock(_ pid: Int) throws -> Bool {
+        let monitor = try database.connect()
+        return try eventually(timeout: 10) {
+            try monitor.query("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = \(pid)").first?
+                .decode(Bool.self, 0) == true
+        }
+    }
+
+    /// The refresh takes voter and polling_center before station_assignment, as a rename or a
+    /// cascading delete does: a transaction that read voter and goes on to station_assignment
+    /// while a refresh starts is let finish first, instead of the two deadlocking (the refresh
+    /// would otherwise hold station_assignment and wait for voter to drop its old foreign keys).
+    @Test func aRefreshStartingWhileATransactionReadsVoterLetsItFinish() throws {
+        let c = try database.connect()
+        try Seeder(names: try NameBank.bundled()).seed(c, voters: 2_000, randomSeed: 9)
+        try StationAssignment.refreshAll(on: c)
+        try c.execute("BEGIN")
+        #expect(try c.query("SELECT count(*) FROM voter")[0].decode(Int.self, 0) == 2_000)
+        let refresh = try inThread(database.url) { try $0.query("SELECT refresh_station_assignments(500)") }
+        #expect(try waitsOnALock(refresh.pid), "the refresh waits for the reader of voter")
+        #expect(try c.query("SELECT count(*) FROM station_assignment")[0].decode(Int.self, 0) == 2_000)
+        try c.execute(
+            "UPDATE voter SET voter_name = 'Ångström Renamed' WHERE voter_id = (SELECT min(voter_id) FROM voter)")
+        try c.execute("COMMIT")
+        #expect(try refresh.result(timeout: 30)[0].decode(Int.self, 0) == 2_000)
+        #expect(
+            try c.query("SELECT count(*) FROM station_assignment WHERE voter_name = 'Ångström Renamed'")[0].decode(
+                Int.self, 0) == 1)
+    }
+
+    /// The refresh gives the new table the old one's grants exactly: to a role whose name needs
+    /// quoting, without one the old table did not have (a privilege revoked stays revoked).
+    @Test func theFullRefreshKeepsTheTablesGrantsExactly() throws {
+        let c = try database.connect()
+        try Seeder(names: try NameBank.bundled()).seed(c, voters: 1_000, randomSeed: 11)
+        let role = "Roll Viewer-\(UInt32.random(in: 0...UInt32.max))"
+        let quoted = "\"\(role)\""
+        try c.execute("CREATE ROLE \(unescaped: quoted) NOLOGIN")
+        defer {
+            _ = try? c.execute("REVOKE ALL ON station_assignment FROM \(unescaped: quoted)")
+            _ = try? c.execute("DROP ROLE \(unescaped: quoted)")
+        }
+        try c.execute("GRANT SELECT, UPDATE ON station_assignment TO \(unescaped: quoted)")
+        try c.execute("REVOKE UPDATE ON station_assignment FROM \(unescaped: quoted)")
+        func grants() throws -> [String] {
+            try c.query(
+                """
+                SELECT coalesce(a.grantee::regrole::text, 'PUBLIC') || ' ' || a.privilege_type || ' ' || a.is_grantable
+                FROM pg_class t, aclexplode(t.relacl) a WHERE t.oid = 'station_assignment'::regclass ORDER BY 1
+                """
+            ).map { try $0.decode(String.self, 0) }
+        }
+        let before = try grants()
+        #expect(before.contains("\(quoted) SELECT false"))
+        #expect(!before.contains("\(quoted) UPDATE false"))
+        try StationAssignment.refreshAll(on: c)
+        #expect(try grants() == before)
     }
 
     /// Stations print the names their assignment carries; a voter renamed after the assignment
