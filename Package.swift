@@ -37,6 +37,8 @@ let package = Package(
             providers: [.apt(["libcairo2-dev"])]
         ),
         .target(name: "RollPDF", dependencies: ["CCairo"]),
+        // glibc's mallopt, for the worker's long-lived processes (PoolProcessMain).
+        .systemLibrary(name: "CMalloc"),
         .target(
             name: "Migrations",
             dependencies: ["Postgres", .product(name: "Logging", package: "swift-log")],
@@ -45,7 +47,7 @@ let package = Package(
         .target(
             name: "PGCanvas",
             dependencies: [
-                "Postgres", .product(name: "Logging", package: "swift-log"),
+                "Postgres", "CMalloc", .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ]

@@ -18,6 +18,7 @@ package enum PoolProcessMain {
         signal(SIGTERM, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
         watchParent()
+        Allocator.keepFreedMemory()
         for warmUp in registry.warmUps { warmUp() }
 
         var connection: Connection?

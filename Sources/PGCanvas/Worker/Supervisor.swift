@@ -172,6 +172,8 @@ package final class Supervisor {
             pool.append(try spawn(index: 1))
             return
         }
+        // Tasks run in this process.
+        Allocator.keepFreedMemory()
         for warmUp in registry.warmUps { warmUp() }
         let capacity: @Sendable (Int) -> Int = { [configuration] depth in configuration.capacity(depth: depth) }
         let runners = InProcessPool(
