@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo job end to end: seed N voters, then with one `pgworker -c 8` running, all_in_one and
 # the station chord (`voteradmin enqueue … --wait`), each printing "Total pages written: P in S s".
-# Usage: DATABASE_URL=… BIN=.build/release bench/voterrolls.sh [N …]   (default 10000 100000)
+# Usage: DATABASE_URL=… BIN=.build/release [SEED=0] bench/voterrolls.sh [N …]   (default 10000 100000)
+# SEED=0 runs on the voters already seeded (one N), for alternating builds without re-seeding.
 set -euo pipefail
 BIN="${BIN:-.build/release}"
 sizes=("$@")
@@ -9,7 +10,7 @@ sizes=("$@")
 out="$(mktemp -d /tmp/pgcanvas-rolls.XXXXXX)"
 trap 'rm -rf "$out"' EXIT
 for n in "${sizes[@]}"; do
-    "$BIN/voteradmin" seed "$n" --random-seed 1 >/dev/null
+    [ "${SEED:-1}" = 0 ] || "$BIN/voteradmin" seed "$n" --random-seed 1 >/dev/null
     psql "$DATABASE_URL" -qAt -c "TRUNCATE canvas.jobs, canvas.chords" -c "DELETE FROM canvas.workers" -c "VACUUM ANALYZE"
     "$BIN/pgworker" -c 8 --loglevel warning --output-dir "$out" >/tmp/pgcanvas-rolls-worker.log 2>&1 &
     pid=$!
