@@ -55,7 +55,9 @@ public struct Seeder: Sendable {
 
         var perCenter = [Int](repeating: 0, count: centerCount)
         try connection.withTransaction { tx in
-            try tx.executeScript("TRUNCATE station_assignment, voter_registration, voter, polling_center")
+            // Tables locked in the demo's order, parents first (docs/operations.md): a full station
+            // refresh running meanwhile waits instead of deadlocking.
+            try tx.executeScript("TRUNCATE voter, polling_center, voter_registration, station_assignment")
             try tx.copyIn("COPY polling_center (center_id, center_name) FROM STDIN") { w in
                 for i in 0..<centerCount { try w.write([String(centerIDs[i]), centerNames[i]]) }
             }

@@ -22,8 +22,12 @@ public enum StationAssignment {
     }
 
     /// Replaces the assignments of one centre (the per-centre tasks of options 1, 3 and 4).
+    /// The parents are locked first (reading them takes no more), in the demo's order: a full
+    /// refresh, which locks them before station_assignment, then waits for this one instead of
+    /// the two deadlocking.
     public static func refresh(center: Int, on c: Connection) throws {
         try c.withTransaction { tx in
+            try tx.execute("LOCK voter, polling_center, voter_registration IN ACCESS SHARE MODE")
             try tx.execute("DELETE FROM station_assignment WHERE center_id = \(center)")
             try tx.execute(
                 """

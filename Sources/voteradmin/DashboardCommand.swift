@@ -77,10 +77,12 @@ enum VoterRollsPage {
                 guard present else { return "<p>No voter-roll tables here (voteradmin migrate).</p>" }
                 let totals = try c.query(
                     "SELECT (SELECT count(*) FROM polling_center), (SELECT count(*) FROM voter)")[0]
+                // polling_center first: a statement locks its tables in the order it names them,
+                // and the demo's order is parents first (docs/operations.md).
                 let rows = try c.query(
                     """
                     SELECT s.center_id, p.center_name, s.station_id, count(*)
-                    FROM station_assignment s JOIN polling_center p USING (center_id)
+                    FROM polling_center p JOIN station_assignment s USING (center_id)
                     GROUP BY 1, 2, 3 ORDER BY 1, 3 LIMIT 2000
                     """)
                 var body: [HTML] = []

@@ -189,8 +189,10 @@ final class StationPlaceTests {
         let done = DispatchSemaphore(value: 0)
         let outcome = SharedValue<Result<Rows, Error>?>(nil)
         let backend = SharedValue<Int?>(nil)
+        /// The session's server process, once it has connected (-1 if it could not, in 10 s).
         var pid: Int {
-            while backend.value == nil && outcome.value == nil { usleep(1000) }
+            let deadline = Date().addingTimeInterval(10)
+            while backend.value == nil && outcome.value == nil && Date() < deadline { usleep(1000) }
             return backend.value ?? -1
         }
         func result(timeout: Double) throws -> Rows {
@@ -251,16 +253,27 @@ final class StationPlaceTests {
         let role = "Roll Viewer-\(UInt32.random(in: 0...UInt32.max))"
         let quoted = "\"\(role)\""
         try c.execute("CREATE ROLE \(unescaped: quoted) NOLOGIN")
+        // The owner's default privileges give every new table of the schema SELECT and UPDATE
+        // for the role, as `voteradmin roles` does for the worker: the new table starts with
+        // both, and the refresh must take back the UPDATE the old table no longer had.
+        let defaults = "ALTER DEFAULT PRIVILEGES IN SCHEMA public"
+        try c.execute("\(unescaped: defaults) GRANT SELECT, UPDATE ON TABLES TO \(unescaped: quoted)")
         defer {
-            _ = try? c.execute("REVOKE ALL ON station_assignment FROM \(unescaped: quoted)")
-            _ = try? c.execute("DROP ROLE \(unescaped: quoted)")
+            do {
+                try c.execute("\(unescaped: defaults) REVOKE ALL ON TABLES FROM \(unescaped: quoted)")
+                try c.execute("REVOKE ALL ON station_assignment FROM \(unescaped: quoted)")
+                try c.execute("DROP ROLE \(unescaped: quoted)")
+            } catch {
+                Issue.record("could not drop the test's role \(quoted): \(error)")
+            }
         }
         try c.execute("GRANT SELECT, UPDATE ON station_assignment TO \(unescaped: quoted)")
         try c.execute("REVOKE UPDATE ON station_assignment FROM \(unescaped: quoted)")
         func grants() throws -> [String] {
             try c.query(
                 """
-                SELECT coalesce(a.grantee::regrole::text, 'PUBLIC') || ' ' || a.privilege_type || ' ' || a.is_grantable
+                SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END
+                       || ' ' || a.privilege_type || ' ' || a.is_grantable
                 FROM pg_class t, aclexplode(t.relacl) a WHERE t.oid = 'station_assignment'::regclass ORDER BY 1
                 """
             ).map { try $0.decode(String.self, 0) }
@@ -270,6 +283,54 @@ final class StationPlaceTests {
         #expect(!before.contains("\(quoted) UPDATE false"))
         try StationAssignment.refreshAll(on: c)
         #expect(try grants() == before)
+    }
+
+    /// Full refreshes, per-centre refreshes and renames at once, each on its own connection,
+    /// as tasks of the demo's options and an application would run them: they take the tables
+    /// in one order (parents first), so none deadlocks, and the assignments end complete.
+    @Test func fullAndPerCentreRefreshesAndRenamesRunTogetherWithoutDeadlock() throws {
+        let c = try database.connect()
+        try Seeder(names: try NameBank.bundled()).seed(c, voters: 3_000, randomSeed: 13)
+        try StationAssignment.refreshAll(on: c)
+        let centers = try StationAssignment.centers(on: c).map(\.id)
+        let voters = try c.query("SELECT voter_id FROM voter ORDER BY voter_id").map { try $0.decode(Int.self, 0) }
+        let url = database.url
+        let failures = SharedValue<[String]>([])
+        let group = DispatchGroup()
+        func run(_ name: String, _ body: @escaping @Sendable (Connection, inout SplitMix64) throws -> Void) {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                var random = SplitMix64(state: UInt64(name.utf8.count))
+                do {
+                    let own = try Connection.connect(ConnectionConfiguration(conninfo: url))
+                    try body(own, &random)
+                } catch {
+                    let message = "\(name): \(error)"
+                    failures.value = failures.value + [message]
+                }
+            }
+        }
+        run("full") { own, _ in for _ in 0..<8 { try StationAssignment.refreshAll(on: own) } }
+        run("per centre") { own, random in
+            for _ in 0..<60 {
+                try StationAssignment.refresh(center: centers[Int(random.next() % UInt64(centers.count))], on: own)
+            }
+        }
+        run("renames") { own, random in
+            for i in 0..<60 {
+                let voter = voters[Int(random.next() % UInt64(voters.count))]
+                try own.execute("UPDATE voter SET voter_name = \("Renamed \(i)") WHERE voter_id = \(voter)")
+            }
+        }
+        #expect(group.wait(timeout: .now() + 120) == .success)
+        #expect(failures.value.isEmpty, "\(failures.value)")
+        // Whatever ran last, every voter is assigned once, under its current name.
+        let stale = try c.query(
+            "SELECT count(*) FROM voter v LEFT JOIN station_assignment s USING (voter_id) WHERE s.voter_name IS DISTINCT FROM v.voter_name"
+        )[0].decode(Int.self, 0)
+        #expect(stale == 0)
+        #expect(try c.query("SELECT count(*) FROM station_assignment")[0].decode(Int.self, 0) == 3_000)
     }
 
     /// Stations print the names their assignment carries; a voter renamed after the assignment

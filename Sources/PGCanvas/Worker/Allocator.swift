@@ -8,8 +8,14 @@ enum Allocator {
     /// processes' CPU, and 1.5 to 2 s of the million-voter chord's 13 (docs/benchmarks.md). This
     /// keeps up to 64 MiB of freed heap and serves allocations up to 16 MiB from the heap: a
     /// process holds at most what its largest task needed, plus that.
+    ///
+    /// In an in-process pool this sets the allocator of the whole process (an application that
+    /// embeds the worker included), and glibc keeps that much freed heap per arena (per busy
+    /// thread), not per process. Settings given in GLIBC_TUNABLES are replaced.
     static func keepFreedMemory() {
-        _ = mallopt(M_TRIM_THRESHOLD, 64 << 20)
-        _ = mallopt(M_MMAP_THRESHOLD, 16 << 20)
+        #if canImport(Glibc)
+            _ = mallopt(M_TRIM_THRESHOLD, 64 << 20)
+            _ = mallopt(M_MMAP_THRESHOLD, 16 << 20)
+        #endif
     }
 }

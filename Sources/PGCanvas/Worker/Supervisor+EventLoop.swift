@@ -152,6 +152,7 @@ extension Supervisor {
         let unstarted = Array(waiting[waitingStart...]) + state.takeInbox() + (inProcess?.takeQueued() ?? [])
         waiting.removeAll()
         waitingStart = 0
+        state.publishSupervisorLine(0)
         state.handBack(unstarted)
     }
 
@@ -205,6 +206,7 @@ extension Supervisor {
         state.handBack(Array(waiting[waitingStart...]) + state.takeInbox() + (inProcess?.takeQueued() ?? []))
         waiting.removeAll()
         waitingStart = 0
+        state.publishSupervisorLine(0)
         // Runs in this process cannot be killed: they are handed back, and what they return is dropped.
         if let inProcess { state.handBack(inProcess.abandonAll()) }
         let busy = pool.filter { !$0.inFlight.isEmpty && !$0.exited }
