@@ -331,13 +331,22 @@ def main():
         # Schedules: pause, resume, run now.
         voteradmin("schedule", "add", "tick", "--task", "canvas.noop", "--every", "1h")
         driver.get(f"{base}/schedules")
+        # A click only sends the form: each answer is waited for before the next click (CI once
+        # read the job count before the "run now" POST had been served).
+        def enabled():
+            return sql("SELECT enabled FROM canvas.schedules WHERE name = 'tick'")
         driver.find_element(By.CSS_SELECTOR, 'tr[data-schedule="tick"] button[value="pause"]').click()
-        check(sql("SELECT enabled FROM canvas.schedules WHERE name = 'tick'") == "f", "pause pauses")
-        driver.find_element(By.CSS_SELECTOR, 'tr[data-schedule="tick"] button[value="resume"]').click()
-        check(sql("SELECT enabled FROM canvas.schedules WHERE name = 'tick'") == "t", "resume resumes")
-        before = int(sql("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.noop'"))
-        driver.find_element(By.CSS_SELECTOR, 'tr[data-schedule="tick"] button[value="run now"]').click()
-        check(int(sql("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.noop'")) == before + 1, "run now enqueues")
+        check(wait_for("the pause", lambda: enabled() == "f", timeout=10), "pause pauses")
+        steady(lambda: driver.find_element(By.CSS_SELECTOR, 'tr[data-schedule="tick"] button[value="resume"]').click())
+        check(wait_for("the resume", lambda: enabled() == "t", timeout=10), "resume resumes")
+
+        def noops():
+            return int(sql("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.noop'"))
+        before = noops()
+        steady(lambda: driver.find_element(By.CSS_SELECTOR, 'tr[data-schedule="tick"] button[value="run now"]').click())
+        check(wait_for("the firing", lambda: noops() > before, timeout=10), "run now enqueues")
+        time.sleep(0.5)
+        check(noops() == before + 1, "run now enqueues exactly one job")
 
         # CSRF: a POST without the token, or with a wrong one, is refused and changes nothing.
         failed_member = sql(f"SELECT id FROM canvas.jobs WHERE state = 'failed' AND task = 'canvas.fail' ORDER BY id LIMIT 1")
