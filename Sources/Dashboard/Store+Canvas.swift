@@ -77,13 +77,26 @@ extension Store {
                 chainText: try r.decodeIfPresent(String.self, 11), isInnerGroup: try r.decode(Bool.self, 12))
         }
         let ids = chords.map(\.id)
-        // Per chord, the first members by slot (jobs_chord_idx), and a count by state beyond them.
+        // Per chord, the first members by slot, and a count by state beyond them. Waiting and
+        // finished members are in an index each, by slot; running ones only by worker (migration
+        // 0019): each state's first members are read on their own, then merged.
+        let limit = Int64(memberLimit)
         let jobRows = try c.query(
             """
             SELECT j.id, j.task, j.state, j.chord_id, j.position, j.chain::text, j.on_error::text, left(j.error, 300)
             FROM unnest(\(ids)::bigint[]) AS ch(id)
             CROSS JOIN LATERAL (
-                SELECT * FROM canvas.jobs j WHERE j.chord_id = ch.id ORDER BY j.position, j.id LIMIT \(Int64(memberLimit))
+                SELECT * FROM (
+                    (SELECT * FROM canvas.jobs j WHERE j.chord_id = ch.id AND j.state IN ('scheduled', 'queued')
+                     ORDER BY j.position, j.id LIMIT \(limit))
+                    UNION ALL
+                    (SELECT * FROM canvas.jobs j WHERE j.chord_id = ch.id AND j.state = 'running'
+                     ORDER BY j.position, j.id LIMIT \(limit))
+                    UNION ALL
+                    (SELECT * FROM canvas.jobs j WHERE j.chord_id = ch.id AND j.state IN ('succeeded', 'failed', 'cancelled')
+                     ORDER BY j.position, j.id LIMIT \(limit))
+                ) m
+                ORDER BY m.position, m.id LIMIT \(limit)
             ) j
             """)
         let jobs = try jobRows.map(job(from:))
@@ -94,6 +107,7 @@ extension Store {
                 """
                 SELECT chord_id, state, count(*) FROM canvas.jobs
                 WHERE chord_id = ANY(\(big)) AND position >= \(Int32(memberLimit))
+                  AND (state IN ('scheduled', 'queued') OR state = 'running' OR state IN ('succeeded', 'failed', 'cancelled'))
                 GROUP BY 1, 2
                 """)
             {

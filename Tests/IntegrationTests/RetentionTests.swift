@@ -246,8 +246,8 @@ final class RetentionTests {
                 SELECT relname, pg_stat_get_xact_numscans(oid) FROM pg_class
                 WHERE relnamespace = 'canvas'::regnamespace
                   AND relname IN ('jobs', 'chords', 'schedule_firings', 'jobs_finished_idx', 'chords_finished_idx',
-                                  'schedule_firings_fired_idx', 'jobs_chord_idx', 'chords_pkey',
-                                  'schedule_firings_pkey')
+                                  'schedule_firings_fired_idx', 'jobs_chord_waiting_idx', 'jobs_chord_done_idx',
+                                  'jobs_running_idx', 'chords_pkey', 'schedule_firings_pkey')
                 """
             ).reduce(into: [String: Int]()) { $0[try $1.decode(String.self, 0)] = try $1.decode(Int.self, 1) }
         }
@@ -265,7 +265,11 @@ final class RetentionTests {
         #expect(used["jobs_finished_idx", default: 0] >= report.batches, "\(used)")
         #expect(used["chords_pkey", default: 0] >= 11000, "one probe per chord member scanned: \(used)")
         #expect(used["chords_finished_idx", default: 0] > 0, "\(used)")
-        #expect(used["jobs_chord_idx", default: 0] >= 2000, "one probe per finished chord: \(used)")
+        // A finished chord's members are looked for while waiting, then finished, once each; the
+        // running ones once for the whole batch.
+        #expect(used["jobs_chord_waiting_idx", default: 0] >= 2000, "one probe per finished chord: \(used)")
+        #expect(used["jobs_chord_done_idx", default: 0] >= 2000, "one probe per finished chord: \(used)")
+        #expect((1...20).contains(used["jobs_running_idx", default: 0]), "one scan per batch: \(used)")
         #expect(used["schedule_firings_fired_idx", default: 0] > 0, "\(used)")
         #expect(used["schedule_firings_pkey", default: 0] >= 4950, "one probe per old firing: \(used)")
     }

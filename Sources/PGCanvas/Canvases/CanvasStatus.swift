@@ -54,7 +54,15 @@ public struct CanvasStatus: Sendable {
             """)
         guard let row = rows.first else { return try fetchJob(id, on: c) }
         var states: [String: Int] = [:]
-        for r in try c.query("SELECT state, count(*) FROM canvas.jobs WHERE chord_id = \(id) GROUP BY 1") {
+        // Each state named: waiting and finished members are in an index each, running ones only
+        // by worker (migration 0019), and the planner reads the three only when told the states.
+        for r in try c.query(
+            """
+            SELECT state, count(*) FROM canvas.jobs WHERE chord_id = \(id)
+              AND (state IN ('scheduled', 'queued') OR state = 'running' OR state IN ('succeeded', 'failed', 'cancelled'))
+            GROUP BY 1
+            """)
+        {
             states[try r.decode(String.self, 0)] = try r.decode(Int.self, 1)
         }
         let kind: String = try row.decode(String.self, 0)

