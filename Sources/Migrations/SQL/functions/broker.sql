@@ -25,7 +25,10 @@
 CREATE FUNCTION canvas.max_crashes() RETURNS integer LANGUAGE sql IMMUTABLE AS 'SELECT 3';
 
 -- One NOTIFY per inserting statement and queue (never per row): NOTIFY serialises commits.
-CREATE FUNCTION canvas.notify_new_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The queues are told apart by hashing: the planner, which cannot estimate a transition table,
+-- sorted the rows instead, and a 100,000-member chord's sort spilled to disk (42 ms of its
+-- 0.7 s enqueue, against 15 ms).
+CREATE FUNCTION canvas.notify_new_jobs() RETURNS trigger LANGUAGE plpgsql SET enable_sort = off AS $$
 BEGIN
     PERFORM pg_notify('canvas_jobs', q.queue)
     FROM (SELECT DISTINCT n.queue FROM new_jobs n WHERE n.state = 'queued' AND n.run_at <= now()) q;
