@@ -79,10 +79,14 @@ extension Store {
         let ids = chords.map(\.id)
         // Per chord, the first members by slot, and a count by state beyond them. Waiting and
         // finished members are in an index each, by slot; running ones only by worker (migration
-        // 0019): each state's first members are read on their own, then merged.
+        // 0019), so those of every chord drawn are read once: each state's first members are read
+        // on their own, then merged.
         let limit = Int64(memberLimit)
         let jobRows = try c.query(
             """
+            WITH running AS MATERIALIZED (
+                SELECT * FROM canvas.jobs j WHERE j.chord_id = ANY(\(ids)) AND j.state = 'running'
+            )
             SELECT j.id, j.task, j.state, j.chord_id, j.position, j.chain::text, j.on_error::text, left(j.error, 300)
             FROM unnest(\(ids)::bigint[]) AS ch(id)
             CROSS JOIN LATERAL (
@@ -90,8 +94,7 @@ extension Store {
                     (SELECT * FROM canvas.jobs j WHERE j.chord_id = ch.id AND j.state IN ('scheduled', 'queued')
                      ORDER BY j.position, j.id LIMIT \(limit))
                     UNION ALL
-                    (SELECT * FROM canvas.jobs j WHERE j.chord_id = ch.id AND j.state = 'running'
-                     ORDER BY j.position, j.id LIMIT \(limit))
+                    (SELECT * FROM running r WHERE r.chord_id = ch.id ORDER BY r.position, r.id LIMIT \(limit))
                     UNION ALL
                     (SELECT * FROM canvas.jobs j WHERE j.chord_id = ch.id AND j.state IN ('succeeded', 'failed', 'cancelled')
                      ORDER BY j.position, j.id LIMIT \(limit))

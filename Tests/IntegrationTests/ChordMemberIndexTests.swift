@@ -5,9 +5,10 @@ import TestSupport
 import Testing
 
 /// A chord's members are indexed by chord while they wait and once they finish, never while they
-/// run (migration 0019): a claim of a member costs what a claim of a plain job costs. Every path
-/// that looks for members in any state must still find the running ones, through the running
-/// index, without reading the table.
+/// run, and finished ones only by chord (migration 0019): a member's claim and finish make the
+/// index entries a plain job's make. Every path that looks for members in any state must still
+/// find the running ones, through the running index, without reading the table, and the pruner
+/// takes finished members by chord.
 @Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"), .serialized)
 final class ChordMemberIndexTests {
     let database: TestDatabase
@@ -17,6 +18,8 @@ final class ChordMemberIndexTests {
         database = try TestDatabase()
         let c = try database.connect()
         try c.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        // Index entries are counted: no VACUUM may take dead ones away meanwhile.
+        try c.execute("ALTER TABLE canvas.jobs SET (autovacuum_enabled = off)")
         // Other work in the table, so that reading it whole is never the cheap plan.
         try c.execute(
             """
@@ -37,9 +40,40 @@ final class ChordMemberIndexTests {
         [try entries("canvas.jobs_chord_waiting_idx", on: c), try entries("canvas.jobs_chord_done_idx", on: c)]
     }
 
-    /// Sequential scans of canvas.jobs by this transaction so far.
-    func tableScans(_ c: Connection) throws -> Int {
-        try count("SELECT pg_stat_get_xact_numscans('canvas.jobs'::regclass)", on: c)
+    /// Scans by this transaction so far: sequential ones of canvas.jobs ("jobs"), and those
+    /// through each of the indexes that find a chord's members.
+    func scans(_ c: Connection) throws -> [String: Int] {
+        try c.query(
+            """
+            SELECT relname, pg_stat_get_xact_numscans(oid) FROM pg_class
+            WHERE relnamespace = 'canvas'::regnamespace
+              AND relname IN ('jobs', 'jobs_chord_waiting_idx', 'jobs_chord_done_idx', 'jobs_running_idx')
+            """
+        ).reduce(into: [String: Int]()) { $0[try $1.decode(String.self, 0)] = try $1.decode(Int.self, 1) }
+    }
+
+    /// What `body` scanned, within one transaction.
+    func scanned<T>(_ c: Connection, _ body: (Connection) throws -> T) throws -> (T, [String: Int]) {
+        try c.withTransaction { tx in
+            let before = try scans(tx)
+            let value = try body(tx)
+            return (value, try scans(tx).merging(before, uniquingKeysWith: -))
+        }
+    }
+
+    /// The states the queries for a chord's members name, part by part (waiting, running,
+    /// finished): cancel and retry (functions/control.sql), prune (functions/retention.sql),
+    /// CanvasStatus and the dashboard (Store+Canvas.swift). A state added to canvas.jobs must be
+    /// added there too, or its members are missed.
+    @Test func theQueriesNameEveryStateAJobCanBeIn() throws {
+        let c = try database.connect()
+        let definition = try c.query(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'jobs_state_check'"
+        )[0].decode(String.self, 0)
+        let named = definition.split(separator: "'").enumerated().filter { $0.offset % 2 == 1 }.map {
+            String($0.element)
+        }
+        #expect(Set(named) == Set(Self.states), "\(definition)")
     }
 
     /// A group of `n` no-op members on a queue of its own; returns its chord's id.
@@ -64,6 +98,7 @@ final class ChordMemberIndexTests {
         #expect(try entries("canvas.jobs_running_idx", on: c) == running + 50)
         let afterClaim = try chordIndexes(on: c)
         #expect(afterClaim == [before[0] + 50, before[1]], "claimed: no new entry by chord")
+        let finishedOutside = try entries("canvas.jobs_finished_idx", on: c)
         try Broker.finish(
             worker: w,
             claimed.map { Outcome(jobID: $0.id, attempt: $0.attempt, kind: .succeeded, resultText: "1") }, on: c)
@@ -71,6 +106,7 @@ final class ChordMemberIndexTests {
         // list to the canvas's root (a member of the root).
         let finished = try chordIndexes(on: c)
         #expect(finished == [before[0] + 50 + 1, before[1] + 50], "finished: one entry each")
+        #expect(try entries("canvas.jobs_finished_idx", on: c) == finishedOutside, "members are pruned by chord")
     }
 
     /// A chord with a member in each state, and one inside it with one running member: cancel takes
@@ -95,13 +131,12 @@ final class ChordMemberIndexTests {
             """)
         try c.execute("UPDATE canvas.jobs SET state = 'running', worker_id = \(w) WHERE chord_id = \(inner)")
         try c.execute("ANALYZE canvas.jobs")
-        let (answer, scans) = try c.withTransaction { tx in
-            let before = try tableScans(tx)
-            let answer = try tx.query("SELECT canvas.cancel(\(outer))")[0].decode(String.self, 0)
-            return (answer, try tableScans(tx) - before)
+        let (answer, used) = try scanned(c) { tx in
+            try tx.query("SELECT canvas.cancel(\(outer))")[0].decode(String.self, 0)
         }
         #expect(answer == "cancelled")
-        #expect(scans == 0, "cancel read canvas.jobs whole")
+        #expect(used["jobs"] == 0, "cancel read canvas.jobs whole: \(used)")
+        #expect(used["jobs_chord_waiting_idx", default: 0] > 0 && used["jobs_running_idx", default: 0] > 0, "\(used)")
         let states = try c.query(
             "SELECT position, state FROM canvas.jobs WHERE chord_id = \(outer) ORDER BY position"
         ).map { try $0.decode(String.self, 1) }
@@ -137,12 +172,11 @@ final class ChordMemberIndexTests {
                 try $0.decode(Int64.self, 0)
             }
         }
-        let scans = try c.withTransaction { tx in
-            let before = try tableScans(tx)
-            _ = try tx.query("SELECT * FROM canvas.prune('1 hour')")
-            return try tableScans(tx) - before
-        }
-        #expect(scans == 0, "prune read canvas.jobs whole")
+        let (_, used) = try scanned(c) { tx in try tx.query("SELECT * FROM canvas.prune('1 hour')") }
+        #expect(used["jobs"] == 0, "prune read canvas.jobs whole: \(used)")
+        #expect(
+            used["jobs_chord_waiting_idx", default: 0] > 0 && used["jobs_chord_done_idx", default: 0] > 0
+                && used["jobs_running_idx", default: 0] > 0, "\(used)")
         #expect(try remaining() == Array(chords.prefix(3)), "the chord without members went; the others stay")
         try c.execute("UPDATE canvas.jobs SET state = 'succeeded', finished_at = now() WHERE chord_id = \(chords[1])")
         _ = try c.query("SELECT * FROM canvas.prune('1 hour')")
@@ -152,6 +186,29 @@ final class ChordMemberIndexTests {
         #expect(try remaining() == [chords[0], chords[2]])
     }
 
+    /// A chord's members go by chord, in batches, those that finished within the age excepted
+    /// (one that ran on after the chord failed); the chord goes with the last of them.
+    @Test func pruneTakesAChordsMembersInBatches() throws {
+        let c = try database.connect()
+        let id = try group(120, on: c)
+        try c.execute(
+            "UPDATE canvas.jobs SET state = 'succeeded', finished_at = now() - interval '2 hours' WHERE chord_id = \(id)"
+        )
+        try c.execute("UPDATE canvas.jobs SET finished_at = now() WHERE chord_id = \(id) AND position = 7")
+        try c.execute(
+            "UPDATE canvas.chords SET state = 'failed', finished_at = now() - interval '2 hours' WHERE id = \(id)")
+        func members() throws -> Int { try count("SELECT count(*) FROM canvas.jobs WHERE chord_id = \(id)", on: c) }
+        var pruner = Pruner(age: 3600, batchSize: 50, budget: 60)
+        let report = try pruner.run(on: c)
+        #expect(report.jobs == 119 && report.batches >= 3, "\(report)")
+        #expect(try members() == 1)
+        #expect(try count("SELECT count(*) FROM canvas.chords WHERE id = \(id)", on: c) == 1)
+        try c.execute("UPDATE canvas.jobs SET finished_at = now() - interval '2 hours' WHERE chord_id = \(id)")
+        let last = try pruner.run(on: c)
+        #expect(last.jobs == 1 && last.chords >= 1, "\(last)")
+        #expect(try count("SELECT count(*) FROM canvas.chords WHERE id = \(id)", on: c) == 0)
+    }
+
     /// CanvasStatus counts members in every state, and reads no table to do it.
     @Test func statusCountsEveryState() throws {
         let c = try database.connect()
@@ -159,12 +216,11 @@ final class ChordMemberIndexTests {
         try c.execute(
             "UPDATE canvas.jobs SET state = (\(Self.states))[position % 6 + 1] WHERE chord_id = \(id)")
         try c.execute("ANALYZE canvas.jobs")
-        let (status, scans) = try c.withTransaction { tx in
-            let before = try tableScans(tx)
-            let status = try CanvasStatus.fetch(id, on: tx)
-            return (status, try tableScans(tx) - before)
-        }
+        let (status, used) = try scanned(c) { tx in try CanvasStatus.fetch(id, on: tx) }
         #expect(status?.memberStates == Dictionary(uniqueKeysWithValues: Self.states.map { ($0, 2) }))
-        #expect(scans == 0, "status read canvas.jobs whole")
+        #expect(used["jobs"] == 0, "status read canvas.jobs whole: \(used)")
+        #expect(
+            used["jobs_chord_waiting_idx", default: 0] > 0 && used["jobs_chord_done_idx", default: 0] > 0
+                && used["jobs_running_idx", default: 0] > 0, "\(used)")
     }
 }

@@ -80,7 +80,10 @@ public struct Pruner: Sendable {
         } else {
             cursor = nil
         }
-        report.more = cursor != nil || report.chords >= batchSize || report.firings >= batchSize
+        // A full pass over chord members (after the pass over other jobs came back short) brings
+        // the count of jobs to the batch size, with no cursor: there may be more of those too.
+        report.more =
+            cursor != nil || report.jobs >= batchSize || report.chords >= batchSize || report.firings >= batchSize
         return report
     }
 

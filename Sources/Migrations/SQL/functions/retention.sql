@@ -8,13 +8,15 @@
 -- fleet, because two would only fight over the same rows and double the I/O; the others skip
 -- rather than wait, so a worker's maintenance thread never blocks on another's.
 --
--- Jobs are scanned in (finished_at, id) order from a cursor, at most p_limit of them per call,
--- through jobs_finished_idx. The cursor matters: members of a still pending chord (or of one
--- finished within the age) sit at the old end of that index and must be kept; without a cursor
--- every batch would read them again before reaching anything it may delete. While the scan fills
--- its batch, (next_at, next_id) say where to continue. Once it comes back short, the pass over
--- jobs is done and the same call prunes a batch of chords and of firings: they go last because
--- a finished chord can go only once no job points at it, which the jobs pass has just made true.
+-- Jobs outside chords are scanned in (finished_at, id) order from a cursor, at most p_limit of
+-- them per call, through jobs_finished_idx: the entries of the rows earlier batches deleted stay
+-- in the index until VACUUM, and the cursor spares each batch reading past them. While the scan
+-- fills its batch, (next_at, next_id) say where to continue. Once it comes back short, the same
+-- call prunes the finished members of chords that finished longer ago than the age (by chord,
+-- through jobs_chord_done_idx: a chord's members are never in jobs_finished_idx, so that they
+-- cost no more index entries than plain jobs), then a batch of chords and of firings: chords go
+-- last because a finished chord can go only once no job points at it, which the passes over
+-- jobs have just made true.
 --
 -- SELECT * FROM canvas.prune('1 day');  -- one batch
 CREATE FUNCTION canvas.prune(
@@ -31,6 +33,7 @@ DECLARE
     last_at timestamptz;
     last_id bigint;
     doomed tid[];
+    members integer;
     -- What the session had, put back after each DELETE (see the first DELETE).
     indexscan text := current_setting('enable_indexscan');
     bitmapscan text := current_setting('enable_bitmapscan');
@@ -55,29 +58,21 @@ BEGIN
     -- The probes for what must be kept are LATERAL … LIMIT 1, one index lookup per candidate,
     -- where NOT EXISTS lets the planner hash a whole table once per batch.
 
-    -- A finished member of a chord or group stays while its chord is pending (the chord gathers
-    -- its members' results when it completes) and for the age after the chord finished, so that
-    -- `voteradmin retry` of a failed member, which reopens the chord, still finds the results of
-    -- the siblings it completes with.
+    -- Jobs outside any chord, through jobs_finished_idx (which holds only those: migration 0019).
     SELECT count(*)::integer,
            (array_agg(s.finished_at ORDER BY s.finished_at DESC, s.id DESC))[1],
            (array_agg(s.id ORDER BY s.finished_at DESC, s.id DESC))[1],
-           coalesce(array_agg(s.ctid) FILTER (WHERE k.keep IS NULL), '{}')
+           coalesce(array_agg(s.ctid), '{}')
     INTO scanned, last_at, last_id, doomed
     FROM (
-        SELECT j.ctid, j.id, j.finished_at, j.chord_id FROM canvas.jobs j
-        WHERE j.state IN ('succeeded', 'failed', 'cancelled') AND j.finished_at < cutoff
+        SELECT j.ctid, j.id, j.finished_at FROM canvas.jobs j
+        WHERE j.state IN ('succeeded', 'failed', 'cancelled') AND j.chord_id IS NULL AND j.finished_at < cutoff
           -- (finished_at, id) > cursor, written so that the first half bounds the index scan.
           AND j.finished_at >= coalesce(p_after_at, '-infinity')
           AND (p_after_id IS NULL OR j.finished_at > p_after_at OR j.id > p_after_id)
         ORDER BY j.finished_at, j.id
         LIMIT p_limit
-    ) s
-    LEFT JOIN LATERAL (
-        SELECT 1 AS keep FROM canvas.chords c
-        WHERE c.id = s.chord_id AND (c.state = 'pending' OR c.finished_at >= cutoff)
-        LIMIT 1
-    ) k ON true;
+    ) s;
     -- Each DELETE must take the TID path. Its rechecks match the partial indexes' columns, and
     -- when the statistics were taken before any job finished (a new table, a queue that just
     -- started: the soak of docs/benchmarks.md) the generic plan rather scans jobs_finished_idx
@@ -87,7 +82,8 @@ BEGIN
     -- made, and cached, under these settings) only the TID scan or a sequential scan is left.
     PERFORM set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'off', true);
     DELETE FROM canvas.jobs j
-    WHERE j.ctid = ANY (doomed) AND j.state IN ('succeeded', 'failed', 'cancelled') AND j.finished_at < cutoff;
+    WHERE j.ctid = ANY (doomed) AND j.state IN ('succeeded', 'failed', 'cancelled') AND j.chord_id IS NULL
+      AND j.finished_at < cutoff;
     GET DIAGNOSTICS jobs = ROW_COUNT;
     PERFORM set_config('enable_indexscan', indexscan, true), set_config('enable_bitmapscan', bitmapscan, true);
     IF scanned = p_limit THEN
@@ -96,6 +92,34 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
+
+    -- A finished member of a chord or group stays while its chord is pending (the chord gathers
+    -- its members' results when it completes) and for the age after the chord finished, so that
+    -- `voteradmin retry` of a failed member, which reopens the chord, still finds the results of
+    -- the siblings it completes with. So members are pruned by chord: the finished ones of
+    -- chords finished longer ago than the age, through jobs_chord_done_idx, chords in the order
+    -- they finished. A chord whose members cannot go yet (one still waits or runs, or finished
+    -- within the age) costs one probe. A batch that comes back full is reported as such (its
+    -- count of jobs reaches the limit) and the next call goes on.
+    SELECT coalesce(array_agg(s.ctid), '{}') INTO doomed
+    FROM (
+        SELECT m.ctid FROM canvas.chords c
+        CROSS JOIN LATERAL (
+            SELECT j.ctid FROM canvas.jobs j
+            WHERE j.chord_id = c.id AND j.state IN ('succeeded', 'failed', 'cancelled') AND j.finished_at < cutoff
+            LIMIT p_limit
+        ) m
+        WHERE c.state <> 'pending' AND c.finished_at < cutoff
+        ORDER BY c.finished_at
+        LIMIT p_limit - jobs
+    ) s;
+    PERFORM set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'off', true);
+    DELETE FROM canvas.jobs j
+    WHERE j.ctid = ANY (doomed) AND j.state IN ('succeeded', 'failed', 'cancelled') AND j.chord_id IS NOT NULL
+      AND j.finished_at < cutoff;
+    GET DIAGNOSTICS members = ROW_COUNT;
+    PERFORM set_config('enable_indexscan', indexscan, true), set_config('enable_bitmapscan', bitmapscan, true);
+    jobs := jobs + members;
 
     -- A finished chord goes once its age passed, no job points at it any more (its members went
     -- above), and no chord inside it is still pending. Few are kept (those with a job still queued or running), so unlike jobs the
