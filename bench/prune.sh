@@ -43,7 +43,8 @@ BEGIN
         ms := ms || extract(epoch FROM clock_timestamp() - t) * 1000;
         jobs := jobs + r.jobs;
         chords := chords + r.chords;
-        EXIT WHEN r.next_at IS NULL AND r.chords < $BATCH;
+        -- As Pruner.swift: a full batch of chord members (no cursor, jobs reach the batch) has more.
+        EXIT WHEN r.next_at IS NULL AND r.jobs < $BATCH AND r.chords < $BATCH;
         at := r.next_at;
         id := r.next_id;
     END LOOP;
