@@ -100,7 +100,9 @@ BEGIN
     -- chords finished longer ago than the age, through jobs_chord_done_idx, chords in the order
     -- they finished. A chord whose members cannot go yet (one still waits or runs, or finished
     -- within the age) costs one probe. A batch that comes back full is reported as such (its
-    -- count of jobs reaches the limit) and the next call goes on.
+    -- count of jobs reaches the limit) and the next call goes on. A member whose chord row is
+    -- gone stays: nothing here deletes a chord while a job points at it, so only a hand-made row
+    -- (or a TRUNCATE of canvas.chords) leaves one.
     SELECT coalesce(array_agg(s.ctid), '{}') INTO doomed
     FROM (
         SELECT m.ctid FROM canvas.chords c
