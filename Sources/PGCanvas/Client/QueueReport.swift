@@ -61,7 +61,7 @@ public struct QueueReport: Sendable {
         let failures = try c.query(
             """
             SELECT id, task, coalesce(error, ''), finished_at FROM canvas.jobs
-            WHERE state = 'failed' ORDER BY finished_at DESC LIMIT \(Int64(limit))
+            WHERE state = 'failed' ORDER BY id DESC LIMIT \(Int64(limit))
             """
         ).map { row in
             Failure(

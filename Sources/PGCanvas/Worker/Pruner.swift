@@ -19,8 +19,9 @@ import Postgres
 public struct Pruner: Sendable {
     /// Rows finished longer ago than this many seconds may be deleted.
     public var age: Double
-    /// Finished jobs one call examines (and chords or firings it deletes at most). About 20 ms
-    /// of work on an idle server; kept small so one call never holds the maintenance thread long.
+    /// Finished jobs one call examines outside chords, chord members it deletes (reading at most
+    /// this many of each chord's), and chords or firings it deletes, at most. About 20 ms of work
+    /// on an idle server; kept small so one call never holds the maintenance thread long.
     public var batchSize: Int
     /// Seconds of batches one `runIfDue` may spend before it lets the thread heartbeat again.
     public var budget: Double
@@ -39,8 +40,7 @@ public struct Pruner: Sendable {
         self.idleInterval = idleInterval
     }
 
-    /// What one call or one run deleted.
-    /// How many rows one pruning pass deleted, and whether it had to stop before the end.
+    /// How many rows one call or one run deleted, and whether it had to stop before the end.
     public struct Report: Sendable, Equatable {
         public var jobs = 0
         public var chords = 0
@@ -57,8 +57,9 @@ public struct Pruner: Sendable {
         public var deleted: Int { jobs + chords + firings }
     }
 
-    /// One call to `canvas.prune`: a batch of finished jobs from the cursor on and, once the jobs
-    /// pass is done, a batch of chords and one of schedule firings.
+    /// One call to `canvas.prune`: a batch of finished jobs outside chords from the cursor on;
+    /// once that pass is done, a batch of chord members, by chord; once that comes back short
+    /// too, a batch of chords and one of schedule firings.
     public mutating func batch(on c: Connection) throws -> Report {
         let rows = try c.query(
             """

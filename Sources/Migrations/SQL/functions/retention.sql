@@ -14,9 +14,9 @@
 -- fills its batch, (next_at, next_id) say where to continue. Once it comes back short, the same
 -- call prunes the finished members of chords that finished longer ago than the age (by chord,
 -- through jobs_chord_done_idx: a chord's members are never in jobs_finished_idx, so that they
--- cost no more index entries than plain jobs), then a batch of chords and of firings: chords go
--- last because a finished chord can go only once no job points at it, which the passes over
--- jobs have just made true.
+-- cost no more index entries than plain jobs); once that pass, too, comes back short, a batch
+-- of chords and of firings: chords go last because a finished chord can go only once no job
+-- points at it, which the passes over jobs have just made true.
 --
 -- SELECT * FROM canvas.prune('1 day');  -- one batch
 CREATE FUNCTION canvas.prune(
@@ -98,18 +98,25 @@ BEGIN
     -- `voteradmin retry` of a failed member, which reopens the chord, still finds the results of
     -- the siblings it completes with. So members are pruned by chord: the finished ones of
     -- chords finished longer ago than the age, through jobs_chord_done_idx, chords in the order
-    -- they finished. A chord whose members cannot go yet (one still waits or runs, or finished
-    -- within the age) costs one probe. A batch that comes back full is reported as such (its
-    -- count of jobs reaches the limit) and the next call goes on. A member whose chord row is
-    -- gone stays: nothing here deletes a chord while a job points at it, so only a hand-made row
-    -- (or a TRUNCATE of canvas.chords) leaves one.
+    -- they finished. Each chord's members are read a batch at most (the index has no finished_at:
+    -- the age is checked on the row), so a failed chord whose members ran on after it and are
+    -- not that old yet costs one batch of reads a call, not all its members; its later members
+    -- wait until those go. A batch that comes back full is reported as such (its count of jobs
+    -- reaches the limit) and the call ends there: the chords and firings below wait until the
+    -- members are done, so that a call never probes every aged chord still holding members. A
+    -- member whose chord row is gone stays: nothing here deletes a chord while a job points at
+    -- it, so only a hand-made row (or a TRUNCATE of canvas.chords) leaves one.
     SELECT coalesce(array_agg(s.ctid), '{}') INTO doomed
     FROM (
         SELECT m.ctid FROM canvas.chords c
         CROSS JOIN LATERAL (
-            SELECT j.ctid FROM canvas.jobs j
-            WHERE j.chord_id = c.id AND j.state IN ('succeeded', 'failed', 'cancelled') AND j.finished_at < cutoff
-            LIMIT p_limit
+            SELECT r.ctid FROM (
+                SELECT j.ctid, j.finished_at FROM canvas.jobs j
+                WHERE j.chord_id = c.id AND j.state IN ('succeeded', 'failed', 'cancelled')
+                ORDER BY j.position
+                LIMIT p_limit
+            ) r
+            WHERE r.finished_at < cutoff
         ) m
         WHERE c.state <> 'pending' AND c.finished_at < cutoff
         ORDER BY c.finished_at
@@ -122,10 +129,15 @@ BEGIN
     GET DIAGNOSTICS members = ROW_COUNT;
     PERFORM set_config('enable_indexscan', indexscan, true), set_config('enable_bitmapscan', bitmapscan, true);
     jobs := jobs + members;
+    IF jobs >= p_limit THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
 
-    -- A finished chord goes once its age passed, no job points at it any more (its members went
-    -- above), and no chord inside it is still pending. Few are kept (those with a job still queued or running), so unlike jobs the
-    -- scan needs no cursor.
+    -- A finished chord goes once its age passed, no job points at it any more (the passes above
+    -- took its finished members), and no chord inside it is still pending. Few are kept (those
+    -- with a job still waiting or running, or finished within the age), so unlike jobs the scan
+    -- needs no cursor.
     -- A member waiting or finished is in an index by chord (jobs_chord_waiting_idx,
     -- jobs_chord_done_idx); a running one only in jobs_running_idx, by worker: those few are read
     -- once, in the same statement (one snapshot, so a member claimed meanwhile is seen in one
