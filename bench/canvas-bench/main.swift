@@ -8,7 +8,9 @@ import RollPDF
 /// `canvas-bench chord N`, `canvas-bench pdf N`, and `canvas-bench rounds N [BATCH [chord]]`: the
 /// broker protocol alone, N no-op jobs finished and claimed BATCH at a time by one connection, as
 /// a worker's broker thread does, with PostgreSQL's CPU per round. It empties canvas.jobs.
-let usage = "usage: canvas-bench enqueue N | latency K | chord N | pdf N | rounds N [BATCH [chord]]\n"
+/// `canvas-bench json N`: the worker's JSON parser alone, on a chord body's arguments as the
+/// database stores them (N results: nulls, then numbers, then strings).
+let usage = "usage: canvas-bench enqueue N | latency K | chord N | pdf N | json N | rounds N [BATCH [chord]]\n"
 let arguments = CommandLine.arguments
 // Only `rounds` takes more than its count.
 guard arguments.count == 3 || (arguments.count <= 5 && arguments[1] == "rounds"), let n = Int(arguments[2]), n > 0
@@ -35,6 +37,26 @@ if arguments[1] == "pdf" {
         String(
             format: "pdf writer, one thread: %d lists, %d pages in %.2f s = %.0f pages/s", n, pages, seconds,
             Double(pages) / seconds))
+    exit(0)
+}
+if arguments[1] == "json" {
+    // As jsonb prints them: "[[null, null, …]]" is what a body of N no-op members is handed.
+    let kinds: [(String, (Int) -> String)] = [
+        ("nulls", { _ in "null" }), ("integers", { String($0 * 7919) }), ("strings", { "\"station \($0) Nguyễn\"" }),
+    ]
+    for (kind, element) in kinds {
+        let text = "[[" + (0..<n).map(element).joined(separator: ", ") + "]]"
+        var best = Double.infinity
+        for _ in 0..<5 {
+            let started = DispatchTime.now().uptimeNanoseconds
+            _ = try JSONValue(parsingStored: text)
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+        }
+        print(
+            String(
+                format: "json parse, %d %@: %.2f ms (best of 5), %.0f MB/s", n, kind, best * 1000,
+                Double(text.utf8.count) / best / 1e6))
+    }
     exit(0)
 }
 let connection = try Connection.connect(ConnectionConfiguration.resolve(databaseURL: nil))
