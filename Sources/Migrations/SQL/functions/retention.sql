@@ -1,6 +1,12 @@
 -- Retention: finished jobs, finished chords and old schedule firings are deleted after an age,
 -- never before what needs them is done. See docs/operations.md (--prune-after).
 
+-- The advisory lock a batch of pruning holds, one pruner at a time. canvas.retry takes it too,
+-- before anything else: a retry that reopens a chord must not pass a batch taking the chord's
+-- members (see the pass over members below). The key is "prune" in ASCII (the migrator's is
+-- "pgcanv").
+CREATE FUNCTION canvas.prune_lock_id() RETURNS bigint LANGUAGE sql IMMUTABLE AS $$ SELECT x'7072756e65'::bigint $$;
+
 -- One batch of pruning, short enough to run between two heartbeats of the maintenance thread
 -- that calls it (Pruner.swift loops over batches within a time budget).
 --
@@ -42,8 +48,7 @@ BEGIN
         RAISE EXCEPTION 'canvas.prune: the age must be 0 or more and the limit at least 1' USING ERRCODE = '22023';
     END IF;
     -- A transaction lock: it goes with the batch, whatever happens to the connection.
-    -- The key is "prune" in ASCII (the migrator's is "pgcanv").
-    IF NOT pg_try_advisory_xact_lock(x'7072756e65'::bigint) THEN
+    IF NOT pg_try_advisory_xact_lock(canvas.prune_lock_id()) THEN
         RETURN;
     END IF;
     jobs := 0;
@@ -96,7 +101,9 @@ BEGIN
     -- A finished member of a chord or group stays while its chord is pending (the chord gathers
     -- its members' results when it completes) and for the age after the chord finished, so that
     -- `voteradmin retry` of a failed member, which reopens the chord, still finds the results of
-    -- the siblings it completes with. So members are pruned by chord: the finished ones of
+    -- the siblings it completes with. After the age, a retry may still come: it takes this
+    -- batch's lock first (canvas.retry), so it sees all of a batch's deletions or none, and it
+    -- leaves a chord failed once some of its results are gone. So members are pruned by chord: the finished ones of
     -- chords finished longer ago than the age, through jobs_chord_done_idx, chords in the order
     -- they finished. Each chord's members are read a batch at most (the index has no finished_at:
     -- the age is checked on the row), so a failed chord whose members ran on after it and are

@@ -1,0 +1,150 @@
+import Foundation
+import PGCanvas
+import Postgres
+import TestSupport
+import Testing
+
+/// `voteradmin retry` of the member that failed a chord reopens the chord, whose body then gets
+/// every member's result: the pruner must not take those results from under it, and a retry must
+/// not reopen a chord whose results were already taken, in either order and when both run at once
+/// (canvas.prune's pass over members; canvas.retry, which takes the pruner's lock first).
+@Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
+final class PruneRetryTests {
+    let database: TestDatabase
+
+    init() throws { database = try TestDatabase() }
+    deinit { database.drop() }
+
+    func count(_ sql: Query, on c: Connection) throws -> Int { try c.query(sql)[0].decode(Int.self, 0) }
+
+    struct Failed {
+        var chord: Int64
+        var member: Int64
+        var worker: Int64
+    }
+
+    /// A chord of add(1, 2), add(3, 4) and a member that failed it, run on this connection as a
+    /// worker would, then aged two days: its chord and root failed then. The failed member
+    /// finished `memberAge` ago.
+    func failedChord(memberAge: String, on c: Connection) throws -> Failed {
+        let w = try Broker.registerWorker(hostname: "t", pid: 1, queues: ["default"], concurrency: 3, on: c)
+        let root = try chord(
+            [
+                signature("canvas.add", 1, 2), signature("canvas.add", 3, 4),
+                signature("canvas.fail", "first try", options: SignatureOptions(maxRetries: 0)),
+            ], body: signature("canvas.identity")
+        ).enqueue(on: c)
+        let jobs = try Broker.claim(worker: w, queues: ["default"], limit: 3, on: c).sorted { $0.id < $1.id }
+        try #require(jobs.count == 3)
+        try Broker.finish(
+            worker: w,
+            [
+                Outcome(jobID: jobs[0].id, attempt: jobs[0].attempt, kind: .succeeded, resultText: "3"),
+                Outcome(jobID: jobs[1].id, attempt: jobs[1].attempt, kind: .succeeded, resultText: "7"),
+                Outcome(jobID: jobs[2].id, attempt: jobs[2].attempt, kind: .error, error: "first try"),
+            ], on: c)
+        let chordID: Int64 = try c.query("SELECT chord_id FROM canvas.jobs WHERE id = \(jobs[2].id)")[0].decode(
+            Int64.self, 0)
+        #expect(try CanvasStatus.fetch(root.id, on: c)?.state == .failed)
+        try c.executeScript(
+            """
+            UPDATE canvas.jobs SET finished_at = now() - interval '2 days' WHERE finished_at IS NOT NULL;
+            UPDATE canvas.chords SET finished_at = now() - interval '2 days' WHERE finished_at IS NOT NULL;
+            """)
+        try c.execute(
+            "UPDATE canvas.jobs SET finished_at = now() - \(memberAge)::interval WHERE id = \(jobs[2].id)")
+        return Failed(chord: chordID, member: jobs[2].id, worker: w)
+    }
+
+    /// Runs the retried member to success, as a worker would.
+    func succeed(_ f: Failed, on c: Connection) throws {
+        let job = try #require(try Broker.claim(worker: f.worker, queues: ["default"], limit: 1, on: c).first)
+        #expect(job.id == f.member)
+        try Broker.finish(
+            worker: f.worker, [Outcome(jobID: job.id, attempt: job.attempt, kind: .succeeded, resultText: "11")],
+            on: c)
+    }
+
+    func chordState(_ f: Failed, on c: Connection) throws -> String {
+        try c.query("SELECT state FROM canvas.chords WHERE id = \(f.chord)")[0].decode(String.self, 0)
+    }
+
+    func retry(_ f: Failed, on c: Connection) throws -> String? {
+        try c.query("SELECT canvas.retry(\(f.member))")[0].decodeIfPresent(String.self, 0)
+    }
+
+    func prune(on c: Connection) throws -> Int {
+        try c.query("SELECT jobs FROM canvas.prune('1 day')")[0].decode(Int.self, 0)
+    }
+
+    func waitingOnLock(_ c: Connection) throws -> Bool {
+        try c.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")[0]
+            .decode(Int.self, 0) > 0
+    }
+
+    @Test func aRetryAfterTheResultsWerePrunedRequeuesTheJobButLeavesTheChordFailed() throws {
+        let c = try database.connect()
+        // The failed member is young, so it stays while its older siblings go.
+        let f = try failedChord(memberAge: "1 minute", on: c)
+        #expect(try prune(on: c) == 2)
+        #expect(try retry(f, on: c) == "requeued")
+        #expect(try chordState(f, on: c) == "failed")
+        try succeed(f, on: c)
+        // Reopened, its body would have run on [11] alone.
+        #expect(try count("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.identity'", on: c) == 0)
+    }
+
+    @Test func aRetryWithEveryResultStillThereReopensTheChord() throws {
+        let c = try database.connect()
+        let f = try failedChord(memberAge: "1 minute", on: c)
+        #expect(try retry(f, on: c) == "requeued")
+        #expect(try chordState(f, on: c) == "pending")
+        try succeed(f, on: c)
+        let body = try c.query("SELECT args FROM canvas.jobs WHERE task = 'canvas.identity'")
+        #expect(try body.map { try $0.decode(String.self, 0) } == ["[[3, 7, 11]]"])
+    }
+
+    /// The retry has reopened the chord but not committed when the pruner comes: the pruner skips
+    /// its round, and the next one finds the chord pending and leaves every member.
+    @Test func aPrunerSkipsWhileARetryIsUnderWayThenLeavesTheReopenedChord() throws {
+        let c = try database.connect()
+        let f = try failedChord(memberAge: "2 days", on: c)
+        let first = try database.connect()
+        try first.execute("BEGIN")
+        #expect(try retry(f, on: first) == "requeued")
+        #expect(try c.query("SELECT jobs FROM canvas.prune('1 day')").isEmpty, "skipped, as for another pruner")
+        try first.execute("COMMIT")
+        #expect(try prune(on: c) == 0)
+        #expect(try count("SELECT count(*) FROM canvas.jobs WHERE chord_id = \(f.chord)", on: c) == 3)
+        #expect(try chordState(f, on: c) == "pending")
+        try succeed(f, on: c)
+        let body = try c.query("SELECT args FROM canvas.jobs WHERE task = 'canvas.identity'")
+        #expect(try body.map { try $0.decode(String.self, 0) } == ["[[3, 7, 11]]"])
+    }
+
+    /// The pruner has taken the siblings but not committed when the retry comes: the retry waits,
+    /// then sees them gone and leaves the chord failed.
+    @Test func aRetryThatMeetsAPrunerLeavesTheChordFailed() throws {
+        let c = try database.connect()
+        let f = try failedChord(memberAge: "1 minute", on: c)
+        let first = try database.connect()
+        try first.execute("BEGIN")
+        #expect(try prune(on: first) == 2)
+        let retried = SharedValue<String?>(nil)
+        let config = database.configuration
+        let member = f.member
+        let thread = Thread {
+            retried.value = try? Connection.connect(config).query("SELECT canvas.retry(\(member))")[0]
+                .decodeIfPresent(String.self, 0)
+        }
+        thread.start()
+        #expect(eventually(timeout: 10) { (try? self.waitingOnLock(c)) == true })
+        try first.execute("COMMIT")
+        #expect(eventually(timeout: 10) { retried.value != nil })
+        #expect(retried.value == "requeued")
+        #expect(try chordState(f, on: c) == "failed")
+        try succeed(f, on: c)
+        #expect(try count("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.identity'", on: c) == 0)
+    }
+}
