@@ -27,6 +27,8 @@ final class PruneRetryTests {
     /// worker would, then aged two days: its chord and root failed then. The failed member
     /// finished `memberAge` ago.
     func failedChord(memberAge: String, on c: Connection) throws -> Failed {
+        // A regression that makes one side wait for the other fails the test, not the run.
+        try c.execute("SET statement_timeout = '10s'")
         let w = try Broker.registerWorker(hostname: "t", pid: 1, queues: ["default"], concurrency: 3, on: c)
         let root = try chord(
             [
@@ -135,7 +137,9 @@ final class PruneRetryTests {
         let config = database.configuration
         let member = f.member
         let thread = Thread {
-            retried.value = try? Connection.connect(config).query("SELECT canvas.retry(\(member))")[0]
+            let other = try? Connection.connect(config)
+            try? other?.execute("SET statement_timeout = '10s'")
+            retried.value = try? other?.query("SELECT canvas.retry(\(member))")[0]
                 .decodeIfPresent(String.self, 0)
         }
         thread.start()
