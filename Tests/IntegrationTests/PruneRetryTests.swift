@@ -138,7 +138,7 @@ final class PruneRetryTests {
         let member = f.member
         let thread = Thread {
             let other = try? Connection.connect(config)
-            try? other?.execute("SET statement_timeout = '10s'")
+            _ = try? other?.execute("SET statement_timeout = '10s'")
             retried.value = try? other?.query("SELECT canvas.retry(\(member))")[0]
                 .decodeIfPresent(String.self, 0)
         }
