@@ -17,7 +17,12 @@ final class PruneRetryTests {
 
     func count(_ sql: Query, on c: Connection) throws -> Int { try c.query(sql)[0].decode(Int.self, 0) }
 
+    func voteradmin(_ arguments: [String]) throws -> CommandResult {
+        try runCommand(Binaries.url("voteradmin"), arguments, environment: ["DATABASE_URL": database.url])
+    }
+
     struct Failed {
+        var root: Int64
         var chord: Int64
         var member: Int64
         var worker: Int64
@@ -25,14 +30,15 @@ final class PruneRetryTests {
 
     /// A chord of add(1, 2), add(3, 4) and a member that failed it, run on this connection as a
     /// worker would, then aged two days: its chord and root failed then. The failed member
-    /// finished `memberAge` ago.
-    func failedChord(memberAge: String, on c: Connection) throws -> Failed {
+    /// finished `memberAge` ago. With `siblingFails`, add(3, 4) failed too.
+    func failedChord(memberAge: String, siblingFails: Bool = false, on c: Connection) throws -> Failed {
         // A regression that makes one side wait for the other fails the test, not the run.
         try c.execute("SET statement_timeout = '10s'")
         let w = try Broker.registerWorker(hostname: "t", pid: 1, queues: ["default"], concurrency: 3, on: c)
         let root = try chord(
             [
-                signature("canvas.add", 1, 2), signature("canvas.add", 3, 4),
+                signature("canvas.add", 1, 2),
+                signature("canvas.add", 3, 4, options: SignatureOptions(maxRetries: 0)),
                 signature("canvas.fail", "first try", options: SignatureOptions(maxRetries: 0)),
             ], body: signature("canvas.identity")
         ).enqueue(on: c)
@@ -42,7 +48,9 @@ final class PruneRetryTests {
             worker: w,
             [
                 Outcome(jobID: jobs[0].id, attempt: jobs[0].attempt, kind: .succeeded, resultText: "3"),
-                Outcome(jobID: jobs[1].id, attempt: jobs[1].attempt, kind: .succeeded, resultText: "7"),
+                siblingFails
+                    ? Outcome(jobID: jobs[1].id, attempt: jobs[1].attempt, kind: .error, error: "also")
+                    : Outcome(jobID: jobs[1].id, attempt: jobs[1].attempt, kind: .succeeded, resultText: "7"),
                 Outcome(jobID: jobs[2].id, attempt: jobs[2].attempt, kind: .error, error: "first try"),
             ], on: c)
         let chordID: Int64 = try c.query("SELECT chord_id FROM canvas.jobs WHERE id = \(jobs[2].id)")[0].decode(
@@ -55,7 +63,7 @@ final class PruneRetryTests {
             """)
         try c.execute(
             "UPDATE canvas.jobs SET finished_at = now() - \(memberAge)::interval WHERE id = \(jobs[2].id)")
-        return Failed(chord: chordID, member: jobs[2].id, worker: w)
+        return Failed(root: root.id, chord: chordID, member: jobs[2].id, worker: w)
     }
 
     /// Runs the retried member to success, as a worker would.
@@ -79,10 +87,13 @@ final class PruneRetryTests {
         try c.query("SELECT jobs FROM canvas.prune('1 day')")[0].decode(Int.self, 0)
     }
 
-    func waitingOnLock(_ c: Connection) throws -> Bool {
+    /// Whether a session of this database waits for the pruner's advisory lock.
+    func waitingOnThePrunersLock(_ c: Connection) throws -> Bool {
         try c.query(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")[0]
-            .decode(Int.self, 0) > 0
+            """
+            SELECT count(*) FROM pg_stat_activity
+            WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'
+            """)[0].decode(Int.self, 0) > 0
     }
 
     @Test func aRetryAfterTheResultsWerePrunedRequeuesTheJobButLeavesTheChordFailed() throws {
@@ -95,6 +106,32 @@ final class PruneRetryTests {
         try succeed(f, on: c)
         // Reopened, its body would have run on [11] alone.
         #expect(try count("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.identity'", on: c) == 0)
+        // The root stays while the chord sits in its slot: the canvas reads as failed, not gone.
+        #expect(try CanvasStatus.fetch(f.root, on: c)?.state == .failed)
+    }
+
+    /// A second member failed for good too, and the pruner took it: nothing left in the chord
+    /// says it failed, yet reopened it would wait for that member forever.
+    @Test func aRetryAfterAFailedSiblingWasPrunedLeavesTheChordFailed() throws {
+        let c = try database.connect()
+        let f = try failedChord(memberAge: "1 minute", siblingFails: true, on: c)
+        #expect(try prune(on: c) == 2)
+        #expect(try count("SELECT count(*) FROM canvas.jobs WHERE state = 'failed'", on: c) == 1)
+        #expect(try retry(f, on: c) == "requeued")
+        #expect(try chordState(f, on: c) == "failed")
+        let retried = try voteradmin(["retry", String(f.member)])
+        #expect(retried.status == 1, "not failed any more: \(retried.stdout)")
+    }
+
+    /// The command says when the chord stays failed, and why it may.
+    @Test func theRetryCommandSaysWhenTheChordStaysFailed() throws {
+        let c = try database.connect()
+        let f = try failedChord(memberAge: "1 minute", on: c)
+        #expect(try prune(on: c) == 2)
+        let retried = try voteradmin(["retry", String(f.member)])
+        #expect(retried.status == 0, "\(retried.stderr)")
+        #expect(retried.stdout.contains("Requeued \(f.member)"))
+        #expect(retried.stdout.contains("stays failed"), "\(retried.stdout)")
     }
 
     @Test func aRetryWithEveryResultStillThereReopensTheChord() throws {
@@ -133,20 +170,24 @@ final class PruneRetryTests {
         let first = try database.connect()
         try first.execute("BEGIN")
         #expect(try prune(on: first) == 2)
-        let retried = SharedValue<String?>(nil)
+        // What the retry returned, or the error it met (a statement timeout if it never got its turn).
+        let retried = SharedValue<Result<String?, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
         let config = database.configuration
         let member = f.member
         let thread = Thread {
-            let other = try? Connection.connect(config)
-            _ = try? other?.execute("SET statement_timeout = '10s'")
-            retried.value = try? other?.query("SELECT canvas.retry(\(member))")[0]
-                .decodeIfPresent(String.self, 0)
+            retried.value = Result {
+                let other = try Connection.connect(config)
+                try other.execute("SET statement_timeout = '10s'")
+                return try other.query("SELECT canvas.retry(\(member))")[0].decodeIfPresent(String.self, 0)
+            }
+            done.signal()
         }
         thread.start()
-        #expect(eventually(timeout: 10) { (try? self.waitingOnLock(c)) == true })
+        #expect(eventually(timeout: 10) { (try? self.waitingOnThePrunersLock(c)) == true })
         try first.execute("COMMIT")
-        #expect(eventually(timeout: 10) { retried.value != nil })
-        #expect(retried.value == "requeued")
+        #expect(done.wait(timeout: .now() + 15) == .success)
+        #expect(try retried.value?.get() == "requeued")
         #expect(try chordState(f, on: c) == "failed")
         try succeed(f, on: c)
         #expect(try count("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.identity'", on: c) == 0)

@@ -13,7 +13,8 @@
 --
 -- Lock order (docs/broker.md): job rows first, in ascending id order; then the roots of the
 -- canvases concerned, in ascending id order (canvas.lock_roots); only then any chord row; last,
--- the advisory locks of unique keys, ascending (canvas.lock_unique_keys). Every change to a
+-- the advisory locks of unique keys, ascending (canvas.lock_unique_keys); canvas.retry alone takes
+-- one before everything, the pruner's (canvas.prune_lock_id). Every change to a
 -- canvas's chords holds its root's lock, so two transactions never wait on each other inside one
 -- canvas.
 

@@ -83,8 +83,9 @@ $$;
 
 -- Requeues a failed (or cancelled) job with one more attempt. If it was what failed its chord,
 -- the chord (and what contains it) goes back to pending; members that succeeded meanwhile were
--- counted, so this member's success lets the body run. A chord some of whose results were pruned
+-- counted, so this member's success lets the body run. A chord some of whose members were pruned
 -- stays failed (the job is requeued all the same): reopened, its body would get a partial list.
+-- Call it first in its transaction: it takes the pruner's lock before any row (docs/broker.md).
 -- A canvas reopened this way that fails again runs its error callbacks again (docs/canvas.md).
 -- Returns 'requeued', 'not failed', or NULL for an unknown id.
 CREATE FUNCTION canvas.retry(p_id bigint) RETURNS text LANGUAGE plpgsql AS $$
@@ -94,9 +95,15 @@ DECLARE
     below bigint;
 BEGIN
     -- The pruner's lock, before any row: a batch of pruning (canvas.prune) then either committed
-    -- before the results are counted below, or starts after this transaction, and sees the chord
-    -- pending. Taken after a row, it could deadlock with a batch deleting that row. A batch is
-    -- short; a retry is an operator's, so pruning skipping one round for it costs nothing.
+    -- before the chords are checked below (and marked those whose members it took), or starts
+    -- after this transaction, and finds the chord pending. Taken after a row, it could deadlock
+    -- with a batch deleting that row. A batch is short; a retry is an operator's, so pruning
+    -- skipping one round for it costs nothing. Under a snapshot taken before the lock the check
+    -- could miss a batch that committed meanwhile: read committed only.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'canvas.retry needs read committed isolation, not %', current_setting('transaction_isolation')
+            USING ERRCODE = '25000';
+    END IF;
     PERFORM pg_advisory_xact_lock(canvas.prune_lock_id());
     SELECT * INTO j FROM canvas.jobs WHERE id = p_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -105,7 +112,8 @@ BEGIN
         RETURN 'not failed';
     END IF;
     PERFORM canvas.lock_roots(ARRAY[j.chord_id]);
-    -- After the roots: advisory locks come last in the lock order.
+    -- After the roots: unique keys' advisory locks come last in the lock order (the pruner's,
+    -- above, comes first).
     IF j.unique_key IS NOT NULL AND canvas.unique_match(j.unique_key, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'job % has unique_key "%", which stands for job % now: retry refused', p_id, j.unique_key,
             canvas.unique_match(j.unique_key, NULL) USING ERRCODE = '23505';
@@ -117,16 +125,15 @@ BEGIN
     WHERE id = p_id;
     c := j.chord_id;
     WHILE c IS NOT NULL LOOP
-        -- Only while nothing else inside that chord has failed for good, and while it still holds
-        -- every result it counted (each counted success is a succeeded job at the end of its slot,
-        -- which is what canvas.complete_chord gathers).
+        -- Only while nothing else inside that chord has failed for good, and while the pruner has
+        -- taken none of its members (results it would gather, or a failed member no retry could
+        -- reach any more).
         EXIT WHEN EXISTS (SELECT 1 FROM canvas.jobs m
                           WHERE m.chord_id = c AND m.id <> p_id AND m.state IN ('failed', 'cancelled'))
                OR EXISTS (SELECT 1 FROM canvas.chords s
                           WHERE (s.context->>'chord_id')::bigint = c AND s.context ? 'chord_id'
                             AND s.id IS DISTINCT FROM below AND s.state IN ('failed', 'cancelled'))
-               OR (SELECT ch.size - ch.remaining FROM canvas.chords ch WHERE ch.id = c)
-                  > (SELECT count(*) FROM canvas.jobs m WHERE m.chord_id = c AND m.chain IS NULL AND m.state = 'succeeded');
+               OR coalesce((SELECT ch.members_pruned FROM canvas.chords ch WHERE ch.id = c), true);
         UPDATE canvas.chords SET state = 'pending', error = NULL, finished_at = NULL
         WHERE id = c AND state IN ('failed', 'cancelled');
         EXIT WHEN NOT FOUND;

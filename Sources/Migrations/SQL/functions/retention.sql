@@ -40,6 +40,8 @@ DECLARE
     last_id bigint;
     doomed tid[];
     members integer;
+    touched bigint[];
+    level integer;
     -- What the session had, put back after each DELETE (see the first DELETE).
     indexscan text := current_setting('enable_indexscan');
     bitmapscan text := current_setting('enable_bitmapscan');
@@ -56,10 +58,10 @@ BEGIN
     firings := 0;
 
     -- Each DELETE below finds its rows by ctid (a TID scan: no index, no table scan) and checks
-    -- again, on the row itself, what can have changed since they were chosen: a job `voteradmin
-    -- retry` requeued or a chord it reopened meanwhile is rechecked in its new version, which is
-    -- no longer finished, and stays. (A ctid could name another row only if VACUUM freed the slot
-    -- between the two statements and an insert took it; a new row is not old and finished.)
+    -- again, on the row itself, what it was chosen for. (`voteradmin retry`, the one thing that
+    -- turns a finished job or chord back, waits for the batch: it takes the same lock. A ctid
+    -- could name another row only if VACUUM freed the slot between the two statements and an
+    -- insert took it; a new row is not old and finished.)
     -- The probes for what must be kept are LATERAL … LIMIT 1, one index lookup per candidate,
     -- where NOT EXISTS lets the planner hash a whole table once per batch.
 
@@ -101,9 +103,9 @@ BEGIN
     -- A finished member of a chord or group stays while its chord is pending (the chord gathers
     -- its members' results when it completes) and for the age after the chord finished, so that
     -- `voteradmin retry` of a failed member, which reopens the chord, still finds the results of
-    -- the siblings it completes with. After the age, a retry may still come: it takes this
-    -- batch's lock first (canvas.retry), so it sees all of a batch's deletions or none, and it
-    -- leaves a chord failed once some of its results are gone. So members are pruned by chord: the finished ones of
+    -- the siblings it completes with. After the age, a retry may still come: the chords whose
+    -- members a batch takes are marked (members_pruned), and a retry, which takes this batch's
+    -- lock first, leaves a marked chord failed. So members are pruned by chord: the finished ones of
     -- chords finished longer ago than the age, through jobs_chord_done_idx, chords in the order
     -- they finished. Each chord's members are read a batch at most (the index has no finished_at:
     -- the age is checked on the row), so a failed chord whose members ran on after it and are
@@ -130,11 +132,16 @@ BEGIN
         LIMIT p_limit - jobs
     ) s;
     PERFORM set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'off', true);
-    DELETE FROM canvas.jobs j
-    WHERE j.ctid = ANY (doomed) AND j.state IN ('succeeded', 'failed', 'cancelled') AND j.chord_id IS NOT NULL
-      AND j.finished_at < cutoff;
-    GET DIAGNOSTICS members = ROW_COUNT;
+    WITH gone AS (
+        DELETE FROM canvas.jobs j
+        WHERE j.ctid = ANY (doomed) AND j.state IN ('succeeded', 'failed', 'cancelled') AND j.chord_id IS NOT NULL
+          AND j.finished_at < cutoff
+        RETURNING j.chord_id
+    )
+    SELECT count(*), coalesce(array_agg(DISTINCT g.chord_id), '{}') INTO members, touched FROM gone g;
     PERFORM set_config('enable_indexscan', indexscan, true), set_config('enable_bitmapscan', bitmapscan, true);
+    -- Those chords no longer hold all they gathered: a retry must not reopen them (canvas.retry).
+    UPDATE canvas.chords c SET members_pruned = true WHERE c.id = ANY (touched) AND NOT c.members_pruned;
     jobs := jobs + members;
     IF jobs >= p_limit THEN
         RETURN NEXT;
@@ -142,42 +149,49 @@ BEGIN
     END IF;
 
     -- A finished chord goes once its age passed, no job points at it any more (the passes above
-    -- took its finished members), and no chord inside it is still pending. Few are kept (those
+    -- took its finished members), and no chord is left inside it. Few are kept (those
     -- with a job still waiting or running, or finished within the age), so unlike jobs the scan
     -- needs no cursor.
     -- A member waiting or finished is in an index by chord (jobs_chord_waiting_idx,
     -- jobs_chord_done_idx); a running one only in jobs_running_idx, by worker: those few are read
     -- once, in the same statement (one snapshot, so a member claimed meanwhile is seen in one
     -- state or the other), not once per chord.
-    WITH running AS MATERIALIZED (
-        SELECT DISTINCT j.chord_id FROM canvas.jobs j WHERE j.state = 'running' AND j.chord_id IS NOT NULL
-    )
-    SELECT coalesce(array_agg(s.ctid), '{}') INTO doomed
-    FROM (
-        SELECT c.ctid FROM canvas.chords c
-        LEFT JOIN LATERAL (
-            SELECT 1 AS keep FROM canvas.jobs j WHERE j.chord_id = c.id AND j.state IN ('scheduled', 'queued')
-            UNION ALL
-            SELECT 1 FROM canvas.jobs j WHERE j.chord_id = c.id AND j.state IN ('succeeded', 'failed', 'cancelled')
-            LIMIT 1
-        ) k ON true
-        -- Nor while a chord inside it is still pending: it will report here, and its root lock
-        -- and its failure path go through this row.
-        LEFT JOIN LATERAL (
-            SELECT 1 AS keep FROM canvas.chords d
-            WHERE (d.context->>'chord_id')::bigint = c.id AND d.context ? 'chord_id' AND d.state = 'pending'
-            LIMIT 1
-        ) inner_ ON true
-        WHERE c.state <> 'pending' AND c.finished_at < cutoff AND k.keep IS NULL AND inner_.keep IS NULL
-          AND c.id NOT IN (SELECT r.chord_id FROM running r)
-        ORDER BY c.finished_at
-        LIMIT p_limit
-    ) s;
-    PERFORM set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'off', true);
-    DELETE FROM canvas.chords c
-    WHERE c.ctid = ANY (doomed) AND c.state <> 'pending' AND c.finished_at < cutoff;
-    GET DIAGNOSTICS chords = ROW_COUNT;
-    PERFORM set_config('enable_indexscan', indexscan, true), set_config('enable_bitmapscan', bitmapscan, true);
+    -- Once a level of chords goes, the chords that held them in their slots may go too: again,
+    -- within the batch, until a round takes none.
+    LOOP
+        WITH running AS MATERIALIZED (
+            SELECT DISTINCT j.chord_id FROM canvas.jobs j WHERE j.state = 'running' AND j.chord_id IS NOT NULL
+        )
+        SELECT coalesce(array_agg(s.ctid), '{}') INTO doomed
+        FROM (
+            SELECT c.ctid FROM canvas.chords c
+            LEFT JOIN LATERAL (
+                SELECT 1 AS keep FROM canvas.jobs j WHERE j.chord_id = c.id AND j.state IN ('scheduled', 'queued')
+                UNION ALL
+                SELECT 1 FROM canvas.jobs j WHERE j.chord_id = c.id AND j.state IN ('succeeded', 'failed', 'cancelled')
+                LIMIT 1
+            ) k ON true
+            -- Nor while a chord sits in one of its slots: a pending one will report here, and its
+            -- root lock and its failure path go through this row; a finished one may be reopened by
+            -- a retry, which climbs through this row. Chords go from the inside out.
+            LEFT JOIN LATERAL (
+                SELECT 1 AS keep FROM canvas.chords d
+                WHERE (d.context->>'chord_id')::bigint = c.id AND d.context ? 'chord_id'
+                LIMIT 1
+            ) inner_ ON true
+            WHERE c.state <> 'pending' AND c.finished_at < cutoff AND k.keep IS NULL AND inner_.keep IS NULL
+              AND c.id NOT IN (SELECT r.chord_id FROM running r)
+            ORDER BY c.finished_at
+            LIMIT p_limit - chords
+        ) s;
+        PERFORM set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'off', true);
+        DELETE FROM canvas.chords c
+        WHERE c.ctid = ANY (doomed) AND c.state <> 'pending' AND c.finished_at < cutoff;
+        GET DIAGNOSTICS level = ROW_COUNT;
+        chords := chords + level;
+        PERFORM set_config('enable_indexscan', indexscan, true), set_config('enable_bitmapscan', bitmapscan, true);
+        EXIT WHEN level = 0 OR chords >= p_limit;
+    END LOOP;
 
     -- A firing row is what refuses a tick a second time (canvas.fire_schedule: its primary key
     -- makes the second INSERT do nothing). Every beat fires a schedule's current next_fire_at
