@@ -5,8 +5,8 @@ import TestSupport
 import Testing
 
 /// `voteradmin retry` of the member that failed a chord reopens the chord, whose body then gets
-/// every member's result: the pruner must not take those results from under it, and a retry must
-/// not reopen a chord whose results were already taken, in either order and when both run at once
+/// every member's result: the pruner must not take members from under it, and a retry must not
+/// reopen a chord the pruner took anything from, in either order and when both run at once
 /// (canvas.prune's pass over members; canvas.retry, which takes the pruner's lock first).
 @Suite(.enabled(if: databaseTestsEnabled, "PGCANVAS_SKIP_DB_TESTS=1"))
 final class PruneRetryTests {
@@ -22,7 +22,6 @@ final class PruneRetryTests {
     }
 
     struct Failed {
-        var root: Int64
         var chord: Int64
         var member: Int64
         var worker: Int64
@@ -35,7 +34,7 @@ final class PruneRetryTests {
         // A regression that makes one side wait for the other fails the test, not the run.
         try c.execute("SET statement_timeout = '10s'")
         let w = try Broker.registerWorker(hostname: "t", pid: 1, queues: ["default"], concurrency: 3, on: c)
-        let root = try chord(
+        _ = try chord(
             [
                 signature("canvas.add", 1, 2),
                 signature("canvas.add", 3, 4, options: SignatureOptions(maxRetries: 0)),
@@ -55,7 +54,6 @@ final class PruneRetryTests {
             ], on: c)
         let chordID: Int64 = try c.query("SELECT chord_id FROM canvas.jobs WHERE id = \(jobs[2].id)")[0].decode(
             Int64.self, 0)
-        #expect(try CanvasStatus.fetch(root.id, on: c)?.state == .failed)
         try c.executeScript(
             """
             UPDATE canvas.jobs SET finished_at = now() - interval '2 days' WHERE finished_at IS NOT NULL;
@@ -63,7 +61,7 @@ final class PruneRetryTests {
             """)
         try c.execute(
             "UPDATE canvas.jobs SET finished_at = now() - \(memberAge)::interval WHERE id = \(jobs[2].id)")
-        return Failed(root: root.id, chord: chordID, member: jobs[2].id, worker: w)
+        return Failed(chord: chordID, member: jobs[2].id, worker: w)
     }
 
     /// Runs the retried member to success, as a worker would.
@@ -101,13 +99,13 @@ final class PruneRetryTests {
         // The failed member is young, so it stays while its older siblings go.
         let f = try failedChord(memberAge: "1 minute", on: c)
         #expect(try prune(on: c) == 2)
-        #expect(try retry(f, on: c) == "requeued")
+        #expect(
+            try retry(f, on: c)
+                == "requeued; its chord \(f.chord) stays failed: some of its members were pruned (--prune-after)")
         #expect(try chordState(f, on: c) == "failed")
         try succeed(f, on: c)
         // Reopened, its body would have run on [11] alone.
         #expect(try count("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.identity'", on: c) == 0)
-        // The root stays while the chord sits in its slot: the canvas reads as failed, not gone.
-        #expect(try CanvasStatus.fetch(f.root, on: c)?.state == .failed)
     }
 
     /// A second member failed for good too, and the pruner took it: nothing left in the chord
@@ -117,7 +115,7 @@ final class PruneRetryTests {
         let f = try failedChord(memberAge: "1 minute", siblingFails: true, on: c)
         #expect(try prune(on: c) == 2)
         #expect(try count("SELECT count(*) FROM canvas.jobs WHERE state = 'failed'", on: c) == 1)
-        #expect(try retry(f, on: c) == "requeued")
+        #expect(try retry(f, on: c)?.hasSuffix("some of its members were pruned (--prune-after)") == true)
         #expect(try chordState(f, on: c) == "failed")
         let retried = try voteradmin(["retry", String(f.member)])
         #expect(retried.status == 1, "not failed any more: \(retried.stdout)")
@@ -130,8 +128,10 @@ final class PruneRetryTests {
         #expect(try prune(on: c) == 2)
         let retried = try voteradmin(["retry", String(f.member)])
         #expect(retried.status == 0, "\(retried.stderr)")
-        #expect(retried.stdout.contains("Requeued \(f.member)"))
-        #expect(retried.stdout.contains("stays failed"), "\(retried.stdout)")
+        #expect(
+            retried.stdout.contains(
+                "Requeued \(f.member); its chord \(f.chord) stays failed: some of its members were pruned"),
+            "\(retried.stdout)")
     }
 
     @Test func aRetryWithEveryResultStillThereReopensTheChord() throws {
@@ -187,9 +187,45 @@ final class PruneRetryTests {
         #expect(eventually(timeout: 10) { (try? self.waitingOnThePrunersLock(c)) == true })
         try first.execute("COMMIT")
         #expect(done.wait(timeout: .now() + 15) == .success)
-        #expect(try retried.value?.get() == "requeued")
+        #expect(try retried.value?.get()?.hasSuffix("some of its members were pruned (--prune-after)") == true)
         #expect(try chordState(f, on: c) == "failed")
         try succeed(f, on: c)
         #expect(try count("SELECT count(*) FROM canvas.jobs WHERE task = 'canvas.identity'", on: c) == 0)
+    }
+
+    /// A chord inside the chord failed it; a plain member failed later. The pruner takes the inner
+    /// chord (its member, then its row) and keeps the outer one, which the late member points at:
+    /// reopened by a retry of that member, the outer chord would wait for the inner one forever.
+    @Test func aRetryAfterAnInnerChordWasPrunedLeavesTheOuterChordFailed() throws {
+        let c = try database.connect()
+        try c.execute("SET statement_timeout = '10s'")
+        let w = try Broker.registerWorker(hostname: "t", pid: 1, queues: ["default"], concurrency: 2, on: c)
+        _ = try Canvas.enqueue(
+            jsonText: """
+                {"chord": [{"chord": [{"task": "canvas.fail", "args": ["inner"], "options": {"max_retries": 0}}],
+                            "body": {"task": "canvas.identity"}},
+                           {"task": "canvas.fail", "args": ["late"], "options": {"max_retries": 0}}],
+                 "body": {"task": "canvas.identity"}}
+                """, on: c)
+        let jobs = try Broker.claim(worker: w, queues: ["default"], limit: 2, on: c).sorted { $0.id < $1.id }
+        try #require(jobs.count == 2)
+        for job in jobs {
+            try Broker.finish(
+                worker: w, [Outcome(jobID: job.id, attempt: job.attempt, kind: .error, error: "no")], on: c)
+        }
+        let late = jobs[1].id
+        let outer: Int64 = try c.query("SELECT chord_id FROM canvas.jobs WHERE id = \(late)")[0].decode(Int64.self, 0)
+        try c.executeScript(
+            """
+            UPDATE canvas.jobs SET finished_at = now() - interval '2 days' WHERE id <> \(late);
+            UPDATE canvas.chords SET finished_at = now() - interval '2 days' WHERE finished_at IS NOT NULL;
+            """)
+        #expect(try prune(on: c) == 1)
+        #expect(try count("SELECT count(*) FROM canvas.chords WHERE id = \(outer)", on: c) == 1)
+        #expect(try count("SELECT count(*) FROM canvas.chords WHERE context->>'chord_id' = '\(outer)'", on: c) == 0)
+        let outcome = try c.query("SELECT canvas.retry(\(late))")[0].decodeIfPresent(String.self, 0)
+        #expect(outcome?.hasSuffix("some of its members were pruned (--prune-after)") == true, "\(outcome ?? "nil")")
+        #expect(
+            try c.query("SELECT state FROM canvas.chords WHERE id = \(outer)")[0].decode(String.self, 0) == "failed")
     }
 }

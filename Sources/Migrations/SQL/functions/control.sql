@@ -87,12 +87,15 @@ $$;
 -- stays failed (the job is requeued all the same): reopened, its body would get a partial list.
 -- Call it first in its transaction: it takes the pruner's lock before any row (docs/broker.md).
 -- A canvas reopened this way that fails again runs its error callbacks again (docs/canvas.md).
--- Returns 'requeued', 'not failed', or NULL for an unknown id.
+-- Returns 'requeued' (followed by "; its chord N stays failed: why" when a chord it failed stays
+-- so), 'not failed', or NULL for an unknown id.
 CREATE FUNCTION canvas.retry(p_id bigint) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     j canvas.jobs;
+    ch canvas.chords;
     c bigint;
     below bigint;
+    why text;
 BEGIN
     -- The pruner's lock, before any row: a batch of pruning (canvas.prune) then either committed
     -- before the chords are checked below (and marked those whose members it took), or starts
@@ -125,22 +128,35 @@ BEGIN
     WHERE id = p_id;
     c := j.chord_id;
     WHILE c IS NOT NULL LOOP
+        SELECT * INTO ch FROM canvas.chords WHERE id = c;
+        IF NOT FOUND THEN
+            why := format('its chord %s is gone (pruned)', c);
+            EXIT;
+        END IF;
+        EXIT WHEN ch.state NOT IN ('failed', 'cancelled');
         -- Only while nothing else inside that chord has failed for good, and while the pruner has
-        -- taken none of its members (results it would gather, or a failed member no retry could
+        -- taken nothing from it (results it would gather, a failed member or chord no retry could
         -- reach any more).
-        EXIT WHEN EXISTS (SELECT 1 FROM canvas.jobs m
-                          WHERE m.chord_id = c AND m.id <> p_id AND m.state IN ('failed', 'cancelled'))
-               OR EXISTS (SELECT 1 FROM canvas.chords s
-                          WHERE (s.context->>'chord_id')::bigint = c AND s.context ? 'chord_id'
-                            AND s.id IS DISTINCT FROM below AND s.state IN ('failed', 'cancelled'))
-               OR coalesce((SELECT ch.members_pruned FROM canvas.chords ch WHERE ch.id = c), true);
-        UPDATE canvas.chords SET state = 'pending', error = NULL, finished_at = NULL
-        WHERE id = c AND state IN ('failed', 'cancelled');
-        EXIT WHEN NOT FOUND;
+        IF EXISTS (SELECT 1 FROM canvas.jobs m
+                   WHERE m.chord_id = c AND m.id <> p_id AND m.state IN ('failed', 'cancelled'))
+           OR EXISTS (SELECT 1 FROM canvas.chords s
+                      WHERE (s.context->>'chord_id')::bigint = c AND s.context ? 'chord_id'
+                        AND s.id IS DISTINCT FROM below AND s.state IN ('failed', 'cancelled')) THEN
+            why := 'another of its members failed too';
+        ELSIF ch.members_pruned THEN
+            why := 'some of its members were pruned (--prune-after)';
+        END IF;
+        IF why IS NOT NULL THEN
+            why := format('its %s %s stays %s: %s', CASE ch.kind WHEN 'root' THEN 'canvas' ELSE ch.kind END, c,
+                          ch.state, why);
+            EXIT;
+        END IF;
+        UPDATE canvas.chords SET state = 'pending', error = NULL, finished_at = NULL WHERE id = c;
         below := c;
-        SELECT (context->>'chord_id')::bigint INTO c FROM canvas.chords WHERE id = c;
+        c := (ch.context->>'chord_id')::bigint;
     END LOOP;
-    RETURN 'requeued';
+    -- What was not reopened, and why, for the operator: the job runs on its own then.
+    RETURN 'requeued' || coalesce('; ' || why, '');
 END
 $$;
 

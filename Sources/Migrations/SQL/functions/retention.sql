@@ -41,7 +41,7 @@ DECLARE
     doomed tid[];
     members integer;
     touched bigint[];
-    level integer;
+    slots bigint[];
     -- What the session had, put back after each DELETE (see the first DELETE).
     indexscan text := current_setting('enable_indexscan');
     bitmapscan text := current_setting('enable_bitmapscan');
@@ -149,49 +149,52 @@ BEGIN
     END IF;
 
     -- A finished chord goes once its age passed, no job points at it any more (the passes above
-    -- took its finished members), and no chord is left inside it. Few are kept (those
+    -- took its finished members), and no chord inside it is still pending. Few are kept (those
     -- with a job still waiting or running, or finished within the age), so unlike jobs the scan
     -- needs no cursor.
     -- A member waiting or finished is in an index by chord (jobs_chord_waiting_idx,
     -- jobs_chord_done_idx); a running one only in jobs_running_idx, by worker: those few are read
     -- once, in the same statement (one snapshot, so a member claimed meanwhile is seen in one
     -- state or the other), not once per chord.
-    -- Once a level of chords goes, the chords that held them in their slots may go too: again,
-    -- within the batch, until a round takes none.
-    LOOP
-        WITH running AS MATERIALIZED (
-            SELECT DISTINCT j.chord_id FROM canvas.jobs j WHERE j.state = 'running' AND j.chord_id IS NOT NULL
-        )
-        SELECT coalesce(array_agg(s.ctid), '{}') INTO doomed
-        FROM (
-            SELECT c.ctid FROM canvas.chords c
-            LEFT JOIN LATERAL (
-                SELECT 1 AS keep FROM canvas.jobs j WHERE j.chord_id = c.id AND j.state IN ('scheduled', 'queued')
-                UNION ALL
-                SELECT 1 FROM canvas.jobs j WHERE j.chord_id = c.id AND j.state IN ('succeeded', 'failed', 'cancelled')
-                LIMIT 1
-            ) k ON true
-            -- Nor while a chord sits in one of its slots: a pending one will report here, and its
-            -- root lock and its failure path go through this row; a finished one may be reopened by
-            -- a retry, which climbs through this row. Chords go from the inside out.
-            LEFT JOIN LATERAL (
-                SELECT 1 AS keep FROM canvas.chords d
-                WHERE (d.context->>'chord_id')::bigint = c.id AND d.context ? 'chord_id'
-                LIMIT 1
-            ) inner_ ON true
-            WHERE c.state <> 'pending' AND c.finished_at < cutoff AND k.keep IS NULL AND inner_.keep IS NULL
-              AND c.id NOT IN (SELECT r.chord_id FROM running r)
-            ORDER BY c.finished_at
-            LIMIT p_limit - chords
-        ) s;
-        PERFORM set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'off', true);
+    WITH running AS MATERIALIZED (
+        SELECT DISTINCT j.chord_id FROM canvas.jobs j WHERE j.state = 'running' AND j.chord_id IS NOT NULL
+    )
+    SELECT coalesce(array_agg(s.ctid), '{}') INTO doomed
+    FROM (
+        SELECT c.ctid FROM canvas.chords c
+        LEFT JOIN LATERAL (
+            SELECT 1 AS keep FROM canvas.jobs j WHERE j.chord_id = c.id AND j.state IN ('scheduled', 'queued')
+            UNION ALL
+            SELECT 1 FROM canvas.jobs j WHERE j.chord_id = c.id AND j.state IN ('succeeded', 'failed', 'cancelled')
+            LIMIT 1
+        ) k ON true
+        -- Nor while a chord inside it is still pending: it will report here, and its root lock
+        -- and its failure path go through this row.
+        LEFT JOIN LATERAL (
+            SELECT 1 AS keep FROM canvas.chords d
+            WHERE (d.context->>'chord_id')::bigint = c.id AND d.context ? 'chord_id' AND d.state = 'pending'
+            LIMIT 1
+        ) inner_ ON true
+        WHERE c.state <> 'pending' AND c.finished_at < cutoff AND k.keep IS NULL AND inner_.keep IS NULL
+          AND c.id NOT IN (SELECT r.chord_id FROM running r)
+        ORDER BY c.finished_at
+        LIMIT p_limit
+    ) s;
+    PERFORM set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'off', true);
+    WITH gone AS (
         DELETE FROM canvas.chords c
-        WHERE c.ctid = ANY (doomed) AND c.state <> 'pending' AND c.finished_at < cutoff;
-        GET DIAGNOSTICS level = ROW_COUNT;
-        chords := chords + level;
-        PERFORM set_config('enable_indexscan', indexscan, true), set_config('enable_bitmapscan', bitmapscan, true);
-        EXIT WHEN level = 0 OR chords >= p_limit;
-    END LOOP;
+        WHERE c.ctid = ANY (doomed) AND c.state <> 'pending' AND c.finished_at < cutoff
+        RETURNING c.id, (c.context->>'chord_id')::bigint AS slot
+    )
+    SELECT count(*), coalesce(array_agg(g.id), '{}'), coalesce(array_agg(g.slot) FILTER (WHERE g.slot IS NOT NULL), '{}')
+    INTO chords, touched, slots FROM gone g;
+    PERFORM set_config('enable_indexscan', indexscan, true), set_config('enable_bitmapscan', bitmapscan, true);
+    -- A chord that stays while one in its slot goes (a member of it still points at it), and one
+    -- that stays while the chord holding it goes (its members wait or finished late), can no
+    -- longer be reopened whole: marked, as for members (canvas.retry).
+    UPDATE canvas.chords c SET members_pruned = true
+    WHERE (c.id = ANY (slots) OR ((c.context->>'chord_id')::bigint = ANY (touched) AND c.context ? 'chord_id'))
+      AND NOT c.members_pruned;
 
     -- A firing row is what refuses a tick a second time (canvas.fire_schedule: its primary key
     -- makes the second INSERT do nothing). Every beat fires a schedule's current next_fire_at
