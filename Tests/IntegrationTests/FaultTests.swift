@@ -213,7 +213,8 @@ final class FaultRun {
         }
         if faults.chance(0.08), let (id, key) = try pickLeafJob(states: ["failed"]) {
             let answer = try db { try $0.query("SELECT canvas.retry(\(id))")[0].text(0) }
-            if answer == "requeued", let index = leafCanvas[key] { retries[index, default: 0] += 1 }
+            // "requeued", or "requeued; its chord N stays failed: why": a retry either way.
+            if answer?.hasPrefix("requeued") == true, let index = leafCanvas[key] { retries[index, default: 0] += 1 }
         }
         if faults.chance(0.03) { try purge() }
     }
