@@ -45,6 +45,7 @@ DECLARE
     -- What the session had, put back after each DELETE (see the first DELETE).
     indexscan text := current_setting('enable_indexscan');
     bitmapscan text := current_setting('enable_bitmapscan');
+    seqscan text := current_setting('enable_seqscan');
 BEGIN
     IF p_age IS NULL OR p_age < interval '0' OR p_limit IS NULL OR p_limit < 1 THEN
         RAISE EXCEPTION 'canvas.prune: the age must be 0 or more and the limit at least 1' USING ERRCODE = '22023';
@@ -141,7 +142,12 @@ BEGIN
     SELECT count(*), coalesce(array_agg(DISTINCT g.chord_id), '{}') INTO members, touched FROM gone g;
     PERFORM set_config('enable_indexscan', indexscan, true), set_config('enable_bitmapscan', bitmapscan, true);
     -- Those chords no longer hold all they gathered: a retry must not reopen them (canvas.retry).
-    UPDATE canvas.chords c SET members_pruned = true WHERE c.id = ANY (touched) AND NOT c.members_pruned;
+    -- By key, whatever the statistics were when its generic plan was made.
+    IF cardinality(touched) > 0 THEN
+        PERFORM set_config('enable_seqscan', 'off', true);
+        UPDATE canvas.chords c SET members_pruned = true WHERE c.id = ANY (touched) AND NOT c.members_pruned;
+        PERFORM set_config('enable_seqscan', seqscan, true);
+    END IF;
     jobs := jobs + members;
     IF jobs >= p_limit THEN
         RETURN NEXT;
@@ -192,9 +198,15 @@ BEGIN
     -- A chord that stays while one in its slot goes (a member of it still points at it), and one
     -- that stays while the chord holding it goes (its members wait or finished late), can no
     -- longer be reopened whole: marked, as for members (canvas.retry).
-    UPDATE canvas.chords c SET members_pruned = true
-    WHERE (c.id = ANY (slots) OR ((c.context->>'chord_id')::bigint = ANY (touched) AND c.context ? 'chord_id'))
-      AND NOT c.members_pruned;
+    -- Through the primary key and chords_slot_idx: planned once for the session (a generic plan),
+    -- on a table that may then have been small, it would otherwise read every chord each batch.
+    IF chords > 0 THEN
+        PERFORM set_config('enable_seqscan', 'off', true);
+        UPDATE canvas.chords c SET members_pruned = true
+        WHERE (c.id = ANY (slots) OR ((c.context->>'chord_id')::bigint = ANY (touched) AND c.context ? 'chord_id'))
+          AND NOT c.members_pruned;
+        PERFORM set_config('enable_seqscan', seqscan, true);
+    END IF;
 
     -- A firing row is what refuses a tick a second time (canvas.fire_schedule: its primary key
     -- makes the second INSERT do nothing). Every beat fires a schedule's current next_fire_at
